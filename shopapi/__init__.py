@@ -1,0 +1,1 @@
+"""shopapi: the shop's REST backend."""

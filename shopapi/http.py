@@ -1,0 +1,147 @@
+"""The one decorator every responder wears: `@endpoint(...)`.
+
+It declares, once per responder, what the OpenAPI spec documents and what the request must
+satisfy: the roles allowed, the body Struct (decoded straight from the raw bytes by msgspec),
+the query Struct (converted from the query string), the answer type and the error statuses.
+Ids in the path are checked as signed 64-bit integers (422 otherwise).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import falcon
+import msgspec
+
+from shopapi.errors import (
+    FieldError,
+    Forbidden,
+    InvalidJson,
+    NotAuthenticated,
+    PayloadTooLarge,
+    ValidationFailed,
+)
+
+INT64_MAX = 2**63 - 1
+_PATH_RE = re.compile(r" - at `\$(.*)`$")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What one responder accepts and answers; read by `shopapi.openapi`."""
+
+    summary: str
+    roles: tuple[str, ...] | None = None  # None: public; (): any authenticated user
+    body: type | None = None
+    query: type | None = None
+    returns: Any = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    headers: tuple[str, ...] = ()  # documented request headers, e.g. Idempotency-Key
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+PUBLIC = None
+AUTHENTICATED: tuple[str, ...] = ()
+STAFF = ("ADMIN", "EDITOR")
+ADMIN = ("ADMIN",)
+
+
+def field_path(message: str) -> tuple[str, str]:
+    """Split msgspec's "Expected `int`, got `str` - at `$.items[0].quantity`"."""
+    match = _PATH_RE.search(message)
+    if not match:
+        return "", message
+    path = match.group(1).lstrip(".")
+    return path, message[: match.start()]
+
+
+def validation_error(exc: msgspec.ValidationError, prefix: str = "") -> ValidationFailed:
+    path, message = field_path(str(exc))
+    if prefix:
+        path = f"{prefix}.{path}" if path else prefix
+    return ValidationFailed(f"{path or 'body'}: {message}", errors=[FieldError(path, message)])
+
+
+@functools.cache
+def _decoder(struct: type) -> msgspec.json.Decoder:
+    return msgspec.json.Decoder(struct)
+
+
+def read_body(req: falcon.Request, struct: type, limit: int) -> Any:
+    """Decode the raw body into `struct`: 400 for bad JSON, 422 with the field path."""
+    length = req.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes")
+    raw = req.bounded_stream.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes")
+    if not raw.strip():
+        raise InvalidJson("The request body must be a JSON object")
+    try:
+        return _decoder(struct).decode(raw)
+    except msgspec.ValidationError as exc:
+        path, message = field_path(str(exc))
+        if not path and message.startswith("Expected `object`"):
+            raise InvalidJson("The request body must be a JSON object") from None
+        raise validation_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidJson(f"Malformed JSON: {exc}") from None
+
+
+def read_query(req: falcon.Request, struct: type) -> Any:
+    """Convert the query string into `struct` (strings coerced to the declared types)."""
+    params: dict[str, Any] = {}
+    for name, value in req.params.items():
+        # a repeated parameter keeps its last value, like most frameworks
+        params[name] = value[-1] if isinstance(value, list) else value
+    try:
+        return msgspec.convert(params, struct, strict=False)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def parse_id(name: str, raw: Any) -> int:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ValidationFailed.single(name, "must be an integer") from None
+    if not -INT64_MAX - 1 <= value <= INT64_MAX or not str(raw).lstrip("-").isdigit():
+        raise ValidationFailed.single(name, "must be a signed 64-bit integer")
+    return value
+
+
+def require_roles(req: falcon.Request, roles: tuple[str, ...] | None) -> None:
+    if roles is None:
+        return
+    user = req.context.user
+    if user is None:
+        raise req.context.auth_error or NotAuthenticated("Missing bearer token")
+    if roles and user.role not in roles:
+        raise Forbidden("Your role does not allow this")
+
+
+def endpoint(summary: str, **options: Any) -> Callable:
+    spec = Endpoint(summary=summary, **options)
+
+    def decorate(responder: Callable) -> Callable:
+        @functools.wraps(responder)
+        def wrapper(resource, req: falcon.Request, resp: falcon.Response, **params: Any):
+            require_roles(req, spec.roles)
+            for name, raw in params.items():
+                if name.endswith("id"):
+                    params[name] = parse_id(name, raw)
+            if spec.query is not None:
+                req.context.query = read_query(req, spec.query)
+            if spec.body is not None:
+                req.context.body = read_body(req, spec.body, req.context.max_body_bytes)
+            resp.status = spec.status
+            return responder(resource, req, resp, **params)
+
+        wrapper.__endpoint__ = spec  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate

@@ -1,0 +1,1 @@
+"""Falcon middleware: request id + access log, authentication, rate limits."""

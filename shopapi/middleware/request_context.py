@@ -1,0 +1,63 @@
+"""Request id, body limit and one JSON access-log line per request."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+
+import falcon
+import msgspec
+
+_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_encode_line = msgspec.json.Encoder().encode
+
+
+class JsonLineLogger:
+    """Structured access log: one msgspec-encoded JSON object per line on stdout."""
+
+    def __init__(self, level: str = "INFO", stream=None) -> None:
+        self.enabled = logging.getLevelName(level.upper()) <= logging.INFO
+        self.stream = stream or sys.stdout.buffer
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            self.stream.write(_encode_line(record) + b"\n")
+            self.stream.flush()
+
+
+class RequestContext:
+    def __init__(self, access_log: JsonLineLogger, max_body_bytes: int) -> None:
+        self.access_log = access_log
+        self.max_body_bytes = max_body_bytes
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+        given = req.get_header("X-Request-ID")
+        # echo a sane client id; anything else (too long, odd characters) gets a fresh one
+        req.context.request_id = given if given and _ID_OK.match(given) else os.urandom(8).hex()
+        req.context.max_body_bytes = self.max_body_bytes
+        req.context.user = None
+        req.context.auth_error = None
+        resp.set_header("X-Request-ID", req.context.request_id)
+
+    def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
+        resp.set_header("X-Request-ID", req.context.request_id)
+        started = getattr(req.context, "started", None)
+        duration = time.perf_counter() - started if started else 0.0
+        req.context.duration = duration
+        user = getattr(req.context, "user", None)
+        self.access_log.write({
+            "ts": time.time(),
+            "level": "info",
+            "event": "request",
+            "method": req.method,
+            "route": req.uri_template or "unmatched",
+            "path": req.path,
+            "status": resp.status_code,
+            "duration_ms": round(duration * 1000, 3),
+            "user_id": user.id if user else None,
+            "request_id": req.context.request_id,
+        })

@@ -1,0 +1,127 @@
+"""OpenAPI 3.1, built from the routes and each responder's `@endpoint` declaration.
+
+Bodies, answers and query strings are the same msgspec Structs that validate requests,
+so the spec cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from shopapi.errors import FieldError
+from shopapi.http import Endpoint
+
+METHODS = ("get", "post", "put", "patch", "delete")
+_PARAM_RE = re.compile(r"{(\w+)(?::\w+)?}")
+
+ERROR_TITLES = {
+    400: "Body is not JSON or not an object (invalid_json)",
+    401: "Missing, malformed, expired or revoked token (not_authenticated, invalid_credentials)",
+    403: "Role or ownership does not allow it (forbidden)",
+    404: "Unknown id or route (not_found)",
+    405: "Method not allowed (method_not_allowed)",
+    409: "Conflict (see code)",
+    412: "If-Match no longer matches (precondition_failed)",
+    413: "Body over the size limit (payload_too_large)",
+    422: "Validation failed (validation_error, with errors)",
+    429: "Rate limited (rate_limited, with Retry-After)",
+    503: "A dependency is down (service_unavailable)",
+}
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details, as every error is answered."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    errors: list[FieldError] | None = None
+
+
+def endpoints(routes) -> list[tuple[str, str, Endpoint]]:
+    found = []
+    for template, resource, suffix in routes:
+        for method in METHODS:
+            name = f"on_{method}" + (f"_{suffix}" if suffix else "")
+            responder = getattr(resource, name, None)
+            spec = getattr(responder, "__endpoint__", None)
+            if spec is not None:
+                found.append((template, method, spec))
+    return found
+
+
+def _query_parameters(struct: type, components: dict[str, Any]) -> list[dict[str, Any]]:
+    schema = components[struct.__name__]
+    required = set(schema.get("required", ()))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema["properties"].items()
+    ]
+
+
+def build_spec(routes, *, title: str = "shopapi", version: str = "0.1.0") -> dict[str, Any]:
+    found = endpoints(routes)
+    types: list[Any] = [Problem]
+    for _, _, spec in found:
+        types += [t for t in (spec.body, spec.returns, spec.query) if t is not None]
+    schemas, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
+    refs = dict(zip(map(id, types), schemas, strict=True))
+
+    paths: dict[str, dict[str, Any]] = {}
+    for template, method, spec in found:
+        path = _PARAM_RE.sub(r"{\1}", template)
+        params = [
+            {"name": name, "in": "path", "required": True,
+             "schema": {"type": "integer", "format": "int64"}}
+            for name in _PARAM_RE.findall(template)
+        ]
+        if spec.query is not None:
+            params += _query_parameters(spec.query, components)
+        for header in spec.headers:
+            params.append({"name": header, "in": "header", "required": False,
+                           "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
+        op: dict[str, Any] = {
+            "summary": spec.summary,
+            "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
+            "tags": list(spec.tags),
+            "parameters": params,
+            "responses": {},
+        }
+        if spec.roles is not None:
+            op["security"] = [{"bearer": []}]
+        if spec.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[id(spec.body)]}},
+            }
+        ok: dict[str, Any] = {"description": "Success"}
+        if spec.returns is not None and spec.status != 204:
+            ok["content"] = {"application/json": {"schema": refs[id(spec.returns)]}}
+        op["responses"][str(spec.status)] = ok
+        for status in sorted(set(spec.errors)):
+            op["responses"][str(status)] = {
+                "description": ERROR_TITLES.get(status, "Error"),
+                "content": {"application/problem+json": {"schema": refs[id(Problem)]}},
+            }
+        paths.setdefault(path, {})[method] = op
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version,
+                 "description": "The shop's REST API. Money is integer cents; errors are "
+                                "RFC 9457 problem+json with a stable `code`."},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "bearerFormat": "JWT"}},
+        },
+    }

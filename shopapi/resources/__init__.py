@@ -1,0 +1,1 @@
+"""Thin Falcon resources: read the input, call one service, set the answer."""

@@ -1,0 +1,1 @@
+"""msgspec Structs: request bodies (`*Create`, `*Update`), queries and public answers."""

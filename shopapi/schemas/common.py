@@ -1,0 +1,45 @@
+"""Types shared by every area: ids, timestamps, pagination."""
+
+from __future__ import annotations
+
+from typing import Annotated, Generic, TypeVar
+
+import msgspec
+from msgspec import Meta
+
+T = TypeVar("T")
+
+Id = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+PositiveId = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+# timestamps are formatted by PostgreSQL (api_time) as RFC 3339 UTC with microseconds
+Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
+PriceCents = Annotated[int, Meta(ge=0, le=10**12)]
+Stock = Annotated[int, Meta(ge=0, le=10**9)]
+Page = Annotated[int, Meta(ge=1, le=10**9)]
+PerPage = Annotated[int, Meta(ge=1, le=100)]
+Description = Annotated[str, Meta(max_length=5000)]
+# hostile strings: NUL bytes are refused by PostgreSQL text, so refuse them here as a 422
+NoNul = Meta(pattern="^[^\\x00]*$")
+
+
+class PageQuery(msgspec.Struct, kw_only=True):
+    page: Page | None = None
+    per_page: PerPage = 20
+
+
+class PageOf(msgspec.Struct, Generic[T]):
+    items: list[T]
+    page: int | None
+    per_page: int
+    total: int
+    next_cursor: str | None = None
+
+
+class Status(msgspec.Struct):
+    status: str
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    database: str
+    redis: str

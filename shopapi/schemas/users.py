@@ -1,0 +1,69 @@
+"""Users and auth: the public user, registration, login, tokens, updates."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from shopapi.schemas.common import PageQuery, Timestamp
+
+Role = Literal["ADMIN", "EDITOR", "CUSTOMER"]
+# one @, no white space inside; surrounding blanks are trimmed by the service
+Email = Annotated[
+    str, Meta(max_length=254, pattern="^[ \\t]*[^@ \\t\\r\\n\\x00]+@[^@ \\t\\r\\n\\x00]+[ \\t]*$")
+]
+Password = Annotated[str, Meta(min_length=8, max_length=128)]
+FullName = Annotated[str, Meta(max_length=200, pattern="^[^\\x00]*$")]
+Token = Annotated[str, Meta(min_length=1, max_length=4096)]
+
+
+class UserPublic(msgspec.Struct):
+    """The only user shape ever serialized: it has no password hash to leak."""
+
+    id: int
+    email: str
+    full_name: str
+    role: Role
+    is_active: bool
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class UserCreate(msgspec.Struct, kw_only=True):
+    email: Email
+    password: Password
+    full_name: FullName = ""
+
+
+class LoginRequest(msgspec.Struct):
+    email: Annotated[str, Meta(max_length=320)]
+    password: Annotated[str, Meta(max_length=1024)]
+
+
+class RefreshRequest(msgspec.Struct):
+    refresh_token: Token
+
+
+class TokenPair(msgspec.Struct):
+    access_token: str
+    refresh_token: str
+    token_type: str
+    expires_in: int
+
+
+class UserUpdate(msgspec.Struct, kw_only=True):
+    """Partial update (PUT and PATCH): a field left out keeps its value."""
+
+    email: Email | UnsetType = UNSET
+    full_name: FullName | UnsetType = UNSET
+    password: Password | UnsetType = UNSET
+    current_password: Annotated[str, Meta(max_length=1024)] | UnsetType = UNSET
+    role: Role | UnsetType = UNSET
+    is_active: bool | UnsetType = UNSET
+
+
+class UserListQuery(PageQuery, kw_only=True):
+    role: Role | None = None
+    q: Annotated[str, Meta(max_length=200)] | None = None

@@ -1,0 +1,130 @@
+"""Passwords (bcrypt) and tokens (PyJWT, HS256) in one place."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import bcrypt
+import jwt
+
+from shopapi.errors import NotAuthenticated
+
+ALGORITHM = "HS256"
+_REQUIRED = ["exp", "iat", "sub", "type", "jti"]
+
+
+def _prehash(password: str) -> bytes:
+    # bcrypt 5 refuses passwords over 72 bytes; the contract allows 128 characters,
+    # so every password is first reduced to a fixed 44-byte digest
+    return base64.b64encode(hashlib.sha256(password.encode()).digest())
+
+
+def hash_password(password: str, rounds: int) -> str:
+    return bcrypt.hashpw(_prehash(password), bcrypt.gensalt(rounds)).decode()
+
+
+def check_password(password: str, password_hash: str) -> bool:
+    try:
+        return bcrypt.checkpw(_prehash(password), password_hash.encode())
+    except ValueError:
+        return False
+
+
+class DummyHash:
+    """A hash to check against when the email is unknown, so both paths cost the same."""
+
+    def __init__(self) -> None:
+        self._by_rounds: dict[int, str] = {}
+
+    def for_rounds(self, rounds: int) -> str:
+        if rounds not in self._by_rounds:
+            self._by_rounds[rounds] = hash_password(os.urandom(16).hex(), rounds)
+        return self._by_rounds[rounds]
+
+
+dummy_hash = DummyHash()
+
+
+def token_digest(token: str) -> bytes:
+    """What the database keeps of a refresh token."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: int
+    role: str
+    exp: int
+    iat: int
+
+
+class TokenCodec:
+    """Issues and verifies JWTs; verified access tokens are remembered until they expire."""
+
+    _CACHE_MAX = 10_000
+
+    def __init__(self, key: str, access_ttl: int, refresh_ttl: int) -> None:
+        self.key = key
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+        self._verified: dict[str, AccessClaims] = {}
+
+    def _encode(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self.key, algorithm=ALGORITHM)
+
+    def issue_access(self, user_id: int, role: str) -> str:
+        now = int(time.time())
+        return self._encode({
+            "sub": str(user_id), "role": role, "type": "access",
+            "iat": now, "exp": now + self.access_ttl, "jti": uuid.uuid4().hex,
+        })
+
+    def issue_refresh(self, user_id: int, family_id: uuid.UUID) -> tuple[str, int]:
+        now = int(time.time())
+        exp = now + self.refresh_ttl
+        token = self._encode({
+            "sub": str(user_id), "type": "refresh", "fam": str(family_id),
+            "iat": now, "exp": exp, "jti": uuid.uuid4().hex,
+        })
+        return token, exp
+
+    def _decode(self, token: str, expected_type: str) -> dict[str, Any]:
+        try:
+            claims = jwt.decode(
+                token, self.key, algorithms=[ALGORITHM], options={"require": _REQUIRED}
+            )
+        except jwt.ExpiredSignatureError:
+            raise NotAuthenticated("Token expired") from None
+        except jwt.PyJWTError:
+            raise NotAuthenticated("Invalid token") from None
+        if claims.get("type") != expected_type:
+            raise NotAuthenticated(f"Not an {expected_type} token")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub.isdigit():
+            raise NotAuthenticated("Invalid token subject")
+        return claims
+
+    def verify_access(self, token: str) -> AccessClaims:
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.exp > time.time():
+                return cached
+            del self._verified[token]
+        claims = self._decode(token, "access")
+        role = claims.get("role")
+        if role not in ("ADMIN", "EDITOR", "CUSTOMER"):
+            raise NotAuthenticated("Invalid token role")
+        verified = AccessClaims(int(claims["sub"]), role, int(claims["exp"]), int(claims["iat"]))
+        if len(self._verified) >= self._CACHE_MAX:
+            self._verified.clear()
+        self._verified[token] = verified
+        return verified
+
+    def verify_refresh(self, token: str) -> dict[str, Any]:
+        return self._decode(token, "refresh")

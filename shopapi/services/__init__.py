@@ -1,0 +1,1 @@
+"""Business rules per area. Services own the transaction; they never see HTTP."""

@@ -1,0 +1,100 @@
+"""Registration, login, refresh-token rotation with reuse detection, and the caller check."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import psycopg.errors
+
+from shopapi.context import AppContext, CurrentUser
+from shopapi.db import connection, queries, transaction
+from shopapi.errors import EmailTaken, InvalidCredentials, NotAuthenticated
+from shopapi.schemas.users import LoginRequest, TokenPair, UserCreate, UserPublic
+from shopapi.security import check_password, dummy_hash, hash_password, token_digest
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def register(ctx: AppContext, body: UserCreate) -> UserPublic:
+    """Role is always CUSTOMER: a `role` in the body is ignored like any unknown field."""
+    password_hash = hash_password(body.password, ctx.settings.bcrypt_rounds)
+    try:
+        with transaction(ctx.pool) as conn:
+            row = queries.insert_user(
+                conn, email=normalize_email(body.email), password_hash=password_hash,
+                full_name=body.full_name, role="CUSTOMER",
+            )
+    except psycopg.errors.UniqueViolation:
+        raise EmailTaken("This email is already registered") from None
+    return msgspec.convert(row, UserPublic)
+
+
+def _issue_pair(ctx: AppContext, conn, user_id: int, role: str, family: uuid.UUID) -> TokenPair:
+    refresh, expires_at = ctx.tokens.issue_refresh(user_id, family)
+    queries.insert_refresh_token(
+        conn, user_id=user_id, family_id=family, token_hash=token_digest(refresh),
+        expires_at=expires_at,
+    )
+    return TokenPair(
+        access_token=ctx.tokens.issue_access(user_id, role),
+        refresh_token=refresh,
+        token_type="Bearer",
+        expires_in=ctx.tokens.access_ttl,
+    )
+
+
+def login(ctx: AppContext, body: LoginRequest) -> TokenPair:
+    with connection(ctx.pool) as conn:
+        row = queries.get_login(conn, email=normalize_email(body.email))
+    if row is None:
+        # same bcrypt cost as a real check: no user enumeration by timing
+        check_password(body.password, dummy_hash.for_rounds(ctx.settings.bcrypt_rounds))
+        raise InvalidCredentials("Wrong email or password")
+    if not check_password(body.password, row["password_hash"]) or not row["is_active"]:
+        raise InvalidCredentials("Wrong email or password")
+    with transaction(ctx.pool) as conn:
+        return _issue_pair(ctx, conn, row["id"], row["role"], uuid.uuid4())
+
+
+def refresh(ctx: AppContext, token: str) -> TokenPair:
+    """Rotate: the presented token is revoked and a new pair of the same login is issued."""
+    ctx.tokens.verify_refresh(token)
+    digest = token_digest(token)
+    with transaction(ctx.pool) as conn:
+        used = queries.revoke_refresh_token(conn, token_hash=digest)
+        if used is not None:
+            state = queries.get_user_state(conn, id=used["user_id"])
+            if state is not None and state["is_active"]:
+                return _issue_pair(ctx, conn, used["user_id"], state["role"], used["family_id"])
+            raise NotAuthenticated("Account disabled")
+    # not live: a revoked token coming back means it leaked; end that whole login
+    with transaction(ctx.pool) as conn:
+        known = queries.get_refresh_token(conn, token_hash=digest)
+        if known is not None and known["revoked"]:
+            queries.revoke_refresh_family(conn, family_id=known["family_id"])
+    raise NotAuthenticated("Refresh token revoked or unknown")
+
+
+def logout(ctx: AppContext, token: str) -> None:
+    ctx.tokens.verify_refresh(token)
+    # idempotent: logging out twice is still a 204 (the signature proved who issued it)
+    with transaction(ctx.pool) as conn:
+        queries.revoke_refresh_token(conn, token_hash=token_digest(token))
+
+
+def logout_all(ctx: AppContext, user: CurrentUser) -> None:
+    with transaction(ctx.pool) as conn:
+        queries.revoke_user_refresh_tokens(conn, user_id=user.id)
+
+
+def authenticate(ctx: AppContext, token: str) -> CurrentUser:
+    """The caller behind an access token; a deactivated, deleted or re-roled user is refused."""
+    claims = ctx.tokens.verify_access(token)
+    with connection(ctx.pool) as conn:
+        state = queries.get_user_state(conn, id=claims.user_id)
+    if state is None or not state["is_active"] or state["role"] != claims.role:
+        raise NotAuthenticated("Token no longer valid")
+    return CurrentUser(claims.user_id, claims.role)

@@ -1,0 +1,30 @@
+"""Readiness: can we reach PostgreSQL and Redis right now?"""
+
+from __future__ import annotations
+
+import logging
+
+from shopapi.context import AppContext
+from shopapi.db import connection, queries
+from shopapi.schemas.common import Readiness
+
+log = logging.getLogger("shopapi.health")
+
+
+def readiness(ctx: AppContext) -> Readiness:
+    database = "ok"
+    try:
+        with connection(ctx.pool) as conn:
+            queries.ping(conn)
+    except Exception as exc:  # any failure means "not ready", never a 500
+        log.warning("readiness: database down (%s)", type(exc).__name__)
+        database = "down"
+    redis_state = "ok"
+    try:
+        ctx.redis.ping()
+    except Exception as exc:
+        log.warning("readiness: redis down (%s)", type(exc).__name__)
+        redis_state = "down"
+    return Readiness(
+        status="ready" if database == "ok" else "unready", database=database, redis=redis_state
+    )

@@ -1,0 +1,8 @@
+"""gunicorn entry point: `gunicorn -c gunicorn.conf.py shopapi.wsgi:app`.
+
+Imported by each worker after fork, so every worker opens its own pool.
+"""
+
+from shopapi.app import create_app
+
+app = create_app()

@@ -1,0 +1,3 @@
+DROP TABLE refresh_tokens;
+DROP TABLE users;
+DROP FUNCTION api_time(timestamptz);
