@@ -18,9 +18,11 @@ from shopapi.context import AppContext
 from shopapi.db import make_pool
 from shopapi.errors import install_error_handlers
 from shopapi.middleware.auth import Authentication
+from shopapi.middleware.metrics import Metrics
+from shopapi.middleware.rate_limit import RateLimit
 from shopapi.middleware.request_context import JsonLineLogger, RequestContext
 from shopapi.openapi import build_spec
-from shopapi.resources import auth, docs, health, users
+from shopapi.resources import auth, categories, docs, health, orders, products, users
 from shopapi.security import TokenCodec
 
 
@@ -60,6 +62,9 @@ def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
         ("/api/auth/me", auth.Me(ctx), None),
         ("/api/users", user_resource, None),
         ("/api/users/{user_id}", user_resource, "item"),
+        *categories.routes(ctx),
+        *products.routes(ctx),
+        *orders.routes(ctx),
     ]
 
 
@@ -81,11 +86,13 @@ def create_app(
 
     middleware: list[object] = [
         RequestContext(JsonLineLogger(settings.log_level), settings.max_body_bytes),
+        Metrics(ctx),
         falcon.CORSMiddleware(allow_origins=list(settings.cors_origins) or [],
                               expose_headers=["X-Request-ID", "ETag", "Retry-After",
                                               "RateLimit-Limit", "RateLimit-Remaining",
                                               "RateLimit-Reset", "Idempotent-Replayed"]),
         Authentication(ctx),
+        RateLimit(ctx),
     ]
     app = ShopApp(middleware=middleware, cors_enable=False)
     app.ctx = ctx

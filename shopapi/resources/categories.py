@@ -1,0 +1,9 @@
+"""/api/categories (to be implemented)."""
+
+from __future__ import annotations
+
+from shopapi.context import AppContext
+
+
+def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
+    return []

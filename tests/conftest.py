@@ -1,0 +1,251 @@
+"""Fixtures on real services: a dedicated PostgreSQL database (migrated once per session,
+emptied before each test) and a dedicated Redis database (flushed before each test).
+
+Environment knobs (so parallel runs never collide):
+  TEST_DATABASE_ADMIN_URL  server to create the test database on
+                           (default postgresql://postgres@127.0.0.1:5432/postgres)
+  SHOPAPI_TEST_DB          test database name (default shopapi_test)
+  TEST_REDIS_URL           Redis for tests (default redis://127.0.0.1:6379/15)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from falcon import testing
+from psycopg import sql
+
+from shopapi.app import create_app
+from shopapi.config import Settings
+from shopapi.db import make_pool, migrate, queries, transaction
+from shopapi.security import hash_password
+
+ADMIN_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_DB = os.environ.get("SHOPAPI_TEST_DB", "shopapi_test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
+
+# every table the app writes, emptied between tests
+TABLES = (
+    "idempotency_keys", "order_status_history", "order_items", "orders", "stock_movements",
+    "products", "categories", "refresh_tokens", "users",
+)
+
+
+def _database_url(name: str) -> str:
+    base, _, _ = ADMIN_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DB)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DB)))
+    url = _database_url(TEST_DB)
+    migrate(url)
+    yield url
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    env = {
+        "APP_ENV": "test",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "SECRET_KEY": TEST_SECRET,
+        "BCRYPT_ROUNDS": "4",
+        "RATE_LIMIT_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+        "DB_POOL_MAX": "20",
+    }
+    env.update({k: str(v) for k, v in overrides.items()})
+    return Settings.from_env(env=env)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+class QueryCounter(psycopg.Cursor):
+    """Counts statements sent through the app's pool (for the no-N+1 tests)."""
+
+    count = 0
+    lock = threading.Lock()
+
+    def execute(self, query, params=None, **kwargs):
+        with QueryCounter.lock:
+            QueryCounter.count += 1
+        return super().execute(query, params, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def pool(settings: Settings):
+    pool = make_pool(settings, cursor_factory=QueryCounter)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _clean_state(request, database_url: str, redis_client: redis.Redis) -> None:
+    """Every test starts from empty tables and an empty Redis database."""
+    if request.node.get_closest_marker("no_db"):
+        return
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    redis_client.flushdb()
+
+
+@pytest.fixture()
+def app(settings: Settings, pool, redis_client):
+    return create_app(settings, pool=pool, redis=redis_client)
+
+
+@pytest.fixture()
+def client(app) -> testing.TestClient:
+    return testing.TestClient(app)
+
+
+@pytest.fixture()
+def query_counter():
+    """`with query_counter() as counted: ...; counted.n` statements in the block."""
+
+    class Counted:
+        n = 0
+
+    from contextlib import contextmanager
+
+    @contextmanager
+    def counting():
+        counted = Counted()
+        start = QueryCounter.count
+        yield counted
+        counted.n = QueryCounter.count - start
+
+    return counting
+
+
+# ------------------------------------------------------------------ factories
+
+
+@dataclass
+class User:
+    id: int
+    email: str
+    password: str
+    role: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture()
+def make_user(app, pool):
+    """`make_user(role="EDITOR")`: a user in the database with a valid access token."""
+    counter = iter(range(1, 1_000_000))
+
+    def make(role: str = "CUSTOMER", *, email: str | None = None,
+             password: str = "password123", full_name: str = "Test User",
+             is_active: bool = True) -> User:
+        email = email or f"user{next(counter)}-{role.lower()}@example.com"
+        with transaction(pool) as conn:
+            row = queries.insert_user(conn, email=email, password_hash=hash_password(password, 4),
+                                      full_name=full_name, role=role)
+            if not is_active:
+                queries.update_user(conn, id=row["id"], email=None, full_name=None, role=None,
+                                    is_active=False, password_hash=None)
+        token = app.ctx.tokens.issue_access(row["id"], role)
+        return User(row["id"], email, password, role, token)
+
+    return make
+
+
+@pytest.fixture()
+def admin(make_user) -> User:
+    return make_user("ADMIN", email="admin@example.com")
+
+
+@pytest.fixture()
+def editor(make_user) -> User:
+    return make_user("EDITOR", email="editor@example.com")
+
+
+@pytest.fixture()
+def customer(make_user) -> User:
+    return make_user("CUSTOMER", email="customer@example.com")
+
+
+def assert_problem(response, status: int, code: str) -> dict:
+    """The contract's error shape: problem+json with a stable code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == "about:blank"
+    assert isinstance(body["title"], str) and body["title"]
+    return body
+
+
+def db_rows(database_url: str, query: str, params: tuple = ()) -> list[tuple]:
+    """Read the database directly, to prove what a request did or did not write."""
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+@pytest.fixture()
+def make_category(pool):
+    """`make_category(name="Books")`: a category row (slug derived naively)."""
+    counter = iter(range(1, 1_000_000))
+
+    def make(name: str | None = None, description: str = "") -> dict:
+        name = name or f"Category {next(counter)}"
+        slug = "-".join(name.lower().split())
+        with transaction(pool) as conn:
+            return queries.insert_category(conn, name=name, slug=slug, description=description)
+
+    return make
+
+
+@pytest.fixture()
+def make_product(pool, make_category):
+    """`make_product(stock=10, price_cents=1999)`: an active product with its ledger row."""
+    counter = iter(range(1, 1_000_000))
+    default_category: dict = {}
+
+    def make(*, name: str | None = None, price_cents: int = 1000, stock: int = 10,
+             category_id: int | None = None, description: str = "", is_active: bool = True,
+             image_url: str | None = None) -> dict:
+        if category_id is None:
+            if not default_category:
+                default_category.update(make_category("Default"))
+            category_id = default_category["id"]
+        name = name or f"Product {next(counter)}"
+        with transaction(pool) as conn:
+            row = queries.insert_product(
+                conn, name=name, description=description, price_cents=price_cents, stock=stock,
+                image_url=image_url, category_id=category_id, is_active=is_active,
+            )
+            if stock:
+                queries.insert_stock_movement(conn, product_id=row["id"], delta=stock,
+                                              reason="adjust", order_id=None, by_user_id=None)
+        return {"id": row["id"], "name": name, "price_cents": price_cents, "stock": stock,
+                "category_id": category_id}
+
+    return make
