@@ -6,3 +6,6 @@ from __future__ import annotations
 class Metrics:
     def __init__(self, ctx) -> None:
         self.ctx = ctx
+
+    def process_request(self, req, resp) -> None:
+        return None
