@@ -23,6 +23,7 @@ from shopapi.middleware.rate_limit import RateLimit
 from shopapi.middleware.request_context import JsonLineLogger, RequestContext
 from shopapi.openapi import build_spec
 from shopapi.resources import auth, categories, docs, health, orders, products, users
+from shopapi.resources import metrics as metrics_resource
 from shopapi.security import TokenCodec
 
 
@@ -54,6 +55,7 @@ def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
     return [
         ("/healthz", health.Liveness(), None),
         ("/readyz", health.Readiness_(ctx), None),
+        ("/metrics", metrics_resource.Metrics(ctx), None),
         ("/api/auth/register", auth.Register(ctx), None),
         ("/api/auth/login", auth.Login(ctx), None),
         ("/api/auth/refresh", auth.Refresh(ctx), None),

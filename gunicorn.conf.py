@@ -1,0 +1,82 @@
+"""gunicorn settings: `gunicorn -c gunicorn.conf.py shopapi.wsgi:app`.
+
+Every value can be overridden by the environment (twelve-factor) or on the command line.
+Workers import the app after fork (no preload_app), so each opens its own database pool.
+Prometheus counts from all workers are merged through PROMETHEUS_MULTIPROC_DIR (see the hooks).
+"""
+
+from __future__ import annotations
+
+import glob
+import multiprocessing
+import os
+import tempfile
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+# --- sockets -----------------------------------------------------------------------------
+# BIND wins over PORT; the default listens on every interface of the container
+bind = os.environ.get("BIND") or f"0.0.0.0:{os.environ.get('PORT') or '8000'}"
+backlog = _int_env("GUNICORN_BACKLOG", 2048)
+
+# --- workers -----------------------------------------------------------------------------
+# sync workers: a request holds a whole process, so 2 x cores keeps the CPU busy while
+# others wait on PostgreSQL/Redis; each worker opens up to DB_POOL_MAX connections
+workers = max(2, _int_env("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count()))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "sync"
+threads = _int_env("GUNICORN_THREADS", 1)  # > 1 only means something for gthread
+timeout = 30  # a worker silent this long is killed and replaced
+graceful_timeout = 30  # on SIGTERM, in-flight requests get this long to finish
+keepalive = _int_env("GUNICORN_KEEPALIVE", 5)  # behind nginx; ignored by sync workers
+max_requests = _int_env("GUNICORN_MAX_REQUESTS", 0)  # 0: never recycle workers
+max_requests_jitter = _int_env("GUNICORN_MAX_REQUESTS_JITTER", 0)
+# import the app in each worker after fork: pools, Redis sockets and mmap'ed metric files
+# must not be shared between processes
+preload_app = False
+
+# --- request limits (gunicorn answers 400 above them, before the app sees anything) ------
+limit_request_line = 4094  # request line incl. query string, bytes
+limit_request_fields = 50  # header count
+limit_request_field_size = 8190  # one header, bytes (long bearer tokens fit)
+
+# --- logging -----------------------------------------------------------------------------
+# the app writes one JSON line per request itself; gunicorn's access log would double it
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+
+# --- control socket ----------------------------------------------------------------------
+# gunicorn 27 opens ~/.gunicorn/gunicorn.ctl by default: several instances on one machine
+# would fight over it, and the container user has no home directory
+control_socket_disable = True
+
+# --- Prometheus multiprocess mode --------------------------------------------------------
+
+
+def on_starting(server) -> None:
+    """Before any worker exists: give the workers an empty directory for their metric files.
+
+    prometheus-client chooses multiprocess mode when it is first imported, so the variable
+    must be in the environment the workers inherit; stale files from a previous run would
+    otherwise be added to the new counts.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+    else:
+        path = tempfile.mkdtemp(prefix="shopapi-prometheus-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    server.log.info("Prometheus multiprocess directory: %s", path)
+
+
+def child_exit(server, worker) -> None:
+    """A worker died or was replaced: its live gauges (the pool sizes) must stop counting."""
+    from prometheus_client import multiprocess  # after on_starting set the directory
+
+    multiprocess.mark_process_dead(worker.pid)

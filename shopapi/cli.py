@@ -1,0 +1,113 @@
+"""`shopapi` command line: serve, dev, migrate, rollback, seed, check-ledger, purge-idempotency-keys."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from shopapi.config import ROOT, Settings
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from shopapi.db import migrate
+
+    count = migrate(_settings().dsn, rollback_all=args.rollback_all)
+    print(f"{'rolled back' if args.rollback_all else 'applied'} {count} migration(s)")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from shopapi.db import make_pool
+    from shopapi.seed import seed
+
+    settings = _settings()
+    with make_pool(settings) as pool:
+        created = seed(pool, settings, products=args.products)
+    print("seeded: " + ", ".join(f"{k} +{v}" for k, v in created.items()))
+    return 0
+
+
+def cmd_check_ledger(args: argparse.Namespace) -> int:
+    """Exit 1 when any product's stock differs from the sum of its stock movements."""
+    from shopapi.db import make_pool
+    from shopapi.services.ledger import check_ledger
+
+    with make_pool(_settings()) as pool:
+        mismatches = check_ledger(pool)
+    for row in mismatches:
+        print(f"product {row['product_id']}: stock {row['stock']} != ledger {row['ledger']}")
+    print("ledger ok" if not mismatches else f"{len(mismatches)} product(s) out of balance")
+    return 1 if mismatches else 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from shopapi.db import make_pool
+    from shopapi.services.orders import purge_idempotency_keys
+
+    settings = _settings()
+    with make_pool(settings) as pool:
+        removed = purge_idempotency_keys(pool, settings.idempotency_key_ttl)
+    print(f"purged {removed} idempotency key(s)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    argv = ["gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "shopapi.wsgi:app"]
+    if args.bind:
+        argv[1:1] = ["--bind", args.bind]
+    os.execvp(argv[0], argv)  # gunicorn is the process manager ops run: hand over to it
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Zero-setup start: local PostgreSQL and Redis, migrated, seeded, served by gunicorn."""
+    from shopapi.devservices import provision
+
+    os.environ.update(provision())
+    print(f"[shopapi] DATABASE_URL={os.environ['DATABASE_URL']}", file=sys.stderr)
+    print(f"[shopapi] REDIS_URL={os.environ['REDIS_URL']}", file=sys.stderr)
+    cmd_migrate(argparse.Namespace(rollback_all=False))
+    cmd_seed(argparse.Namespace(products=args.products))
+    print("[shopapi] serving on http://127.0.0.1:8000  (docs: /api/docs/swagger-ui/)",
+          file=sys.stderr)
+    return cmd_serve(argparse.Namespace(bind=args.bind))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shopapi", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run gunicorn with gunicorn.conf.py")
+    p.add_argument("--bind", default=None)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("dev", help="provision local PostgreSQL/Redis, migrate, seed, serve")
+    p.add_argument("--bind", default="127.0.0.1:8000")
+    p.add_argument("--products", type=int, default=0)
+    p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("migrate", help="apply sql/migrations (same as `yoyo apply`)")
+    p.add_argument("--rollback-all", action="store_true")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("seed", help="contract users + small catalog (idempotent)")
+    p.add_argument("--products", type=int, default=0, help="top generated products up to N")
+    p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("check-ledger", help="every product's stock equals its movements' sum")
+    p.set_defaults(func=cmd_check_ledger)
+
+    p = sub.add_parser("purge-idempotency-keys", help="delete keys older than IDEMPOTENCY_KEY_TTL")
+    p.set_defaults(func=cmd_purge)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

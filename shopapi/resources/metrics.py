@@ -1,0 +1,25 @@
+"""/metrics: Prometheus exposition for this instance (every gunicorn worker merged).
+
+No authentication and no rate limit, on purpose: Prometheus scrapes each instance directly
+on the private network (`api:8000` in docker-compose), and the public nginx in front refuses
+`/metrics` (deploy/nginx.conf), so the series never reach the internet.
+"""
+
+from __future__ import annotations
+
+import falcon
+
+from shopapi import metrics
+from shopapi.context import AppContext
+from shopapi.http import endpoint
+
+
+class Metrics:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    @endpoint("Prometheus metrics of this instance, all workers (text exposition format)")
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        # the scraping worker's pool numbers are fresh; the others' are at most a second old
+        metrics.record_pool(self.ctx.pool)
+        resp.data, resp.content_type = metrics.render(req.get_header("Accept"))
