@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import multiprocessing
 import os
+import shutil
 import tempfile
 
 
@@ -37,10 +38,17 @@ max_requests_jitter = _int_env("GUNICORN_MAX_REQUESTS_JITTER", 0)
 # import the app in each worker after fork: pools, Redis sockets and mmap'ed metric files
 # must not be shared between processes
 preload_app = False
+# workers touch a heartbeat file every second: keep it in memory, not on a container's
+# overlay filesystem where a slow write can get a healthy worker killed
+# (gunicorn creates it there with mkstemp: no predictable name, hence the noqa)
+_SHM = "/dev/shm"  # noqa: S108
+worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or (
+    _SHM if os.path.isdir(_SHM) else None
+)
 
 # --- request limits (gunicorn answers 400 above them, before the app sees anything) ------
 limit_request_line = 4094  # request line incl. query string, bytes
-limit_request_fields = 50  # header count
+limit_request_fields = 100  # header count
 limit_request_field_size = 8190  # one header, bytes (long bearer tokens fit)
 
 # --- logging -----------------------------------------------------------------------------
@@ -55,6 +63,7 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 control_socket_disable = True
 
 # --- Prometheus multiprocess mode --------------------------------------------------------
+_created: list[str] = []  # the directory on_starting made itself, removed again on exit
 
 
 def on_starting(server) -> None:
@@ -72,6 +81,7 @@ def on_starting(server) -> None:
     else:
         path = tempfile.mkdtemp(prefix="shopapi-prometheus-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        _created.append(path)
     server.log.info("Prometheus multiprocess directory: %s", path)
 
 
@@ -80,3 +90,8 @@ def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess  # after on_starting set the directory
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    for path in _created:
+        shutil.rmtree(path, ignore_errors=True)

@@ -76,7 +76,9 @@ def read_body(req: falcon.Request, struct: type, limit: int) -> Any:
     length = req.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes")
-    raw = req.bounded_stream.read(limit + 1)
+    raw = getattr(req.context, "raw_body", None)  # already read by the login rate limit
+    if raw is None:
+        raw = req.bounded_stream.read(limit + 1)
     if len(raw) > limit:
         raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes")
     if not raw.strip():

@@ -206,7 +206,7 @@ def assert_problem(response, status: int, code: str) -> dict:
 def db_rows(database_url: str, query: str, params: tuple = ()) -> list[tuple]:
     """Read the database directly, to prove what a request did or did not write."""
     with psycopg.connect(database_url) as conn:
-        return conn.execute(query, params).fetchall()
+        return conn.execute(query, params or None).fetchall()
 
 
 @pytest.fixture()

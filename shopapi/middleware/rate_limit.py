@@ -1,11 +1,94 @@
-"""Rate limits on Redis (to be implemented by the hardening work)."""
+"""Rate limits per client address, per user, per login and per registration.
+
+Runs in `process_resource`: after `Authentication` (so `req.context.user` is known) and after
+routing (so the route template says which extra limits apply). The limits themselves, and how
+they are counted, live in `shopapi.ratelimits`. Every limited answer, 429 or not, carries
+`RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a 429 adds `Retry-After`.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import falcon
+import msgspec
+
+from shopapi.client_ip import client_ip
+from shopapi.context import AppContext
+from shopapi.errors import RateLimited
+from shopapi.metrics import RATE_LIMITED
+from shopapi.ratelimits import (
+    LOGIN_ROUTE,
+    REGISTER_ROUTE,
+    Limiter,
+    Usage,
+    address_subject,
+    email_subject,
+    is_exempt,
+)
+
+
+class _LoginEmail(msgspec.Struct):
+    email: str = ""
+
+
+_decode_login = msgspec.json.Decoder(_LoginEmail).decode
+
 
 class RateLimit:
-    def __init__(self, ctx) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: AppContext) -> None:
+        settings = ctx.settings
+        self.limiter = Limiter(settings) if settings.rate_limit_enabled else None
+        self.trusted_proxies = settings.trusted_proxies
+        self.max_body_bytes = settings.max_body_bytes
 
-    def process_request(self, req, resp) -> None:
-        return None
+    def process_resource(self, req: falcon.Request, resp: falcon.Response,
+                         resource: Any, params: dict[str, Any]) -> None:
+        if self.limiter is None or is_exempt(req.path) or _is_preflight(req):
+            return
+        ip = address_subject(client_ip(req, self.trusted_proxies))
+        checks = [("general.ip", ip)]
+        user = getattr(req.context, "user", None)
+        if user is not None:
+            checks.append(("general.user", str(user.id)))
+        route = (req.method, req.uri_template)
+        if route == LOGIN_ROUTE:
+            checks.append(("auth.login.ip_email", f"{ip}/{email_subject(self._login_email(req))}"))
+        elif route == REGISTER_ROUTE:
+            checks.append(("auth.register.ip", ip))
+
+        usage = self.limiter.hit(checks)
+        req.context.rate_limit = usage
+        if not usage.allowed:
+            RATE_LIMITED.inc()
+            raise RateLimited(f"Too many requests; retry in {usage.reset} s",
+                              headers={"Retry-After": str(usage.reset)})
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response,
+                         resource: Any, req_succeeded: bool) -> None:
+        usage: Usage | None = getattr(req.context, "rate_limit", None)
+        if usage is None:
+            return
+        resp.set_header("RateLimit-Limit", str(usage.limit))
+        resp.set_header("RateLimit-Remaining", str(usage.remaining))
+        resp.set_header("RateLimit-Reset", str(usage.reset))
+
+    def _login_email(self, req: falcon.Request) -> str:
+        """The email of a login body, read here because the limit is keyed on it. The raw bytes
+        are kept in `req.context.raw_body` for `shopapi.http.read_body`; a body it will refuse
+        (too large, not JSON, no email) is counted under an empty email."""
+        length = req.content_length
+        if length is not None and length > self.max_body_bytes:
+            return ""
+        raw = req.bounded_stream.read(self.max_body_bytes + 1)
+        req.context.raw_body = raw
+        try:
+            return _decode_login(raw).email
+        except msgspec.DecodeError:
+            return ""
+
+
+def _is_preflight(req: falcon.Request) -> bool:
+    # answered by Falcon and CORSMiddleware without our code; browsers send one per new
+    # (origin, URL), so counting them would halve a browser client's allowance
+    return req.method == "OPTIONS" and req.get_header("Access-Control-Request-Method") is not None

@@ -17,3 +17,279 @@ INSERT INTO products (name, description, price_cents, stock, image_url, category
 -- One ledger row; for every product the sum of its deltas equals its stock.
 INSERT INTO stock_movements (product_id, delta, reason, order_id, by_user_id)
      VALUES (:product_id, :delta, :reason, :order_id, :by_user_id);
+
+-- ---------------------------------------------------------------- categories
+
+-- name: get_category(id)^
+-- The public category by id.
+SELECT id, name, slug, description,
+       api_time(created_at) AS created_at, api_time(updated_at) AS updated_at
+  FROM categories
+ WHERE id = :id;
+
+-- name: list_categories(q, limit, offset)
+-- Public listing by id; `q` is an escaped ILIKE pattern; total rides on every row.
+SELECT id, name, slug, description,
+       api_time(created_at) AS created_at, api_time(updated_at) AS updated_at,
+       count(*) OVER () AS total
+  FROM categories
+ WHERE (:q::text IS NULL OR name ILIKE :q)
+ ORDER BY id
+ LIMIT :limit OFFSET :offset;
+
+-- name: count_categories(q)$
+-- Total for a page past the end (where no row carries the window count).
+SELECT count(*)
+  FROM categories
+ WHERE (:q::text IS NULL OR name ILIKE :q);
+
+-- name: list_category_slugs(base)
+-- Slugs already taken by `base` or `base-N`, to pick the next free suffix.
+SELECT slug
+  FROM categories
+ WHERE slug = :base
+    OR slug ~ ('^' || :base || '-[0-9]+$');
+
+-- name: update_category(id, name, description)^
+-- Partial update: a NULL parameter keeps the column; the slug never changes.
+UPDATE categories
+   SET name        = coalesce(:name, name),
+       description = coalesce(:description, description),
+       updated_at  = now()
+ WHERE id = :id
+ RETURNING id, name, slug, description,
+           api_time(created_at) AS created_at, api_time(updated_at) AS updated_at;
+
+-- name: category_has_products(id)$
+-- A category still holding products (active or not) cannot be deleted.
+SELECT EXISTS (SELECT 1 FROM products WHERE category_id = :id);
+
+-- name: delete_category(id)!
+-- Removes an empty category.
+DELETE FROM categories WHERE id = :id;
+
+-- ------------------------------------------------------------------ products
+
+-- name: get_product(id, currency)^
+-- The public product by id (active or not: the service decides who may see it).
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+       json_build_object('id', c.id, 'name', c.name) AS category,
+       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
+  FROM products p
+  JOIN categories c ON c.id = p.category_id
+ WHERE p.id = :id;
+
+-- name: get_product_for_update(id, currency)^
+-- The public product, row-locked: If-Match and the stock delta are checked against it.
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+       json_build_object('id', c.id, 'name', c.name) AS category,
+       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
+  FROM products p
+  JOIN categories c ON c.id = p.category_id
+ WHERE p.id = :id
+   FOR UPDATE OF p;
+
+-- name: update_product(id, currency, name, description, price_cents, stock, set_image_url, image_url, category_id, is_active)^
+-- Partial update: a NULL parameter keeps the column (image_url may be set to NULL on purpose).
+WITH updated AS (
+    UPDATE products
+       SET name        = coalesce(:name, name),
+           description = coalesce(:description, description),
+           price_cents = coalesce(:price_cents, price_cents),
+           stock       = coalesce(:stock, stock),
+           image_url   = CASE WHEN :set_image_url::boolean THEN :image_url ELSE image_url END,
+           category_id = coalesce(:category_id, category_id),
+           is_active   = coalesce(:is_active, is_active),
+           updated_at  = now()
+     WHERE id = :id
+ RETURNING *
+)
+SELECT u.id, u.name, u.description, u.price_cents, :currency::text AS currency, u.stock, u.image_url,
+       json_build_object('id', c.id, 'name', c.name) AS category,
+       u.is_active, api_time(u.created_at) AS created_at, api_time(u.updated_at) AS updated_at
+  FROM updated u
+  JOIN categories c ON c.id = u.category_id;
+
+-- name: product_in_orders(id)$
+-- A product that appears in an order is deactivated instead of deleted: history stays whole.
+SELECT EXISTS (SELECT 1 FROM order_items WHERE product_id = :id);
+
+-- name: deactivate_product(id)!
+-- DELETE of a product that was ordered: it leaves the public catalog, its rows stay.
+UPDATE products
+   SET is_active = false,
+       updated_at = now()
+ WHERE id = :id;
+
+-- name: delete_product(id)!
+-- Removes a never-ordered product (its ledger rows go with it).
+DELETE FROM products WHERE id = :id;
+
+-- Product list pages: one block per sort (index-friendly ORDER BY), each taking the same
+-- filters, a keyset position (after_key, after_id: NULL for offset pages) and LIMIT/OFFSET.
+-- The caller asks for per_page + 1 rows to learn whether a next page exists.
+
+-- name: list_products_by_created_at(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
+-- Catalog page oldest first; ties broken by id in the same direction.
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+       json_build_object('id', c.id, 'name', c.name) AS category,
+       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
+  FROM products p
+  JOIN categories c ON c.id = p.category_id
+ WHERE (p.is_active OR :include_inactive::boolean)
+   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+   AND (NOT :in_stock::boolean OR p.stock > 0)
+   AND (:q::text IS NULL
+        OR p.search @@ websearch_to_tsquery('english', :q)
+        OR lower(p.name) LIKE :prefix)
+   AND (:after_id::bigint IS NULL OR (p.created_at, p.id) > (:after_key::timestamptz, :after_id))
+ ORDER BY p.created_at, p.id
+ LIMIT :limit OFFSET :offset;
+
+-- name: list_products_by_created_at_desc(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
+-- Catalog page newest first (the default); ties broken by id in the same direction.
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+       json_build_object('id', c.id, 'name', c.name) AS category,
+       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
+  FROM products p
+  JOIN categories c ON c.id = p.category_id
+ WHERE (p.is_active OR :include_inactive::boolean)
+   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+   AND (NOT :in_stock::boolean OR p.stock > 0)
+   AND (:q::text IS NULL
+        OR p.search @@ websearch_to_tsquery('english', :q)
+        OR lower(p.name) LIKE :prefix)
+   AND (:after_id::bigint IS NULL OR (p.created_at, p.id) < (:after_key::timestamptz, :after_id))
+ ORDER BY p.created_at DESC, p.id DESC
+ LIMIT :limit OFFSET :offset;
+
+-- name: list_products_by_price(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
+-- Catalog page cheapest first; ties broken by id in the same direction.
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+       json_build_object('id', c.id, 'name', c.name) AS category,
+       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
+  FROM products p
+  JOIN categories c ON c.id = p.category_id
+ WHERE (p.is_active OR :include_inactive::boolean)
+   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+   AND (NOT :in_stock::boolean OR p.stock > 0)
+   AND (:q::text IS NULL
+        OR p.search @@ websearch_to_tsquery('english', :q)
+        OR lower(p.name) LIKE :prefix)
+   AND (:after_id::bigint IS NULL OR (p.price_cents, p.id) > (:after_key::bigint, :after_id))
+ ORDER BY p.price_cents, p.id
+ LIMIT :limit OFFSET :offset;
+
+-- name: list_products_by_price_desc(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
+-- Catalog page dearest first; ties broken by id in the same direction.
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+       json_build_object('id', c.id, 'name', c.name) AS category,
+       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
+  FROM products p
+  JOIN categories c ON c.id = p.category_id
+ WHERE (p.is_active OR :include_inactive::boolean)
+   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+   AND (NOT :in_stock::boolean OR p.stock > 0)
+   AND (:q::text IS NULL
+        OR p.search @@ websearch_to_tsquery('english', :q)
+        OR lower(p.name) LIKE :prefix)
+   AND (:after_id::bigint IS NULL OR (p.price_cents, p.id) < (:after_key::bigint, :after_id))
+ ORDER BY p.price_cents DESC, p.id DESC
+ LIMIT :limit OFFSET :offset;
+
+-- name: list_products_by_name(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
+-- Catalog page by name A-Z; ties broken by id in the same direction.
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+       json_build_object('id', c.id, 'name', c.name) AS category,
+       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
+  FROM products p
+  JOIN categories c ON c.id = p.category_id
+ WHERE (p.is_active OR :include_inactive::boolean)
+   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+   AND (NOT :in_stock::boolean OR p.stock > 0)
+   AND (:q::text IS NULL
+        OR p.search @@ websearch_to_tsquery('english', :q)
+        OR lower(p.name) LIKE :prefix)
+   AND (:after_id::bigint IS NULL OR (p.name, p.id) > (:after_key::text, :after_id))
+ ORDER BY p.name, p.id
+ LIMIT :limit OFFSET :offset;
+
+-- name: list_products_by_name_desc(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
+-- Catalog page by name Z-A; ties broken by id in the same direction.
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+       json_build_object('id', c.id, 'name', c.name) AS category,
+       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
+  FROM products p
+  JOIN categories c ON c.id = p.category_id
+ WHERE (p.is_active OR :include_inactive::boolean)
+   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+   AND (NOT :in_stock::boolean OR p.stock > 0)
+   AND (:q::text IS NULL
+        OR p.search @@ websearch_to_tsquery('english', :q)
+        OR lower(p.name) LIKE :prefix)
+   AND (:after_id::bigint IS NULL OR (p.name, p.id) < (:after_key::text, :after_id))
+ ORDER BY p.name DESC, p.id DESC
+ LIMIT :limit OFFSET :offset;
+
+-- name: list_products_by_relevance(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
+-- Search results best match first (`q` without an explicit sort); prefix-only matches rank last.
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+       json_build_object('id', c.id, 'name', c.name) AS category,
+       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at,
+       ts_rank(p.search, websearch_to_tsquery('english', :q)) AS sort_key
+  FROM products p
+  JOIN categories c ON c.id = p.category_id
+ WHERE (p.is_active OR :include_inactive::boolean)
+   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+   AND (NOT :in_stock::boolean OR p.stock > 0)
+   AND (:q::text IS NULL
+        OR p.search @@ websearch_to_tsquery('english', :q)
+        OR lower(p.name) LIKE :prefix)
+   AND (:after_id::bigint IS NULL
+        OR (ts_rank(p.search, websearch_to_tsquery('english', :q)), p.id)
+           < (:after_key::real, :after_id))
+ ORDER BY sort_key DESC, p.id DESC
+ LIMIT :limit OFFSET :offset;
+
+-- name: count_products(include_inactive, category_id, min_price, max_price, in_stock, q, prefix)$
+-- The `total` of a list answer: every product matching the filters, whatever the page.
+SELECT count(*)
+  FROM products p
+ WHERE (p.is_active OR :include_inactive::boolean)
+   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+   AND (NOT :in_stock::boolean OR p.stock > 0)
+   AND (:q::text IS NULL
+        OR p.search @@ websearch_to_tsquery('english', :q)
+        OR lower(p.name) LIKE :prefix);
+
+-- ------------------------------------------------------------ stock ledger
+
+-- name: list_stock_movements(product_id, limit, offset)
+-- A product's ledger, oldest first; total rides on every row.
+SELECT id, product_id, delta, reason, order_id, by_user_id, api_time(at) AS at,
+       count(*) OVER () AS total
+  FROM stock_movements
+ WHERE product_id = :product_id
+ ORDER BY id
+ LIMIT :limit OFFSET :offset;
+
+-- name: count_stock_movements(product_id)^
+-- For an empty page: does the product exist, and how many movements has it.
+SELECT EXISTS (SELECT 1 FROM products WHERE id = :product_id) AS product_exists,
+       (SELECT count(*) FROM stock_movements WHERE product_id = :product_id) AS total;

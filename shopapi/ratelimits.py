@@ -1,0 +1,192 @@
+"""Every rate limit in one table, and the limiter that counts them (shared in Redis).
+
+How a request is counted:
+
+- **Fixed windows aligned to the clock.** Fixed window is the cheapest strategy: one counter
+  per key and window (moving window keeps a timestamp per hit, sliding window reads two
+  counters). `limits`' own fixed window starts at each key's first hit, so its reset time needs a
+  TTL read (hit + window stats = 3 commands per key). Putting the window number
+  (`now // length`) in the key instead makes the reset a pure function of the clock,
+  `(window + 1) * length - now`: no read at all. The price, shared by every fixed window, is
+  that a client can spend two windows' worth across one boundary.
+- **One round trip per request.** Every counter a request touches (IP, user, login) is
+  incremented in one Redis pipeline: `INCR` + `EXPIRE NX` per key. The TTL (rest of the
+  window + 1 s) only cleans up: an old window's key is never read again. No Lua script, so no
+  `EVALSHA`/`NOSCRIPT` dance (a redis-py pipeline would add a `SCRIPT EXISTS` round trip).
+- **Redis down never stalls or opens the API.** Short connect/read timeouts, no redis-py
+  retries (its default retries a timeout 3 times with backoff: seconds per request), and on any
+  Redis error the limits are counted in this process (`limits`' `memory://` storage) until
+  Redis is tried again `REDIS_RETRY_SECONDS` later. One warning when it goes, one when it comes
+  back. While degraded each worker counts on its own, so a client may get up to one allowance
+  per worker.
+
+Rates are `limits` strings from the settings ("300/minute", "10 per minute"); several rates
+separated by `;` ("300/minute;5000/hour") each get their own counter.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage, RedisStorage
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from shopapi.config import ConfigError, Settings
+
+log = logging.getLogger("shopapi.ratelimits")
+
+# The table: limit name -> the setting that holds its rate.  # what it guards
+LIMITS: dict[str, str] = {
+    # every limited request, per client address (IPv6: per /64): floods and scrapers
+    "general.ip": "rate_limit_default",
+    # every request with a valid access token, per user: one account driven from many addresses
+    "general.user": "rate_limit_default",
+    # POST /api/auth/login, per address + lower-cased email, every attempt: password guessing
+    "auth.login.ip_email": "rate_limit_login",
+    # POST /api/auth/register, per address: sign-up spam and account farming
+    "auth.register.ip": "rate_limit_register",
+}
+
+# The routes with a limit of their own, on top of the general ones.
+LOGIN_ROUTE = ("POST", "/api/auth/login")
+REGISTER_ROUTE = ("POST", "/api/auth/register")
+
+# Never limited: probes and metric scrapers must see the truth during a flood; docs are static.
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+EXEMPT_PREFIX = "/api/docs"
+
+KEY_PREFIX = "shopapi:rl"
+REDIS_RETRY_SECONDS = 5.0
+
+
+def is_exempt(path: str) -> bool:
+    return path in EXEMPT_PATHS or path == EXEMPT_PREFIX or path.startswith(EXEMPT_PREFIX + "/")
+
+
+@functools.lru_cache(maxsize=4096)
+def address_subject(ip: str) -> str:
+    """The counter's subject for a client address: IPv4 as is, IPv6 by its /64 (one subscriber's
+    network: walking through the addresses inside it must not start a fresh count)."""
+    if ":" not in ip:
+        return ip
+    try:
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    except ValueError:
+        return ip
+
+
+def email_subject(email: str) -> str:
+    """Trimmed, lower-cased and hashed: the same account however it is typed, no email in Redis,
+    and a key of fixed size whatever the client sends."""
+    return hashlib.blake2b(email.strip().lower().encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a request's counters say, reported as the limit closest to refusing it."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int  # whole seconds until that limit's window ends, >= 1 (also the Retry-After)
+
+
+class Limiter:
+    def __init__(self, settings: Settings, *, redis_retry_seconds: float | None = None) -> None:
+        self.rules: dict[str, tuple[RateLimitItem, ...]] = {
+            name: _parse(attr, getattr(settings, attr)) for name, attr in LIMITS.items()
+        }
+        self.redis = RedisStorage(
+            settings.redis_dsn,
+            key_prefix=KEY_PREFIX,
+            socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self.memory: MemoryStorage | None = None  # created on the first Redis failure
+        self.redis_retry_seconds = (
+            REDIS_RETRY_SECONDS if redis_retry_seconds is None else redis_retry_seconds
+        )
+        self.redis_down = False
+        self.retry_redis_at = 0.0  # time.monotonic() after which Redis is tried again
+
+    def hit(self, checks: Iterable[tuple[str, str]], now: float | None = None) -> Usage:
+        """Count one request against every (limit name, subject) pair."""
+        now = time.time() if now is None else now
+        keys: list[str] = []
+        ttls: list[int] = []
+        windows: list[tuple[int, float]] = []  # (amount, seconds until the window ends)
+        for name, subject in checks:
+            for item in self.rules[name]:
+                length = item.get_expiry()
+                window = int(now // length)
+                left = (window + 1) * length - now
+                keys.append(item.key_for(name, subject, window))
+                ttls.append(math.ceil(left) + 1)
+                windows.append((item.amount, left))
+        return _usage(windows, self._count(keys, ttls))
+
+    def _count(self, keys: list[str], ttls: list[int]) -> list[int]:
+        if time.monotonic() >= self.retry_redis_at:
+            try:
+                counts = self._count_in_redis(keys, ttls)
+            except self.redis.base_exceptions as exc:
+                self._redis_failed(exc)
+            else:
+                if self.redis_down:
+                    self.redis_down = False
+                    log.warning("rate limits: Redis is back, counting there again")
+                return counts
+        return self._count_in_memory(keys, ttls)
+
+    def _count_in_redis(self, keys: list[str], ttls: list[int]) -> list[int]:
+        pipe = self.redis.get_connection().pipeline(transaction=False)
+        for key, ttl in zip(keys, ttls, strict=True):
+            key = self.redis.prefixed_key(key)
+            pipe.incr(key)
+            # NX: set once per window; a later hit repairs a key that somehow lost its TTL
+            pipe.expire(key, ttl, nx=True)
+        return [int(count) for count in pipe.execute()[::2]]
+
+    def _count_in_memory(self, keys: list[str], ttls: list[int]) -> list[int]:
+        if self.memory is None:
+            self.memory = MemoryStorage()
+        return [self.memory.incr(key, ttl) for key, ttl in zip(keys, ttls, strict=True)]
+
+    def _redis_failed(self, exc: Exception) -> None:
+        self.retry_redis_at = time.monotonic() + self.redis_retry_seconds
+        if not self.redis_down:
+            self.redis_down = True
+            log.warning(
+                "rate limits: Redis unavailable (%s: %s); counting per process in memory, "
+                "retrying Redis every %.0f s", type(exc).__name__, exc, self.redis_retry_seconds,
+            )
+
+
+def _parse(attr: str, rate: str) -> tuple[RateLimitItem, ...]:
+    try:
+        return tuple(parse_many(rate))
+    except ValueError as exc:
+        raise ConfigError(f"{attr.upper()}: {exc}") from None
+
+
+def _usage(windows: list[tuple[int, float]], counts: list[int]) -> Usage:
+    """Report the limit that refuses the request for longest, else the one closest to it."""
+    best: tuple[tuple[bool, int, float], Usage] | None = None
+    for (amount, left), count in zip(windows, counts, strict=True):
+        allowed = count <= amount
+        remaining = max(0, amount - count)
+        rank = (allowed, remaining, -left)
+        if best is None or rank < best[0]:
+            best = (rank, Usage(allowed, amount, remaining, max(1, math.ceil(left))))
+    assert best is not None, "a request is always counted against at least one limit"
+    return best[1]

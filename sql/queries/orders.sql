@@ -1,0 +1,309 @@
+-- Orders: placement, reads, status changes, deletion, idempotency keys and the ledger check.
+-- Writes are single statements (data-modifying CTEs): one statement is one transaction and
+-- one round trip. Products are always locked in id order (SELECT ... ORDER BY id FOR UPDATE)
+-- so concurrent orders and cancellations over the same products cannot deadlock.
+-- Order documents: items by product id, status history oldest first.
+
+-- name: place_order(user_id, currency, product_ids, quantities, idempotency_key, request_hash)^
+-- Places an order all-or-nothing, or replays the answer stored under its Idempotency-Key.
+-- When a line cannot be served nothing is written and the last columns say why.
+WITH wanted AS (
+    -- the request's lines, numbered as sent
+    SELECT product_id, quantity, line
+      FROM unnest(:product_ids::bigint[], :quantities::integer[])
+           WITH ORDINALITY AS w (product_id, quantity, line)
+),
+earlier AS (
+    -- the same user already used this key: change nothing, the caller replays (or refuses)
+    SELECT request_hash, convert_from(response, 'UTF8') AS order_json
+      FROM idempotency_keys
+     WHERE user_id = :user_id::bigint
+       AND key = :idempotency_key::text
+),
+locked AS (
+    -- lock every product of the order in id order; in READ COMMITTED each row comes back
+    -- as its latest committed version, so stock and price are current
+    SELECT p.id, p.name, p.price_cents, p.stock, p.is_active, w.quantity, w.line
+      FROM products p
+      JOIN wanted w ON w.product_id = p.id
+     WHERE NOT EXISTS (SELECT FROM earlier)
+     ORDER BY p.id
+       FOR UPDATE OF p
+),
+verdict AS (
+    -- all or nothing: every line names an active product that has the quantity in stock
+    SELECT count(*) = (SELECT count(*) FROM wanted)
+           AND coalesce(bool_and(is_active AND stock >= quantity), false) AS ok
+      FROM locked
+),
+reserved AS (
+    -- the contract's guarded deduction (stock >= quantity can never oversell)
+    UPDATE products p
+       SET stock      = p.stock - l.quantity,
+           updated_at = now()
+      FROM locked l
+     WHERE p.id = l.id
+       AND p.is_active
+       AND p.stock >= l.quantity
+       AND (SELECT ok FROM verdict)
+ RETURNING p.id AS product_id, p.name, p.price_cents AS unit_price_cents, l.quantity
+),
+new_order AS (
+    -- the total comes from the prices just locked, never from the client
+    INSERT INTO orders (user_id, total_cents, currency)
+    SELECT :user_id::bigint, sum(unit_price_cents * quantity), :currency::text
+      FROM reserved
+    HAVING count(*) = (SELECT count(*) FROM wanted)
+ RETURNING id, user_id, status, total_cents, currency, created_at, updated_at
+),
+items AS (
+    -- name and unit price copied at purchase time
+    INSERT INTO order_items (order_id, product_id, name, unit_price_cents, quantity)
+    SELECT o.id, r.product_id, r.name, r.unit_price_cents, r.quantity
+      FROM new_order o
+     CROSS JOIN reserved r
+ RETURNING product_id, name, quantity, unit_price_cents, line_total_cents
+),
+movements AS (
+    -- the ledger: stock left for this order, by the buyer
+    INSERT INTO stock_movements (product_id, delta, reason, order_id, by_user_id)
+    SELECT r.product_id, -r.quantity, 'order', o.id, o.user_id
+      FROM new_order o
+     CROSS JOIN reserved r
+),
+history AS (
+    -- the audit trail starts with pending, at creation, by the buyer
+    INSERT INTO order_status_history (order_id, status, by_user_id, at)
+    SELECT id, status, user_id, created_at
+      FROM new_order
+ RETURNING status, by_user_id, at
+),
+document AS (
+    -- the 201 answer, built once so that a replay answers exactly the same order
+    SELECT o.id,
+           json_build_object(
+               'id',             o.id,
+               'user_id',        o.user_id,
+               'status',         o.status,
+               'items',          (SELECT json_agg(json_build_object(
+                                             'product_id',       i.product_id,
+                                             'name',             i.name,
+                                             'quantity',         i.quantity,
+                                             'unit_price_cents', i.unit_price_cents,
+                                             'line_total_cents', i.line_total_cents)
+                                         ORDER BY i.product_id)
+                                    FROM items i),
+               'total_cents',    o.total_cents,
+               'currency',       o.currency,
+               'status_history', (SELECT json_agg(json_build_object(
+                                             'status',     h.status,
+                                             'at',         api_time(h.at),
+                                             'by_user_id', h.by_user_id))
+                                    FROM history h),
+               'created_at',     api_time(o.created_at),
+               'updated_at',     api_time(o.updated_at)
+           )::text AS order_json
+      FROM new_order o
+),
+remembered AS (
+    -- the key is stored with the stock change, in the same transaction, only on success
+    INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, response)
+    SELECT :user_id::bigint, :idempotency_key::text, :request_hash::bytea, id,
+           convert_to(order_json, 'UTF8')
+      FROM document
+     WHERE :idempotency_key::text IS NOT NULL
+)
+SELECT (SELECT order_json FROM document)   AS order_json,
+       (SELECT request_hash FROM earlier)  AS earlier_hash,
+       (SELECT order_json FROM earlier)    AS earlier_order_json,
+       -- why nothing was written: the first line naming an unknown or inactive product ...
+       (SELECT min(w.line)
+          FROM wanted w
+          LEFT JOIN locked l ON l.id = w.product_id
+         WHERE l.id IS NULL OR NOT l.is_active) AS unavailable_line,
+       -- ... or the first line short of stock
+       (SELECT json_build_object('line', line, 'product_id', id,
+                                 'requested', quantity, 'available', stock)
+          FROM locked
+         WHERE stock < quantity
+         ORDER BY line
+         LIMIT 1)                            AS short_line;
+
+-- name: get_idempotent_answer(user_id, idempotency_key)^
+-- A key stored by a concurrent request that committed first: replay it or refuse it.
+SELECT request_hash, convert_from(response, 'UTF8') AS order_json
+  FROM idempotency_keys
+ WHERE user_id = :user_id
+   AND key = :idempotency_key;
+
+-- name: delete_expired_idempotency_keys(older_than_seconds)!
+-- Housekeeping (shopapi purge-idempotency-keys): keys are kept for the retention window only.
+DELETE FROM idempotency_keys
+ WHERE created_at < now() - make_interval(secs => :older_than_seconds);
+
+-- name: get_order(id)^
+-- One order with its lines and its status history, in one query.
+SELECT o.id, o.user_id, o.status, o.total_cents, o.currency,
+       api_time(o.created_at) AS created_at, api_time(o.updated_at) AS updated_at,
+       (SELECT json_agg(json_build_object(
+                   'product_id', i.product_id, 'name', i.name, 'quantity', i.quantity,
+                   'unit_price_cents', i.unit_price_cents,
+                   'line_total_cents', i.line_total_cents)
+               ORDER BY i.product_id)
+          FROM order_items i
+         WHERE i.order_id = o.id) AS items,
+       (SELECT json_agg(json_build_object(
+                   'status', h.status, 'at', api_time(h.at), 'by_user_id', h.by_user_id)
+               ORDER BY h.id)
+          FROM order_status_history h
+         WHERE h.order_id = o.id) AS status_history
+  FROM orders o
+ WHERE o.id = :id;
+
+-- name: list_orders(user_id, status, after_created_at, after_id, limit, offset)
+-- Newest first, filters optional, keyset (after_*) or offset paging; lines and history come
+-- with each order in this same query (no query per order).
+SELECT o.id, o.user_id, o.status, o.total_cents, o.currency,
+       api_time(o.created_at) AS created_at, api_time(o.updated_at) AS updated_at,
+       (SELECT json_agg(json_build_object(
+                   'product_id', i.product_id, 'name', i.name, 'quantity', i.quantity,
+                   'unit_price_cents', i.unit_price_cents,
+                   'line_total_cents', i.line_total_cents)
+               ORDER BY i.product_id)
+          FROM order_items i
+         WHERE i.order_id = o.id) AS items,
+       (SELECT json_agg(json_build_object(
+                   'status', h.status, 'at', api_time(h.at), 'by_user_id', h.by_user_id)
+               ORDER BY h.id)
+          FROM order_status_history h
+         WHERE h.order_id = o.id) AS status_history
+  FROM orders o
+ WHERE (:user_id::bigint IS NULL OR o.user_id = :user_id)
+   AND (:status::text IS NULL OR o.status = :status)
+   AND (:after_id::bigint IS NULL
+        OR (o.created_at, o.id) < (:after_created_at::timestamptz, :after_id))
+ ORDER BY o.created_at DESC, o.id DESC
+ LIMIT :limit OFFSET :offset;
+
+-- name: count_orders(user_id, status)$
+-- The total of a list answer (the same filters, without paging).
+SELECT count(*)
+  FROM orders
+ WHERE (:user_id::bigint IS NULL OR user_id = :user_id)
+   AND (:status::text IS NULL OR status = :status);
+
+-- name: get_order_state(id)^
+-- Why a status change matched no row: unknown order, someone else's, or a refused move.
+SELECT user_id, status
+  FROM orders
+ WHERE id = :id;
+
+-- name: change_order_status(id, status, from_statuses, owner_id, by_user_id)^
+-- Moves an order only from a state allowed to reach :status (so of two racing cancels one
+-- wins and stock goes back exactly once); cancelling gives the stock back to the ledger.
+-- :owner_id restricts the move to the owner's order (self-service cancel). No row: no move.
+WITH moved AS (
+    UPDATE orders
+       SET status     = :status,
+           updated_at = now()
+     WHERE id = :id
+       AND status = ANY(:from_statuses::text[])
+       AND (:owner_id::bigint IS NULL OR user_id = :owner_id)
+ RETURNING id, user_id, status, total_cents, currency, created_at, updated_at
+),
+history AS (
+    INSERT INTO order_status_history (order_id, status, by_user_id, at)
+    SELECT id, status, :by_user_id::bigint, updated_at
+      FROM moved
+ RETURNING id, status, by_user_id, at
+),
+returned AS (
+    -- a cancelled order's products, locked in id order like a placement locks them
+    SELECT p.id, i.quantity
+      FROM moved m
+      JOIN order_items i ON i.order_id = m.id
+      JOIN products p    ON p.id = i.product_id
+     WHERE m.status = 'cancelled'
+     ORDER BY p.id
+       FOR UPDATE OF p
+),
+restocked AS (
+    UPDATE products p
+       SET stock      = p.stock + r.quantity,
+           updated_at = now()
+      FROM returned r
+     WHERE p.id = r.id
+ RETURNING p.id, r.quantity
+),
+movements AS (
+    INSERT INTO stock_movements (product_id, delta, reason, order_id, by_user_id)
+    SELECT r.id, r.quantity, 'cancel', m.id, :by_user_id::bigint
+      FROM moved m
+     CROSS JOIN restocked r
+)
+SELECT m.id, m.user_id, m.status, m.total_cents, m.currency,
+       api_time(m.created_at) AS created_at, api_time(m.updated_at) AS updated_at,
+       (SELECT json_agg(json_build_object(
+                   'product_id', i.product_id, 'name', i.name, 'quantity', i.quantity,
+                   'unit_price_cents', i.unit_price_cents,
+                   'line_total_cents', i.line_total_cents)
+               ORDER BY i.product_id)
+          FROM order_items i
+         WHERE i.order_id = m.id) AS items,
+       -- the stored trail plus the row just appended (not yet visible to this statement)
+       (SELECT json_agg(json_build_object(
+                   'status', h.status, 'at', api_time(h.at), 'by_user_id', h.by_user_id)
+               ORDER BY h.id)
+          FROM (SELECT id, status, by_user_id, at
+                  FROM order_status_history
+                 WHERE order_id = m.id
+                 UNION ALL
+                SELECT id, status, by_user_id, at
+                  FROM history) h) AS status_history,
+       (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM restocked) AS restocked_ids
+  FROM moved m;
+
+-- name: delete_order(id, by_user_id)^
+-- Removes an order (lines and history cascade); one still holding stock (pending, paid)
+-- gives it back first. The cancel movements keep the order id: the ledger outlives the order.
+WITH doomed AS (
+    DELETE FROM orders
+     WHERE id = :id
+ RETURNING id, status
+),
+returned AS (
+    SELECT p.id, i.quantity
+      FROM doomed d
+      JOIN order_items i ON i.order_id = d.id
+      JOIN products p    ON p.id = i.product_id
+     WHERE d.status IN ('pending', 'paid')
+     ORDER BY p.id
+       FOR UPDATE OF p
+),
+restocked AS (
+    UPDATE products p
+       SET stock      = p.stock + r.quantity,
+           updated_at = now()
+      FROM returned r
+     WHERE p.id = r.id
+ RETURNING p.id, r.quantity
+),
+movements AS (
+    INSERT INTO stock_movements (product_id, delta, reason, order_id, by_user_id)
+    SELECT r.id, r.quantity, 'cancel', d.id, :by_user_id::bigint
+      FROM doomed d
+     CROSS JOIN restocked r
+)
+SELECT d.id,
+       (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM restocked) AS restocked_ids
+  FROM doomed d;
+
+-- name: ledger_mismatches()
+-- The ledger invariant (shopapi check-ledger): every product's stock equals the sum of its
+-- movements. Any row returned is a bug.
+SELECT p.id AS product_id, p.stock, coalesce(sum(m.delta), 0) AS ledger_stock
+  FROM products p
+  LEFT JOIN stock_movements m ON m.product_id = p.id
+ GROUP BY p.id
+HAVING p.stock <> coalesce(sum(m.delta), 0)
+ ORDER BY p.id;

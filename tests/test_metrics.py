@@ -1,0 +1,218 @@
+"""GET /metrics: Prometheus series by route template, the shop's own series, all gunicorn workers."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from falcon import testing
+from prometheus_client.parser import text_string_to_metric_families
+
+from shopapi.app import create_app
+from tests.conftest import REDIS_URL, TEST_SECRET, make_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+Series = dict[tuple[str, frozenset], float]
+
+
+def parse(text: str) -> Series:
+    """Every sample of an exposition: (sample name, labels) -> value."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(series: Series, name: str, **labels: str) -> float:
+    return series.get((name, frozenset(labels.items())), 0.0)
+
+
+def scrape(client) -> Series:
+    response = client.simulate_get("/metrics")
+    assert response.status_code == 200
+    return parse(response.text)
+
+
+def test_requests_are_counted_by_method_route_template_and_status(client, admin, customer):
+    before = scrape(client)
+    for _ in range(2):
+        assert client.simulate_get(f"/api/users/{admin.id}", headers=admin.headers).status_code == 200
+    assert client.simulate_get(f"/api/users/{admin.id}", headers=customer.headers).status_code == 403
+    assert client.simulate_get("/api/users/987654321", headers=admin.headers).status_code == 404
+    assert client.simulate_get("/api/no/such/thing/42").status_code == 404
+    after = scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    item = "/api/users/{user_id}"
+    assert delta("http_requests_total", method="GET", route=item, status="200") == 2
+    assert delta("http_requests_total", method="GET", route=item, status="403") == 1
+    assert delta("http_requests_total", method="GET", route=item, status="404") == 1
+    assert delta("http_requests_total", method="GET", route="unmatched", status="404") == 1
+    # the scrape before counts itself once it has answered
+    assert delta("http_requests_total", method="GET", route="/metrics", status="200") == 1
+    assert delta("http_request_duration_seconds_count", method="GET", route=item,
+                 status="200") == 2
+    assert delta("http_request_duration_seconds_sum", method="GET", route=item, status="200") > 0
+    assert delta("http_request_duration_seconds_bucket", method="GET", route=item, status="200",
+                 le="+Inf") == 2
+    # raw paths never become labels: one series per route, not one per id
+    routes = {dict(labels).get("route") for (_, labels) in after}
+    assert not any(r and ("987654321" in r or "/api/no/such" in r) for r in routes)
+
+
+@pytest.mark.filterwarnings("ignore::wsgiref.validate.WSGIWarning")
+def test_an_invented_http_method_is_labelled_other(client):
+    before = scrape(client)
+    status = client.simulate_request("BREW", "/healthz").status_code
+    after = scrape(client)
+    labels = {"method": "other", "route": "/healthz", "status": str(status)}
+    assert value(after, "http_requests_total", **labels) - value(
+        before, "http_requests_total", **labels) == 1
+    assert not any(dict(k).get("method") == "BREW" for (_, k) in after)
+
+
+def test_metrics_exposes_the_shops_own_series(client, pool):
+    response = client.simulate_get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    series = parse(response.text)
+    names = {name for (name, _) in series}
+    assert {"shopapi_orders_placed_total", "shopapi_rate_limited_total"} <= names
+    assert ("shopapi_cache_requests_total", frozenset({("result", "hit")})) in series
+    assert ("shopapi_cache_requests_total", frozenset({("result", "miss")})) in series
+    # the pool gauge is read from the real pool when scraped
+    in_use = value(series, "shopapi_db_pool_connections", state="in_use")
+    idle = value(series, "shopapi_db_pool_connections", state="idle")
+    assert in_use >= 0 and idle >= 1
+    stats = pool.get_stats()
+    assert in_use + idle == stats["pool_size"]
+
+
+def test_metrics_can_be_negotiated_as_openmetrics(client):
+    response = client.simulate_get("/metrics",
+                                   headers={"Accept": "application/openmetrics-text"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.rstrip().endswith("# EOF")
+
+
+def test_metrics_needs_no_token_and_is_never_rate_limited(database_url, pool, redis_client):
+    settings = make_settings(database_url, RATE_LIMIT_ENABLED="true",
+                             RATE_LIMIT_DEFAULT="2/minute")
+    client = testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+    for _ in range(5):
+        response = client.simulate_get("/metrics")
+        assert response.status_code == 200
+        assert "RateLimit-Limit" not in response.headers
+
+
+# ------------------------------------------------------------ gunicorn, several workers
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _up(base: str) -> bool:
+    try:
+        return _get(f"{base}/healthz", timeout=1)[0] == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.live
+def test_gunicorn_metrics_add_up_every_worker_including_replaced_ones(database_url, tmp_path):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "APP_ENV": "test",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "SECRET_KEY": TEST_SECRET,
+        "RATE_LIMIT_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+        "DB_POOL_MAX": "2",
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "2",
+        # each worker is replaced after 5 requests: the 20 below cross at least 4 processes,
+        # and the counts of the replaced ones must still be in the total
+        "GUNICORN_MAX_REQUESTS": "5",
+    }
+    # unset: gunicorn.conf.py makes (and logs, and finally removes) a directory of its own
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log_path = tmp_path / "gunicorn.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "shopapi.wsgi:app"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        _wait_until(lambda: proc.poll() is None and _up(base), 30, "gunicorn to answer")
+        found = re.search(r"Prometheus multiprocess directory: (\S+)", log_path.read_text())
+        assert found, log_path.read_text()
+        prom_dir = Path(found.group(1))
+        for _ in range(20):
+            assert _get(f"{base}/readyz")[0] == 200
+
+        status, text = _get(f"{base}/metrics")
+        assert status == 200
+        series = parse(text)
+        assert value(series, "http_requests_total", method="GET", route="/readyz",
+                     status="200") == 20
+        assert value(series, "http_request_duration_seconds_count", method="GET",
+                     route="/readyz", status="200") == 20
+        # the counts really came from several processes' files
+        assert len(glob.glob(str(prom_dir / "counter_*.db"))) >= 4
+
+        # a replaced worker's pool gauge leaves the sum (child_exit -> mark_process_dead):
+        # only the two live workers keep a live-gauge file
+        _wait_until(lambda: len(glob.glob(str(prom_dir / "gauge_livesum_*.db"))) == 2, 10,
+                    "dead workers' gauges to be dropped")
+        series = parse(_get(f"{base}/metrics")[1])
+        pooled = value(series, "shopapi_db_pool_connections", state="in_use") + value(
+            series, "shopapi_db_pool_connections", state="idle")
+        assert 1 <= pooled <= 2 * 2  # two live workers, DB_POOL_MAX=2 each
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        log.close()
+    assert proc.returncode == 0, log_path.read_text()[-3000:]
+    assert not prom_dir.exists()  # on_exit removed the directory it made

@@ -1,0 +1,64 @@
+"""Schema: yoyo migrations apply, roll back completely and apply again on a real PostgreSQL."""
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from shopapi.db import migrate
+from tests.conftest import ADMIN_URL, TEST_DB, _database_url
+
+pytestmark = pytest.mark.no_db
+
+
+@pytest.fixture()
+def scratch_url():
+    name = f"{TEST_DB}_migrations"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield _database_url(name)
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _tables(url):
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename NOT LIKE '%yoyo%'").fetchall()
+    return {r[0] for r in rows}
+
+
+EXPECTED = {"users", "refresh_tokens", "categories", "products", "stock_movements", "orders",
+            "order_items", "order_status_history", "idempotency_keys"}
+
+
+def test_apply_rollback_apply(scratch_url):
+    applied = migrate(scratch_url)
+    assert applied >= 3
+    assert EXPECTED <= _tables(scratch_url)
+    assert migrate(scratch_url) == 0  # nothing left to apply
+    assert migrate(scratch_url, rollback_all=True) == applied
+    assert _tables(scratch_url) == set()
+    assert migrate(scratch_url) == applied
+    assert EXPECTED <= _tables(scratch_url)
+
+
+def test_schema_guards_stock_and_email(database_url):
+    with psycopg.connect(database_url) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO categories (name, slug) VALUES ('c', 'c')")
+            conn.execute("INSERT INTO products (name, price_cents, stock, category_id) "
+                         "VALUES ('p', 1, -1, (SELECT id FROM categories LIMIT 1))")
+        conn.rollback()
+        conn.execute("INSERT INTO users (email, password_hash) VALUES ('A@x.io', 'h')")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO users (email, password_hash) VALUES ('a@X.io', 'h')")
+        conn.rollback()
+
+
+def test_products_have_a_search_vector_with_gin_index(database_url):
+    with psycopg.connect(database_url) as conn:
+        indexes = {r[0] for r in conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'products'").fetchall()}
+    assert any("gin (search)" in d for d in indexes)
