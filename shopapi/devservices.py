@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 from shopapi.config import ROOT
 
@@ -82,8 +83,12 @@ def ensure_database(admin_url: str, name: str) -> str:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    base, sep, rest = admin_url.partition("/postgres")
-    return f"{base}/{name}{rest}" if sep else admin_url.replace("postgres", name)
+    return database_url(admin_url, name)
+
+
+def database_url(admin_url: str, name: str) -> str:
+    """The URL of database `name` on the server of `admin_url` (TCP or Unix-socket form)."""
+    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
 
 
 def ensure_redis_server() -> str:
