@@ -11,6 +11,8 @@ import logging
 import falcon
 import msgspec
 import redis as redis_lib
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from psycopg_pool import ConnectionPool
 
 from shopapi.config import Settings
@@ -46,6 +48,8 @@ def make_redis(settings: Settings) -> redis_lib.Redis:
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,
         health_check_interval=30,
+        # no retries with backoff: redis-py 7's default turns one hung command into seconds
+        retry=Retry(NoBackoff(), 0),
     )
 
 
@@ -89,7 +93,9 @@ def create_app(
     middleware: list[object] = [
         RequestContext(JsonLineLogger(settings.log_level), settings.max_body_bytes),
         Metrics(ctx),
-        falcon.CORSMiddleware(allow_origins=list(settings.cors_origins) or [],
+        # "*" must reach Falcon as the string; an empty list allows no origin at all
+        falcon.CORSMiddleware(allow_origins="*" if "*" in settings.cors_origins
+                              else list(settings.cors_origins),
                               expose_headers=["X-Request-ID", "ETag", "Retry-After",
                                               "RateLimit-Limit", "RateLimit-Remaining",
                                               "RateLimit-Reset", "Idempotent-Replayed"]),

@@ -1,14 +1,342 @@
-"""Catalog read-through cache in Redis (to be completed by the catalog work).
+"""Catalog read-through cache in Redis, and the ETags of catalog answers.
 
-`products_changed` is the one call every write path makes after its transaction commits,
-so the next read sees the change on every worker.
+Cached answers are the msgspec-encoded bytes of the response, stored as
+`flag (b"1" visible to the public, b"0" staff only) + ETag (24 bytes) + body`, so a hit is
+written to the socket as is: no database, no decoding, one Redis round trip (a Lua script
+that reads the versions, builds the key and fetches the entry).
+
+    key                                holds                        a write makes it miss by
+    cat:p:{id}:{pv}:{cv}               one product, active or not   bumping cat:pv:{id} or cat:cv
+    cat:pl:{digest}:{cv}:{lv}[:{sv}]   one product list page        bumping cat:lv (or cat:sv),
+                                                                    or cat:pv:{id} of a product
+                                                                    on the page (checked on read)
+    cat:c:{id}:{cv}                    one category                 bumping cat:cv
+    cat:cl:{digest}:{cv}:{clv}         one category list page       bumping cat:cv or cat:clv
+
+Entries live CACHE_TTL seconds; version keys never expire. What bumps what, after the commit:
+
+- product create/update/delete through the API: its `cat:pv:{id}` and the list version `cat:lv`
+  (name, price, category or is_active may move it in or out of any list, or reorder one);
+- `products_changed(ctx, *ids)` (orders placed, cancelled, deleted): only those products'
+  versions, plus `cat:sv`, which only `in_stock=true` lists carry in their key. Stock is not
+  a sort key and only moves membership of `in_stock` lists, so every other list page stays
+  cached unless it shows one of those products. This is the trade-off chosen over a global
+  bump per order (which would make every cached read miss under mixed traffic): list pages
+  pay a few more GETs inside the script (one per product on the page), and `in_stock=true`
+  lists are rebuilt after every order;
+- category update/delete: `cat:cv`, in every key (a product shows its category's name);
+  category create: only `cat:clv`, the category lists' version.
+
+Versions are drawn from one monotonic counter, `cat:gen` (started at Redis' clock in µs), so
+a version key lost to eviction comes back with a value never used before, and a list fill can
+tell whether a product on its page changed while the page was read from PostgreSQL: if so
+the page is answered but not stored. A reader reads the versions before it reads PostgreSQL,
+and writers bump after their commit, so no read after a write's answer can see the old entry.
+
+Redis down or slow: reads are served from PostgreSQL, a warning is logged, and the cache is
+skipped for `_BACKOFF` seconds so a dead Redis costs one timeout per worker per backoff. A bump
+that fails is retried as a bump of the global version before this worker uses the cache again;
+other workers may serve the old entry until it expires (at most CACHE_TTL). Turning the cache
+off (CACHE_ENABLED=false) stops all Redis traffic, bumps included: turning it back on within
+CACHE_TTL may serve entries cached before. With a read replica (DATABASE_READ_URL) a fill may
+read a lagging replica: use synchronous replication with remote_apply for read-your-writes.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import falcon
+import redis
+
 from shopapi.context import AppContext
+from shopapi.metrics import CACHE_HIT, CACHE_MISS
+
+log = logging.getLogger("shopapi.cache")
+
+PREFIX = "cat:"
+GEN = PREFIX + "gen"  # the counter every version is drawn from
+CATALOG_VERSION = PREFIX + "cv"  # categories: in every key
+LIST_VERSION = PREFIX + "lv"  # product lists
+STOCK_VERSION = PREFIX + "sv"  # in_stock=true product lists
+CATEGORY_LIST_VERSION = PREFIX + "clv"  # category lists (a new category)
+_BACKOFF = 1.0  # seconds the cache is skipped after a Redis failure
+ETAG_LENGTH = 24  # '"' + 22 base64url characters of a 128-bit digest + '"'
+VISIBLE, STAFF_ONLY = b"1", b"0"
+
+# version(k): the key's version, set from the counter when missing (first use or eviction)
+_LUA_VERSION = """
+local function gen()
+  local g = redis.call('GET', 'cat:gen')
+  if not g then
+    local t = redis.call('TIME')
+    g = t[1] .. string.format('%06d', t[2])
+    redis.call('SET', 'cat:gen', g)
+  end
+  return g
+end
+local function version(k)
+  local v = redis.call('GET', k)
+  if not v then v = gen(); redis.call('SET', k, v) end
+  return v
+end
+"""
+
+# KEYS: version keys; ARGV[1]: key prefix; ARGV[2]: '1' for a product list page, whose entry
+# starts with "id=version ..." and a newline. Returns {key, gen (list pages only), value|nil}.
+_LUA_GET = _LUA_VERSION + """
+local key = ARGV[1]
+for _, k in ipairs(KEYS) do key = key .. ':' .. version(k) end
+local value = redis.call('GET', key)
+if ARGV[2] ~= '1' then return {key, '', value} end
+if value then
+  local nl = string.find(value, '\\n', 1, true)
+  for id, v in string.gmatch(string.sub(value, 1, nl - 1), '(%d+)=(%d+)') do
+    if redis.call('GET', 'cat:pv:' .. id) ~= v then value = false; break end
+  end
+  if value then value = string.sub(value, nl + 1) end
+end
+return {key, gen(), value}
+"""
+
+# ARGV: key, gen seen before the database read, ttl, value, product ids on the page.
+# Refuses (0) when one of those products changed since: the page might hold its old state.
+_LUA_STORE_LIST = _LUA_VERSION + """
+local deps = {}
+for i = 5, #ARGV do
+  local v = version('cat:pv:' .. ARGV[i])
+  if tonumber(v) > tonumber(ARGV[2]) then return 0 end
+  deps[#deps + 1] = ARGV[i] .. '=' .. v
+end
+redis.call('SET', ARGV[1], table.concat(deps, ' ') .. '\\n' .. ARGV[4], 'EX', ARGV[3])
+return 1
+"""
+
+# KEYS: versions to move forward, all to one fresh value of the counter.
+_LUA_BUMP = _LUA_VERSION + """
+gen()
+local g = redis.call('INCR', 'cat:gen')
+for _, k in ipairs(KEYS) do redis.call('SET', k, g) end
+return g
+"""
+
+
+class _Redis:
+    """Per Redis client: the registered scripts and the failure back-off state."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.get = client.register_script(_LUA_GET)
+        self.store_list = client.register_script(_LUA_STORE_LIST)
+        self.bump = client.register_script(_LUA_BUMP)
+        self.skip_until = 0.0
+        self.missed_bump = False
+
+    def failed(self, exc: Exception, doing: str) -> None:
+        if time.monotonic() >= self.skip_until:
+            log.warning("catalog cache: Redis failed while %s (%s: %s); serving from PostgreSQL",
+                        doing, type(exc).__name__, exc)
+        self.skip_until = time.monotonic() + _BACKOFF
+
+    def usable(self) -> bool:
+        if time.monotonic() < self.skip_until:
+            return False
+        if self.missed_bump:
+            # a write's bump was lost: make every entry of the past miss before trusting any
+            try:
+                self.bump([CATALOG_VERSION])  # in every key
+            except redis.RedisError as exc:
+                self.failed(exc, "catching up a lost invalidation")
+                return False
+            self.missed_bump = False
+        return True
+
+
+_clients: weakref.WeakKeyDictionary[redis.Redis, _Redis] = weakref.WeakKeyDictionary()
+
+
+def _redis(ctx: AppContext) -> _Redis | None:
+    settings = ctx.settings
+    if not settings.cache_enabled or settings.cache_ttl <= 0:
+        return None
+    state = _clients.get(ctx.redis)
+    if state is None:
+        state = _clients[ctx.redis] = _Redis(ctx.redis)
+    return state
+
+
+# ------------------------------------------------------------------ answers and ETags
+
+
+@dataclass(slots=True)
+class Answer:
+    """A catalog answer ready to send: body bytes, their ETag, and how the cache served it."""
+
+    body: bytes
+    etag: str
+    cache: str | None = None  # "hit", "miss", or None when the cache is off
+
+
+def etag_of(body: bytes) -> str:
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    return '"' + base64.urlsafe_b64encode(digest).rstrip(b"=").decode() + '"'
+
+
+def pack(body: bytes, *, visible: bool = True) -> bytes:
+    """The cached form of an answer: visibility flag + ETag + body."""
+    return (VISIBLE if visible else STAFF_ONLY) + etag_of(body).encode() + body
+
+
+def unpack(value: bytes, cache: str | None) -> Answer:
+    return Answer(value[1 + ETAG_LENGTH:], value[1:1 + ETAG_LENGTH].decode(), cache)
+
+
+def is_visible(value: bytes) -> bool:
+    return value[:1] == VISIBLE
+
+
+def _candidates(header: str) -> Iterable[str]:
+    return (tag.strip() for tag in header.split(","))
+
+
+def none_match(header: str | None, etag: str) -> bool:
+    """If-None-Match (weak comparison): True when the client's copy is current."""
+    if not header:
+        return False
+    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in _candidates(header))
+
+
+def match(header: str, etag: str | None) -> bool:
+    """If-Match (strong comparison); `etag` None means there is no current representation."""
+    if etag is None:
+        return False
+    return any(tag == "*" or tag == etag for tag in _candidates(header))
+
+
+def respond(req: falcon.Request, resp: falcon.Response, answer: Answer) -> None:
+    """Send a catalog read: ETag, X-Cache, and 304 with no body when the client is current."""
+    resp.set_header("ETag", answer.etag)
+    if answer.cache is not None:
+        resp.set_header("X-Cache", answer.cache)
+    if none_match(req.get_header("If-None-Match"), answer.etag):
+        resp.status = falcon.HTTP_304
+        return
+    resp.content_type = "application/json"
+    resp.data = answer.body
+
+
+def send(resp: falcon.Response, answer: Answer) -> None:
+    """Send the result of a write, with the ETag a later If-Match can quote."""
+    resp.set_header("ETag", answer.etag)
+    resp.content_type = "application/json"
+    resp.data = answer.body
+
+
+def answer_of(body: bytes) -> Answer:
+    return Answer(body, etag_of(body))
+
+
+# ------------------------------------------------------------------ read-through
+
+
+def read_through(
+    ctx: AppContext, prefix: str, versions: list[str], load: Callable[[], tuple[bytes, list[int]]],
+    *, list_page: bool = False,
+) -> tuple[bytes, str | None]:
+    """The packed entry under `prefix` + current `versions`, from Redis or else from `load`.
+
+    `load` returns the packed value and, for a product list page, the ids of its products; it
+    raises (NotFound...) to answer without caching anything.
+    """
+    state = _redis(ctx)
+    if state is None:
+        return load()[0], None
+    if not state.usable():
+        CACHE_MISS.inc()
+        return load()[0], "miss"
+    try:
+        key, gen, value = state.get(versions, [prefix, "1" if list_page else "0"])
+    except redis.RedisError as exc:
+        state.failed(exc, "reading")
+        CACHE_MISS.inc()
+        return load()[0], "miss"
+    if value is not None:
+        CACHE_HIT.inc()
+        return value, "hit"
+    CACHE_MISS.inc()
+    value, ids = load()
+    ttl = ctx.settings.cache_ttl
+    try:
+        if list_page:
+            state.store_list(args=[key, gen, ttl, value, *ids])
+        else:
+            state.client.set(key, value, ex=ttl)
+    except redis.RedisError as exc:
+        state.failed(exc, "storing")
+    return value, "miss"
+
+
+def digest(*parts: object) -> str:
+    """A short stable key suffix for a list query's normalized parameters."""
+    return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
+
+
+def product_key(product_id: int) -> tuple[str, list[str]]:
+    return f"{PREFIX}p:{product_id}", [f"{PREFIX}pv:{product_id}", CATALOG_VERSION]
+
+
+def product_list_key(query_digest: str, in_stock: bool) -> tuple[str, list[str]]:
+    versions = [CATALOG_VERSION, LIST_VERSION]
+    if in_stock:
+        versions.append(STOCK_VERSION)
+    return f"{PREFIX}pl:{query_digest}", versions
+
+
+def category_key(category_id: int) -> tuple[str, list[str]]:
+    return f"{PREFIX}c:{category_id}", [CATALOG_VERSION]
+
+
+def category_list_key(query_digest: str) -> tuple[str, list[str]]:
+    return f"{PREFIX}cl:{query_digest}", [CATALOG_VERSION, CATEGORY_LIST_VERSION]
+
+
+# ------------------------------------------------------------------ invalidation
+
+
+def _bump(ctx: AppContext, keys: list[str]) -> None:
+    state = _redis(ctx)
+    if state is None:
+        return
+    try:
+        state.bump(keys)
+    except redis.RedisError as exc:
+        state.failed(exc, "invalidating")
+        state.missed_bump = True
 
 
 def products_changed(ctx: AppContext, *product_ids: int) -> None:
-    """Invalidate cached reads of these products (detail and any list that may show them)."""
-    return None
+    """Stock of these products changed (orders): their detail and the pages showing them miss,
+    and so do `in_stock=true` lists. Call after the transaction commits."""
+    _bump(ctx, [f"{PREFIX}pv:{pid}" for pid in product_ids] + [STOCK_VERSION])
+
+
+def product_written(ctx: AppContext, product_id: int) -> None:
+    """A staff write (create, edit, delete): the product and every list page miss."""
+    _bump(ctx, [f"{PREFIX}pv:{product_id}", LIST_VERSION])
+
+
+def category_created(ctx: AppContext) -> None:
+    """A new category only changes the category lists."""
+    _bump(ctx, [CATEGORY_LIST_VERSION])
+
+
+def categories_changed(ctx: AppContext) -> None:
+    """A category edit or delete: every catalog entry misses (products show their category's
+    name)."""
+    _bump(ctx, [CATALOG_VERSION])

@@ -27,6 +27,7 @@ from shopapi.errors import (
 
 INT64_MAX = 2**63 - 1
 _PATH_RE = re.compile(r" - at `\$(.*)`$")
+_MISSING_RE = re.compile(r"^Object missing required field `(.*)`$")
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,14 @@ ADMIN = ("ADMIN",)
 def field_path(message: str) -> tuple[str, str]:
     """Split msgspec's "Expected `int`, got `str` - at `$.items[0].quantity`"."""
     match = _PATH_RE.search(message)
-    if not match:
-        return "", message
-    path = match.group(1).lstrip(".")
-    return path, message[: match.start()]
+    path = ""
+    if match:
+        path, message = match.group(1).lstrip("."), message[: match.start()]
+    # msgspec names a missing field in the message, and the path stops at its parent object
+    missing = _MISSING_RE.match(message)
+    if missing:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+    return path, message
 
 
 def validation_error(exc: msgspec.ValidationError, prefix: str = "") -> ValidationFailed:
@@ -78,7 +83,8 @@ def read_body(req: falcon.Request, struct: type, limit: int) -> Any:
         raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes")
     raw = getattr(req.context, "raw_body", None)  # already read by the login rate limit
     if raw is None:
-        raw = req.bounded_stream.read(limit + 1)
+        # kept on the request: orders hash it for the Idempotency-Key
+        raw = req.context.raw_body = req.bounded_stream.read(limit + 1)
     if len(raw) > limit:
         raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes")
     if not raw.strip():

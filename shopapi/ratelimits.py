@@ -168,7 +168,10 @@ class Limiter:
             self.redis_down = True
             log.warning(
                 "rate limits: Redis unavailable (%s: %s); counting per process in memory, "
-                "retrying Redis every %.0f s", type(exc).__name__, exc, self.redis_retry_seconds,
+                "retrying Redis every %.0f s",
+                type(exc).__name__,
+                exc,
+                self.redis_retry_seconds,
             )
 
 

@@ -115,7 +115,8 @@ class TokenCodec:
         if cached is not None:
             if cached.exp > time.time():
                 return cached
-            del self._verified[token]
+            # pop, not del: two threads of one worker may both find it expired
+            self._verified.pop(token, None)
         claims = self._decode(token, "access")
         role = claims.get("role")
         if role not in ("ADMIN", "EDITOR", "CUSTOMER"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from tests.conftest import assert_problem, db_rows
@@ -121,6 +123,7 @@ def test_register_accepts_a_full_name_of_200_characters(client):
         pytest.param({"email": "a" * (255 - len("@example.com")) + "@example.com"},
                      id="email-of-255-characters"),
         pytest.param({"email": "nul\x00@example.com"}, id="email-with-nul"),
+        pytest.param({"email": "\u00a0@example.com"}, id="email-whose-local-part-is-a-blank"),
         pytest.param({"email": ""}, id="empty-email"),
         pytest.param({"email": 42}, id="email-not-a-string"),
         pytest.param({"email": None}, id="email-null"),
@@ -311,6 +314,27 @@ def test_reusing_a_rotated_refresh_token_revokes_that_login_but_not_the_others(c
     assert refresh(client, response.json["refresh_token"]).status_code == 200
 
 
+def test_concurrent_refreshes_of_one_token_never_fork_the_login(client, database_url, make_user):
+    user = make_user()
+    pair = login(client, user.email, user.password)
+    start = threading.Barrier(6)
+    statuses: list[int] = []
+
+    def rotate() -> None:
+        start.wait()
+        statuses.append(refresh(client, pair["refresh_token"]).status_code)
+
+    threads = [threading.Thread(target=rotate) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] + [401] * 5
+    # the losers presented a token already rotated: reuse, so the whole login is gone
+    live = db_rows(database_url, "SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL")
+    assert live == [(0,)]
+
+
 def test_refresh_with_an_unknown_but_well_signed_token_returns_401(client, app, make_user):
     import uuid
 
@@ -481,12 +505,18 @@ def test_admin_routes_with_a_customer_or_editor_token_return_403(
         ("POST", "/api/auth/login", {"email": "no@example.com", "password": "password123"}, 401),
         ("GET", "/api/auth/me", None, 401),
         ("GET", "/api/users", None, 401),
+        ("GET", "/api/users", "customer", 403),
+        ("GET", "/api/auth/me", "customer", 200),
+        ("POST", "/api/auth/logout-all", "customer", 204),
+        ("DELETE", "/api/users/abc", "customer", 403),
     ],
 )
-def test_auth_and_users_answers_echo_the_request_id(client, method, path, body, status):
-    response = client.simulate_request(
-        method, path, json=body, headers={"X-Request-ID": "req-abc.123"}
-    )
+def test_auth_and_users_answers_echo_the_request_id(client, customer, method, path, body, status):
+    headers = {"X-Request-ID": "req-abc.123"}
+    if body == "customer":
+        headers.update(customer.headers)
+        body = None
+    response = client.simulate_request(method, path, json=body, headers=headers)
     assert response.status_code == status
     assert response.headers["x-request-id"] == "req-abc.123"
 

@@ -1,14 +1,9 @@
-"""GET /metrics: Prometheus series by route template, the shop's own series, all gunicorn workers."""
+"""GET /metrics: series by route template, the shop's own series, every gunicorn worker."""
 
 from __future__ import annotations
 
 import glob
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,8 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shopapi.app import create_app
 from tests.conftest import REDIS_URL, TEST_SECRET, make_settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.live import LiveServer
 
 Series = dict[tuple[str, frozenset], float]
 
@@ -47,9 +41,10 @@ def scrape(client) -> Series:
 
 def test_requests_are_counted_by_method_route_template_and_status(client, admin, customer):
     before = scrape(client)
+    own = f"/api/users/{admin.id}"
     for _ in range(2):
-        assert client.simulate_get(f"/api/users/{admin.id}", headers=admin.headers).status_code == 200
-    assert client.simulate_get(f"/api/users/{admin.id}", headers=customer.headers).status_code == 403
+        assert client.simulate_get(own, headers=admin.headers).status_code == 200
+    assert client.simulate_get(own, headers=customer.headers).status_code == 403
     assert client.simulate_get("/api/users/987654321", headers=admin.headers).status_code == 404
     assert client.simulate_get("/api/no/such/thing/42").status_code == 404
     after = scrape(client)
@@ -72,6 +67,29 @@ def test_requests_are_counted_by_method_route_template_and_status(client, admin,
     # raw paths never become labels: one series per route, not one per id
     routes = {dict(labels).get("route") for (_, labels) in after}
     assert not any(r and ("987654321" in r or "/api/no/such" in r) for r in routes)
+
+
+def test_catalog_cache_and_orders_are_counted_where_prometheus_sees_them(client, customer,
+                                                                        make_product):
+    product = make_product(stock=5)
+    url = f"/api/products/{product['id']}"
+    before = scrape(client)
+    assert client.simulate_get(url).status_code == 200
+    assert client.simulate_get(url).status_code == 200
+    order = {"items": [{"product_id": product["id"], "quantity": 1}]}
+    assert client.simulate_post("/api/orders", json=order,
+                                headers=customer.headers).status_code == 201
+    after = scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("http_requests_total", method="GET", route="/api/products/{product_id}",
+                 status="200") == 2
+    assert delta("http_requests_total", method="POST", route="/api/orders", status="201") == 1
+    assert delta("shopapi_cache_requests_total", result="miss") >= 1
+    assert delta("shopapi_cache_requests_total", result="hit") >= 1
+    assert delta("shopapi_orders_placed_total") == 1
 
 
 @pytest.mark.filterwarnings("ignore::wsgiref.validate.WSGIWarning")
@@ -123,15 +141,9 @@ def test_metrics_needs_no_token_and_is_never_rate_limited(database_url, pool, re
 # ------------------------------------------------------------ gunicorn, several workers
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+def _get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -146,19 +158,9 @@ def _wait_until(check, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _up(base: str) -> bool:
-    try:
-        return _get(f"{base}/healthz", timeout=1)[0] == 200
-    except OSError:
-        return False
-
-
 @pytest.mark.live
-def test_gunicorn_metrics_add_up_every_worker_including_replaced_ones(database_url, tmp_path):
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
+def test_gunicorn_metrics_add_up_every_worker_including_replaced_ones(database_url):
+    server = LiveServer({
         "APP_ENV": "test",
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
@@ -166,29 +168,21 @@ def test_gunicorn_metrics_add_up_every_worker_including_replaced_ones(database_u
         "RATE_LIMIT_ENABLED": "false",
         "LOG_LEVEL": "WARNING",
         "DB_POOL_MAX": "2",
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "2",
         # each worker is replaced after 5 requests: the 20 below cross at least 4 processes,
         # and the counts of the replaced ones must still be in the total
         "GUNICORN_MAX_REQUESTS": "5",
-    }
+    }, workers=2)
     # unset: gunicorn.conf.py makes (and logs, and finally removes) a directory of its own
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log_path = tmp_path / "gunicorn.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "shopapi.wsgi:app"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    server.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     try:
-        _wait_until(lambda: proc.poll() is None and _up(base), 30, "gunicorn to answer")
-        found = re.search(r"Prometheus multiprocess directory: (\S+)", log_path.read_text())
-        assert found, log_path.read_text()
+        server.start(timeout=30)
+        found = re.search(r"Prometheus multiprocess directory: (\S+)", server.log.read_text())
+        assert found, server.log.read_text()
         prom_dir = Path(found.group(1))
         for _ in range(20):
-            assert _get(f"{base}/readyz")[0] == 200
+            assert _get(f"{server.url}/readyz")[0] == 200
 
-        status, text = _get(f"{base}/metrics")
+        status, text = _get(f"{server.url}/metrics")
         assert status == 200
         series = parse(text)
         assert value(series, "http_requests_total", method="GET", route="/readyz",
@@ -202,17 +196,12 @@ def test_gunicorn_metrics_add_up_every_worker_including_replaced_ones(database_u
         # only the two live workers keep a live-gauge file
         _wait_until(lambda: len(glob.glob(str(prom_dir / "gauge_livesum_*.db"))) == 2, 10,
                     "dead workers' gauges to be dropped")
-        series = parse(_get(f"{base}/metrics")[1])
+        series = parse(_get(f"{server.url}/metrics")[1])
         pooled = value(series, "shopapi_db_pool_connections", state="in_use") + value(
             series, "shopapi_db_pool_connections", state="idle")
         assert 1 <= pooled <= 2 * 2  # two live workers, DB_POOL_MAX=2 each
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        log.close()
-    assert proc.returncode == 0, log_path.read_text()[-3000:]
+        returncode = server.stop(timeout=20)
+    assert returncode == 0, server.log.read_text()[-3000:]
     assert not prom_dir.exists()  # on_exit removed the directory it made
+    server.log.unlink()

@@ -42,8 +42,9 @@ class RateLimit:
         self.trusted_proxies = settings.trusted_proxies
         self.max_body_bytes = settings.max_body_bytes
 
-    def process_resource(self, req: falcon.Request, resp: falcon.Response,
-                         resource: Any, params: dict[str, Any]) -> None:
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+    ) -> None:
         if self.limiter is None or is_exempt(req.path) or _is_preflight(req):
             return
         ip = address_subject(client_ip(req, self.trusted_proxies))
@@ -61,11 +62,14 @@ class RateLimit:
         req.context.rate_limit = usage
         if not usage.allowed:
             RATE_LIMITED.inc()
-            raise RateLimited(f"Too many requests; retry in {usage.reset} s",
-                              headers={"Retry-After": str(usage.reset)})
+            raise RateLimited(
+                f"Too many requests; retry in {usage.reset} s",
+                headers={"Retry-After": str(usage.reset)},
+            )
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response,
-                         resource: Any, req_succeeded: bool) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
         usage: Usage | None = getattr(req.context, "rate_limit", None)
         if usage is None:
             return

@@ -45,6 +45,9 @@ class RequestContext:
 
     def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
         resp.set_header("X-Request-ID", req.context.request_id)
+        if req.get_header("Origin"):
+            # answers differ by Origin (CORS): shared caches must not mix them
+            resp.append_header("Vary", "Origin")
         started = getattr(req.context, "started", None)
         duration = time.perf_counter() - started if started else 0.0
         req.context.duration = duration

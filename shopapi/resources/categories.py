@@ -1,9 +1,63 @@
-"""/api/categories (to be implemented)."""
+"""/api/categories: public reads (cached, with ETags), writes for ADMIN and EDITOR."""
 
 from __future__ import annotations
 
+import falcon
+
+from shopapi import cache
 from shopapi.context import AppContext
+from shopapi.http import STAFF, endpoint
+from shopapi.schemas.catalog import (
+    CategoryCreate,
+    CategoryListQuery,
+    CategoryPublic,
+    CategoryUpdate,
+)
+from shopapi.schemas.common import PageOf
+from shopapi.services import categories
+
+TAGS = ("categories",)
+
+
+class Categories:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    @endpoint("List categories by id (q: case-insensitive substring of the name; "
+              "next_cursor is always null)", query=CategoryListQuery,
+              returns=PageOf[CategoryPublic], errors=(422, 429), headers=("If-None-Match",),
+              tags=TAGS)
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        cache.respond(req, resp, categories.list_categories(self.ctx, req.context.query))
+
+    @endpoint("Create a category (slug derived from the name; duplicate name: 409 name_taken)",
+              roles=STAFF, body=CategoryCreate, returns=CategoryPublic, status=201,
+              errors=(400, 401, 403, 409, 413, 422, 429), tags=TAGS)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        cache.send(resp, categories.create_category(self.ctx, req.context.body))
+
+    @endpoint("Get a category", returns=CategoryPublic, errors=(404, 422, 429),
+              headers=("If-None-Match",), tags=TAGS)
+    def on_get_item(self, req: falcon.Request, resp: falcon.Response, category_id: int) -> None:
+        cache.respond(req, resp, categories.get_category(self.ctx, category_id))
+
+    @endpoint("Update a category (partial; the slug stays)", roles=STAFF, body=CategoryUpdate,
+              returns=CategoryPublic, errors=(400, 401, 403, 404, 409, 413, 422, 429), tags=TAGS)
+    def on_put_item(self, req: falcon.Request, resp: falcon.Response, category_id: int) -> None:
+        cache.send(resp, categories.update_category(self.ctx, category_id, req.context.body))
+
+    on_patch_item = on_put_item
+
+    @endpoint("Delete a category (one with products: 409 category_in_use)", roles=STAFF,
+              status=204, errors=(401, 403, 404, 409, 422, 429), tags=TAGS)
+    def on_delete_item(self, req: falcon.Request, resp: falcon.Response,
+                       category_id: int) -> None:
+        categories.delete_category(self.ctx, category_id)
 
 
 def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
-    return []
+    resource = Categories(ctx)
+    return [
+        ("/api/categories", resource, None),
+        ("/api/categories/{category_id}", resource, "item"),
+    ]

@@ -1,9 +1,88 @@
-"""/api/products (to be implemented)."""
+"""/api/products: public reads (cached, with ETags), staff writes, the stock ledger."""
 
 from __future__ import annotations
 
+import falcon
+
+from shopapi import cache
 from shopapi.context import AppContext
+from shopapi.http import STAFF, endpoint
+from shopapi.schemas.catalog import (
+    ProductCreate,
+    ProductListQuery,
+    ProductPublic,
+    ProductUpdate,
+    StockMovementPublic,
+)
+from shopapi.schemas.common import PageOf, PageQuery
+from shopapi.services import products
+
+TAGS = ("products",)
+
+LIST_SUMMARY = (
+    "List products. Active only; ADMIN/EDITOR may add include_inactive=true (ignored for "
+    "anyone else, who just gets the active ones). Order: `sort` (ties by id in the same "
+    "direction); default -created_at, but a search (`q`: full text over name and description, "
+    "plus names starting with q) without `sort` is ranked by relevance, best first. Page with "
+    "`page` or with `cursor` (the previous answer's next_cursor, same filters and sort; the "
+    "answer then has page: null); both together, or a cursor for other filters, is 422."
+)
+
+
+class Products:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    @endpoint(LIST_SUMMARY, query=ProductListQuery, returns=PageOf[ProductPublic],
+              errors=(422, 429), headers=("If-None-Match",), tags=TAGS)
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        answer = products.list_products(self.ctx, req.context.user, req.context.query)
+        cache.respond(req, resp, answer)
+
+    @endpoint("Create a product (its initial stock is written to the ledger)", roles=STAFF,
+              body=ProductCreate, returns=ProductPublic, status=201,
+              errors=(400, 401, 403, 413, 422, 429), tags=TAGS)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        cache.send(resp, products.create_product(self.ctx, req.context.user, req.context.body))
+
+    @endpoint("Get a product (inactive: 404 except for ADMIN/EDITOR)", returns=ProductPublic,
+              errors=(404, 422, 429), headers=("If-None-Match",), tags=TAGS)
+    def on_get_item(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
+        cache.respond(req, resp, products.get_product(self.ctx, req.context.user, product_id))
+
+    @endpoint("Update a product (partial; If-Match guards against lost updates; a stock edit "
+              "is written to the ledger)", roles=STAFF, body=ProductUpdate, returns=ProductPublic,
+              errors=(400, 401, 403, 404, 412, 413, 422, 429), headers=("If-Match",), tags=TAGS)
+    def on_put_item(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
+        answer = products.update_product(self.ctx, req.context.user, product_id,
+                                         req.context.body, req.get_header("If-Match"))
+        cache.send(resp, answer)
+
+    on_patch_item = on_put_item
+
+    @endpoint("Delete a product (one that appears in an order is deactivated instead)",
+              roles=STAFF, status=204, errors=(401, 403, 404, 422, 429), tags=TAGS)
+    def on_delete_item(self, req: falcon.Request, resp: falcon.Response,
+                       product_id: int) -> None:
+        products.delete_product(self.ctx, product_id)
+
+
+class StockMovements:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    @endpoint("A product's stock ledger, oldest first (next_cursor is always null)",
+              roles=STAFF, query=PageQuery, returns=PageOf[StockMovementPublic],
+              errors=(401, 403, 404, 422, 429), headers=("If-None-Match",), tags=TAGS)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
+        answer = products.list_stock_movements(self.ctx, product_id, req.context.query)
+        cache.respond(req, resp, answer)
 
 
 def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
-    return []
+    resource = Products(ctx)
+    return [
+        ("/api/products", resource, None),
+        ("/api/products/{product_id}", resource, "item"),
+        ("/api/products/{product_id}/stock-movements", StockMovements(ctx), None),
+    ]

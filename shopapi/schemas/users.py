@@ -9,12 +9,17 @@ from msgspec import UNSET, Meta, UnsetType
 
 from shopapi.schemas.common import PageQuery, Timestamp
 
+EMAIL_MAX = 254
+
 Role = Literal["ADMIN", "EDITOR", "CUSTOMER"]
 # one @, no white space inside; surrounding blanks are trimmed by the service
 Email = Annotated[
-    str, Meta(max_length=254, pattern="^[ \\t]*[^@ \\t\\r\\n\\x00]+@[^@ \\t\\r\\n\\x00]+[ \\t]*$")
+    str, Meta(max_length=EMAIL_MAX,
+              pattern="^[ \\t]*[^@ \\t\\r\\n\\x00]+@[^@ \\t\\r\\n\\x00]+[ \\t]*$")
 ]
-Password = Annotated[str, Meta(min_length=8, max_length=128)]
+# code points, not bytes: "é" * 128 is a valid password (security.py pre-hashes for bcrypt);
+# NUL is refused like everywhere else, so no client library can truncate a password at it
+Password = Annotated[str, Meta(min_length=8, max_length=128, pattern="^[^\\x00]*$")]
 FullName = Annotated[str, Meta(max_length=200, pattern="^[^\\x00]*$")]
 Token = Annotated[str, Meta(min_length=1, max_length=4096)]
 
@@ -38,7 +43,8 @@ class UserCreate(msgspec.Struct, kw_only=True):
 
 
 class LoginRequest(msgspec.Struct):
-    email: Annotated[str, Meta(max_length=320)]
+    # lenient (any stored email matches after trimming), but no NUL: PostgreSQL text refuses it
+    email: Annotated[str, Meta(max_length=320, pattern="^[^\\x00]*$")]
     password: Annotated[str, Meta(max_length=1024)]
 
 
@@ -66,4 +72,5 @@ class UserUpdate(msgspec.Struct, kw_only=True):
 
 class UserListQuery(PageQuery, kw_only=True):
     role: Role | None = None
-    q: Annotated[str, Meta(max_length=200)] | None = None
+    # a literal substring of email or full name (no LIKE wildcards)
+    q: Annotated[str, Meta(max_length=200, pattern="^[^\\x00]*$")] | None = None

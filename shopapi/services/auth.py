@@ -9,8 +9,8 @@ import psycopg.errors
 
 from shopapi.context import AppContext, CurrentUser
 from shopapi.db import connection, queries, transaction
-from shopapi.errors import EmailTaken, InvalidCredentials, NotAuthenticated
-from shopapi.schemas.users import LoginRequest, TokenPair, UserCreate, UserPublic
+from shopapi.errors import EmailTaken, InvalidCredentials, NotAuthenticated, ValidationFailed
+from shopapi.schemas.users import EMAIL_MAX, LoginRequest, TokenPair, UserCreate, UserPublic
 from shopapi.security import check_password, dummy_hash, hash_password, token_digest
 
 
@@ -18,13 +18,27 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+def storable_email(email: str) -> str:
+    """The spelling stored for a schema-valid email, re-checked after normalizing: lower-casing
+    can lengthen it ("İ" becomes "i̇") and strip() also trims Unicode blanks next to the `@`."""
+    email = normalize_email(email)
+    local, _, domain = email.partition("@")
+    if len(email) > EMAIL_MAX:
+        raise ValidationFailed.single(
+            "email", f"must be at most {EMAIL_MAX} characters once lower-cased")
+    if not local or not domain:
+        raise ValidationFailed.single("email", "must have characters before and after the @")
+    return email
+
+
 def register(ctx: AppContext, body: UserCreate) -> UserPublic:
     """Role is always CUSTOMER: a `role` in the body is ignored like any unknown field."""
+    email = storable_email(body.email)
     password_hash = hash_password(body.password, ctx.settings.bcrypt_rounds)
     try:
         with transaction(ctx.pool) as conn:
             row = queries.insert_user(
-                conn, email=normalize_email(body.email), password_hash=password_hash,
+                conn, email=email, password_hash=password_hash,
                 full_name=body.full_name, role="CUSTOMER",
             )
     except psycopg.errors.UniqueViolation:

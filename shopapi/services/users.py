@@ -19,7 +19,7 @@ from shopapi.pagination import page_of
 from shopapi.schemas.common import PageOf
 from shopapi.schemas.users import UserListQuery, UserPublic, UserUpdate
 from shopapi.security import check_password, hash_password
-from shopapi.services.auth import normalize_email
+from shopapi.services.auth import storable_email
 
 
 def _visible(user: CurrentUser, user_id: int) -> None:
@@ -41,9 +41,10 @@ def list_users(ctx: AppContext, query: UserListQuery) -> PageOf[UserPublic]:
     page = query.page or 1
     filters = {"role": query.role, "q": query.q}
     with connection(ctx.pool) as conn:
-        rows = queries.list_users(
+        # aiosql hands back a generator: read it while the connection is ours
+        rows = list(queries.list_users(
             conn, **filters, limit=query.per_page, offset=(page - 1) * query.per_page
-        )
+        ))
         total = rows[0]["total"] if rows else queries.count_users(conn, **filters)
     return page_of(rows, UserPublic, page=page, per_page=query.per_page, total=total)
 
@@ -52,6 +53,7 @@ def update_user(ctx: AppContext, user: CurrentUser, user_id: int, body: UserUpda
     _visible(user, user_id)
     if not user.is_admin and (body.role is not UNSET or body.is_active is not UNSET):
         raise Forbidden("Only an admin may change role or is_active")
+    email = None if body.email is UNSET else storable_email(body.email)
     with transaction(ctx.pool) as conn:
         current = queries.get_user_for_update(conn, id=user_id)
         if current is None:
@@ -69,7 +71,7 @@ def update_user(ctx: AppContext, user: CurrentUser, user_id: int, body: UserUpda
             row = queries.update_user(
                 conn,
                 id=user_id,
-                email=None if body.email is UNSET else normalize_email(body.email),
+                email=email,
                 full_name=None if body.full_name is UNSET else body.full_name,
                 role=None if body.role is UNSET else body.role,
                 is_active=None if body.is_active is UNSET else body.is_active,

@@ -72,7 +72,8 @@ DELETE FROM categories WHERE id = :id;
 
 -- name: get_product(id, currency)^
 -- The public product by id (active or not: the service decides who may see it).
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
+       p.stock, p.image_url,
        json_build_object('id', c.id, 'name', c.name) AS category,
        p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
   FROM products p
@@ -81,7 +82,8 @@ SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, 
 
 -- name: get_product_for_update(id, currency)^
 -- The public product, row-locked: If-Match and the stock delta are checked against it.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
+       p.stock, p.image_url,
        json_build_object('id', c.id, 'name', c.name) AS category,
        p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
   FROM products p
@@ -104,7 +106,8 @@ WITH updated AS (
      WHERE id = :id
  RETURNING *
 )
-SELECT u.id, u.name, u.description, u.price_cents, :currency::text AS currency, u.stock, u.image_url,
+SELECT u.id, u.name, u.description, u.price_cents, :currency::text AS currency,
+       u.stock, u.image_url,
        json_build_object('id', c.id, 'name', c.name) AS category,
        u.is_active, api_time(u.created_at) AS created_at, api_time(u.updated_at) AS updated_at
   FROM updated u
@@ -125,145 +128,181 @@ UPDATE products
 -- Removes a never-ordered product (its ledger rows go with it).
 DELETE FROM products WHERE id = :id;
 
--- Product list pages: one block per sort (index-friendly ORDER BY), each taking the same
--- filters, a keyset position (after_key, after_id: NULL for offset pages) and LIMIT/OFFSET.
--- The caller asks for per_page + 1 rows to learn whether a next page exists.
+-- Product list pages: one block per sort, so each ORDER BY can walk its index. Each takes the
+-- same filters, a keyset position (after_key, after_id: NULL for offset pages) and
+-- LIMIT/OFFSET; the caller asks for per_page + 1 rows to learn whether a next page exists.
+-- The page is cut from products alone, and only its rows are joined and formatted.
 
 -- name: list_products_by_created_at(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Catalog page oldest first; ties broken by id in the same direction.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
+       p.stock, p.image_url,
        json_build_object('id', c.id, 'name', c.name) AS category,
        p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM products p
+  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
+                p.category_id, p.is_active, p.created_at, p.updated_at
+          FROM products p
+         WHERE (p.is_active OR :include_inactive::boolean)
+           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+           AND (NOT :in_stock::boolean OR p.stock > 0)
+           AND (:q::text IS NULL
+                OR p.search @@ websearch_to_tsquery('english', :q)
+                OR lower(p.name) LIKE :prefix)
+           AND (:after_id::bigint IS NULL
+                OR (p.created_at, p.id) > (:after_key::timestamptz, :after_id))
+         ORDER BY p.created_at, p.id
+         LIMIT :limit OFFSET :offset) p
   JOIN categories c ON c.id = p.category_id
- WHERE (p.is_active OR :include_inactive::boolean)
-   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-   AND (NOT :in_stock::boolean OR p.stock > 0)
-   AND (:q::text IS NULL
-        OR p.search @@ websearch_to_tsquery('english', :q)
-        OR lower(p.name) LIKE :prefix)
-   AND (:after_id::bigint IS NULL OR (p.created_at, p.id) > (:after_key::timestamptz, :after_id))
- ORDER BY p.created_at, p.id
- LIMIT :limit OFFSET :offset;
+ ORDER BY p.created_at, p.id;
 
 -- name: list_products_by_created_at_desc(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Catalog page newest first (the default); ties broken by id in the same direction.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
+       p.stock, p.image_url,
        json_build_object('id', c.id, 'name', c.name) AS category,
        p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM products p
+  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
+                p.category_id, p.is_active, p.created_at, p.updated_at
+          FROM products p
+         WHERE (p.is_active OR :include_inactive::boolean)
+           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+           AND (NOT :in_stock::boolean OR p.stock > 0)
+           AND (:q::text IS NULL
+                OR p.search @@ websearch_to_tsquery('english', :q)
+                OR lower(p.name) LIKE :prefix)
+           AND (:after_id::bigint IS NULL
+                OR (p.created_at, p.id) < (:after_key::timestamptz, :after_id))
+         ORDER BY p.created_at DESC, p.id DESC
+         LIMIT :limit OFFSET :offset) p
   JOIN categories c ON c.id = p.category_id
- WHERE (p.is_active OR :include_inactive::boolean)
-   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-   AND (NOT :in_stock::boolean OR p.stock > 0)
-   AND (:q::text IS NULL
-        OR p.search @@ websearch_to_tsquery('english', :q)
-        OR lower(p.name) LIKE :prefix)
-   AND (:after_id::bigint IS NULL OR (p.created_at, p.id) < (:after_key::timestamptz, :after_id))
- ORDER BY p.created_at DESC, p.id DESC
- LIMIT :limit OFFSET :offset;
+ ORDER BY p.created_at DESC, p.id DESC;
 
 -- name: list_products_by_price(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Catalog page cheapest first; ties broken by id in the same direction.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
+       p.stock, p.image_url,
        json_build_object('id', c.id, 'name', c.name) AS category,
        p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM products p
+  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
+                p.category_id, p.is_active, p.created_at, p.updated_at
+          FROM products p
+         WHERE (p.is_active OR :include_inactive::boolean)
+           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+           AND (NOT :in_stock::boolean OR p.stock > 0)
+           AND (:q::text IS NULL
+                OR p.search @@ websearch_to_tsquery('english', :q)
+                OR lower(p.name) LIKE :prefix)
+           AND (:after_id::bigint IS NULL
+                OR (p.price_cents, p.id) > (:after_key::bigint, :after_id))
+         ORDER BY p.price_cents, p.id
+         LIMIT :limit OFFSET :offset) p
   JOIN categories c ON c.id = p.category_id
- WHERE (p.is_active OR :include_inactive::boolean)
-   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-   AND (NOT :in_stock::boolean OR p.stock > 0)
-   AND (:q::text IS NULL
-        OR p.search @@ websearch_to_tsquery('english', :q)
-        OR lower(p.name) LIKE :prefix)
-   AND (:after_id::bigint IS NULL OR (p.price_cents, p.id) > (:after_key::bigint, :after_id))
- ORDER BY p.price_cents, p.id
- LIMIT :limit OFFSET :offset;
+ ORDER BY p.price_cents, p.id;
 
 -- name: list_products_by_price_desc(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Catalog page dearest first; ties broken by id in the same direction.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
+       p.stock, p.image_url,
        json_build_object('id', c.id, 'name', c.name) AS category,
        p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM products p
+  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
+                p.category_id, p.is_active, p.created_at, p.updated_at
+          FROM products p
+         WHERE (p.is_active OR :include_inactive::boolean)
+           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+           AND (NOT :in_stock::boolean OR p.stock > 0)
+           AND (:q::text IS NULL
+                OR p.search @@ websearch_to_tsquery('english', :q)
+                OR lower(p.name) LIKE :prefix)
+           AND (:after_id::bigint IS NULL
+                OR (p.price_cents, p.id) < (:after_key::bigint, :after_id))
+         ORDER BY p.price_cents DESC, p.id DESC
+         LIMIT :limit OFFSET :offset) p
   JOIN categories c ON c.id = p.category_id
- WHERE (p.is_active OR :include_inactive::boolean)
-   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-   AND (NOT :in_stock::boolean OR p.stock > 0)
-   AND (:q::text IS NULL
-        OR p.search @@ websearch_to_tsquery('english', :q)
-        OR lower(p.name) LIKE :prefix)
-   AND (:after_id::bigint IS NULL OR (p.price_cents, p.id) < (:after_key::bigint, :after_id))
- ORDER BY p.price_cents DESC, p.id DESC
- LIMIT :limit OFFSET :offset;
+ ORDER BY p.price_cents DESC, p.id DESC;
 
 -- name: list_products_by_name(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
--- Catalog page by name A-Z; ties broken by id in the same direction.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+-- Catalog page by name A-Z, case-insensitive; ties broken by id in the same direction.
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
+       p.stock, p.image_url,
        json_build_object('id', c.id, 'name', c.name) AS category,
        p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM products p
+  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
+                p.category_id, p.is_active, p.created_at, p.updated_at
+          FROM products p
+         WHERE (p.is_active OR :include_inactive::boolean)
+           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+           AND (NOT :in_stock::boolean OR p.stock > 0)
+           AND (:q::text IS NULL
+                OR p.search @@ websearch_to_tsquery('english', :q)
+                OR lower(p.name) LIKE :prefix)
+           AND (:after_id::bigint IS NULL
+                OR (lower(p.name), p.id) > (lower(:after_key::text), :after_id))
+         ORDER BY lower(p.name), p.id
+         LIMIT :limit OFFSET :offset) p
   JOIN categories c ON c.id = p.category_id
- WHERE (p.is_active OR :include_inactive::boolean)
-   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-   AND (NOT :in_stock::boolean OR p.stock > 0)
-   AND (:q::text IS NULL
-        OR p.search @@ websearch_to_tsquery('english', :q)
-        OR lower(p.name) LIKE :prefix)
-   AND (:after_id::bigint IS NULL OR (p.name, p.id) > (:after_key::text, :after_id))
- ORDER BY p.name, p.id
- LIMIT :limit OFFSET :offset;
+ ORDER BY lower(p.name), p.id;
 
 -- name: list_products_by_name_desc(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
--- Catalog page by name Z-A; ties broken by id in the same direction.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+-- Catalog page by name Z-A, case-insensitive; ties broken by id in the same direction.
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
+       p.stock, p.image_url,
        json_build_object('id', c.id, 'name', c.name) AS category,
        p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM products p
+  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
+                p.category_id, p.is_active, p.created_at, p.updated_at
+          FROM products p
+         WHERE (p.is_active OR :include_inactive::boolean)
+           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+           AND (NOT :in_stock::boolean OR p.stock > 0)
+           AND (:q::text IS NULL
+                OR p.search @@ websearch_to_tsquery('english', :q)
+                OR lower(p.name) LIKE :prefix)
+           AND (:after_id::bigint IS NULL
+                OR (lower(p.name), p.id) < (lower(:after_key::text), :after_id))
+         ORDER BY lower(p.name) DESC, p.id DESC
+         LIMIT :limit OFFSET :offset) p
   JOIN categories c ON c.id = p.category_id
- WHERE (p.is_active OR :include_inactive::boolean)
-   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-   AND (NOT :in_stock::boolean OR p.stock > 0)
-   AND (:q::text IS NULL
-        OR p.search @@ websearch_to_tsquery('english', :q)
-        OR lower(p.name) LIKE :prefix)
-   AND (:after_id::bigint IS NULL OR (p.name, p.id) < (:after_key::text, :after_id))
- ORDER BY p.name DESC, p.id DESC
- LIMIT :limit OFFSET :offset;
+ ORDER BY lower(p.name) DESC, p.id DESC;
 
 -- name: list_products_by_relevance(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Search results best match first (`q` without an explicit sort); prefix-only matches rank last.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency, p.stock, p.image_url,
+SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
+       p.stock, p.image_url,
        json_build_object('id', c.id, 'name', c.name) AS category,
        p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at,
-       ts_rank(p.search, websearch_to_tsquery('english', :q)) AS sort_key
-  FROM products p
+       p.sort_key
+  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
+                p.category_id, p.is_active, p.created_at, p.updated_at,
+                ts_rank(p.search, websearch_to_tsquery('english', :q)) AS sort_key
+          FROM products p
+         WHERE (p.is_active OR :include_inactive::boolean)
+           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
+           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
+           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
+           AND (NOT :in_stock::boolean OR p.stock > 0)
+           AND (:q::text IS NULL
+                OR p.search @@ websearch_to_tsquery('english', :q)
+                OR lower(p.name) LIKE :prefix)
+           AND (:after_id::bigint IS NULL
+                OR (ts_rank(p.search, websearch_to_tsquery('english', :q)), p.id)
+                   < (:after_key::real, :after_id))
+         ORDER BY sort_key DESC, p.id DESC
+         LIMIT :limit OFFSET :offset) p
   JOIN categories c ON c.id = p.category_id
- WHERE (p.is_active OR :include_inactive::boolean)
-   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-   AND (NOT :in_stock::boolean OR p.stock > 0)
-   AND (:q::text IS NULL
-        OR p.search @@ websearch_to_tsquery('english', :q)
-        OR lower(p.name) LIKE :prefix)
-   AND (:after_id::bigint IS NULL
-        OR (ts_rank(p.search, websearch_to_tsquery('english', :q)), p.id)
-           < (:after_key::real, :after_id))
- ORDER BY sort_key DESC, p.id DESC
- LIMIT :limit OFFSET :offset;
+ ORDER BY p.sort_key DESC, p.id DESC;
 
 -- name: count_products(include_inactive, category_id, min_price, max_price, in_stock, q, prefix)$
 -- The `total` of a list answer: every product matching the filters, whatever the page.

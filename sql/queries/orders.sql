@@ -37,23 +37,30 @@ verdict AS (
       FROM locked
 ),
 reserved AS (
-    -- the contract's guarded deduction (stock >= quantity can never oversell)
+    -- the guarded deduction, reading the locked rows: this UPDATE scans the statement's
+    -- snapshot, which can predate the locks, and PostgreSQL checks quals and CHECK (stock >= 0)
+    -- on that stale row before it moves on to the latest one; `stock = stock - quantity`
+    -- could then skip a line the verdict accepted, or fail the CHECK
     UPDATE products p
-       SET stock      = p.stock - l.quantity,
+       SET stock      = l.stock - l.quantity,
            updated_at = now()
       FROM locked l
      WHERE p.id = l.id
-       AND p.is_active
-       AND p.stock >= l.quantity
+       AND l.is_active
+       AND l.stock >= l.quantity
        AND (SELECT ok FROM verdict)
- RETURNING p.id AS product_id, p.name, p.price_cents AS unit_price_cents, l.quantity
+ RETURNING l.id AS product_id, l.name, l.price_cents AS unit_price_cents, l.quantity
 ),
 new_order AS (
-    -- the total comes from the prices just locked, never from the client
+    -- the total comes from the prices just locked, never from the client; a partial
+    -- reservation (ruled out by the verdict) would insert a NULL total and abort everything
     INSERT INTO orders (user_id, total_cents, currency)
-    SELECT :user_id::bigint, sum(unit_price_cents * quantity), :currency::text
+    SELECT :user_id::bigint,
+           CASE WHEN count(*) = (SELECT count(*) FROM wanted)
+                THEN sum(unit_price_cents * quantity) END,
+           :currency::text
       FROM reserved
-    HAVING count(*) = (SELECT count(*) FROM wanted)
+    HAVING count(*) > 0
  RETURNING id, user_id, status, total_cents, currency, created_at, updated_at
 ),
 items AS (

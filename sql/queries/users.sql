@@ -35,12 +35,14 @@ SELECT role, is_active
 
 -- name: list_users(role, q, limit, offset)
 -- Admin listing, filters optional; total comes with every row (one query per page).
+-- q is a literal, case-insensitive substring (strpos, not LIKE: `%` and `_` match themselves).
 SELECT id, email, full_name, role, is_active,
        api_time(created_at) AS created_at, api_time(updated_at) AS updated_at,
        count(*) OVER () AS total
   FROM users
  WHERE (:role::text IS NULL OR role = :role)
-   AND (:q::text IS NULL OR email ILIKE '%%' || :q || '%%' OR full_name ILIKE '%%' || :q || '%%')
+   AND (:q::text IS NULL OR strpos(lower(email), lower(:q)) > 0
+                         OR strpos(lower(full_name), lower(:q)) > 0)
  ORDER BY id
  LIMIT :limit OFFSET :offset;
 
@@ -49,7 +51,8 @@ SELECT id, email, full_name, role, is_active,
 SELECT count(*)
   FROM users
  WHERE (:role::text IS NULL OR role = :role)
-   AND (:q::text IS NULL OR email ILIKE '%%' || :q || '%%' OR full_name ILIKE '%%' || :q || '%%');
+   AND (:q::text IS NULL OR strpos(lower(email), lower(:q)) > 0
+                         OR strpos(lower(full_name), lower(:q)) > 0);
 
 -- name: update_user(id, email, full_name, role, is_active, password_hash)^
 -- Partial update: a NULL parameter keeps the column's value.

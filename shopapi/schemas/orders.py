@@ -1,0 +1,66 @@
+"""Orders: the placement body, the public order, status changes and the list query."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from shopapi.schemas.common import Id, PageQuery, PositiveId, Timestamp
+
+OrderStatus = Literal["pending", "paid", "shipped", "delivered", "cancelled"]
+Quantity = Annotated[int, Meta(ge=1, le=1000)]
+# the Idempotency-Key header (checked by hand: headers are not decoded by msgspec)
+IDEMPOTENCY_KEY_MAX = 255
+
+
+class OrderLine(msgspec.Struct):
+    product_id: PositiveId
+    quantity: Quantity
+
+
+class OrderCreate(msgspec.Struct):
+    """The buyer names products and quantities only; status, user, prices and totals sent
+    along are ignored like any unknown field (prices come from the catalog)."""
+
+    items: Annotated[list[OrderLine], Meta(min_length=1, max_length=50)]
+
+
+class OrderItemPublic(msgspec.Struct):
+    product_id: int
+    name: str
+    quantity: int
+    unit_price_cents: int
+    line_total_cents: int
+
+
+class StatusChange(msgspec.Struct):
+    status: OrderStatus
+    at: Timestamp
+    by_user_id: int | None
+
+
+class OrderPublic(msgspec.Struct):
+    id: int
+    user_id: int
+    status: OrderStatus
+    items: list[OrderItemPublic]
+    total_cents: int
+    currency: str
+    status_history: list[StatusChange]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class OrderStatusUpdate(msgspec.Struct):
+    status: OrderStatus
+
+
+class OrderListQuery(PageQuery, kw_only=True):
+    """Newest first. `cursor` (keyset paging) replaces `page`; ADMIN/EDITOR see every
+    order and may filter by `user_id`, customers always see only their own."""
+
+    status: OrderStatus | None = None
+    user_id: Id | None = None
+    cursor: Annotated[str, Meta(min_length=1, max_length=512)] | None = None

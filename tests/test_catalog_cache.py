@@ -1,0 +1,307 @@
+"""The catalog cache and ETags: hits and misses, no stale read after a write, Redis failures."""
+
+import logging
+import time
+from dataclasses import replace
+
+import pytest
+import redis
+from falcon import testing
+
+from shopapi import cache
+from shopapi.app import create_app
+from shopapi.cache import products_changed
+from shopapi.metrics import CACHE_HIT, CACHE_MISS
+from tests.conftest import REDIS_URL, db_rows
+
+
+class CountingRedis(redis.Redis):
+    """A real client that counts the commands it sends (one per round trip here)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def execute_command(self, *args, **options):
+        self.calls += 1
+        return super().execute_command(*args, **options)
+
+
+def set_stock(database_url, product_id: int, stock: int) -> None:
+    """Stock moved by something other than the product API (an order), without the cache."""
+    db_rows(database_url, "UPDATE products SET stock = %s WHERE id = %s RETURNING id",
+            (stock, product_id))
+
+
+def get(client, url, **params):
+    response = client.simulate_get(url, params=params or None)
+    assert response.status_code == 200, response.text
+    return response
+
+
+@pytest.fixture()
+def second_client(settings, pool, redis_client):
+    """Another worker: its own app on the same PostgreSQL and Redis."""
+    return testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+
+
+def test_product_detail_is_a_miss_then_a_hit(client, make_product):
+    product = make_product(name="Vase")
+    url = f"/api/products/{product['id']}"
+    hits, misses = CACHE_HIT._value.get(), CACHE_MISS._value.get()
+    first = get(client, url)
+    second = get(client, url)
+    assert first.headers["x-cache"] == "miss"
+    assert second.headers["x-cache"] == "hit"
+    assert second.content == first.content
+    assert second.headers["etag"] == first.headers["etag"]
+    assert second.headers["content-type"] == "application/json"
+    assert (CACHE_HIT._value.get() - hits, CACHE_MISS._value.get() - misses) == (1, 1)
+
+
+def test_a_cached_read_touches_no_database_and_makes_one_redis_round_trip(
+    settings, pool, make_product, query_counter
+):
+    product = make_product()
+    counting = CountingRedis.from_url(REDIS_URL)
+    app_client = testing.TestClient(create_app(settings, pool=pool, redis=counting))
+    url = f"/api/products/{product['id']}"
+    get(app_client, url)  # warm
+    for path in (url, "/api/products"):
+        get(app_client, path)  # warm the list too
+        before = counting.calls
+        with query_counter() as counted:
+            response = get(app_client, path)
+        assert response.headers["x-cache"] == "hit"
+        assert counted.n == 0
+        assert counting.calls - before == 1
+    counting.close()
+
+
+def test_lists_and_categories_are_cached_too(client, make_product, make_category):
+    category = make_category("Lamps")
+    make_product(category_id=category["id"])
+    for url in ("/api/products", "/api/categories", f"/api/categories/{category['id']}"):
+        assert get(client, url).headers["x-cache"] == "miss"
+        assert get(client, url).headers["x-cache"] == "hit"
+    # another query is another entry
+    assert get(client, "/api/products", per_page=5).headers["x-cache"] == "miss"
+
+
+def test_staff_edit_is_visible_on_the_next_read_of_every_worker(client, second_client, editor,
+                                                               make_product):
+    product = make_product(price_cents=100)
+    url = f"/api/products/{product['id']}"
+    for c in (client, second_client):
+        get(c, url)
+        get(c, "/api/products")
+    client.simulate_patch(url, headers=editor.headers, json={"price_cents": 250})
+    detail = get(second_client, url)
+    assert detail.json["price_cents"] == 250 and detail.headers["x-cache"] == "miss"
+    assert get(second_client, "/api/products").json["items"][0]["price_cents"] == 250
+    assert get(client, url).headers["x-cache"] == "hit"
+
+
+def test_created_and_deleted_products_show_in_lists_at_once(client, admin, make_product,
+                                                            make_category):
+    kept = make_product()
+    get(client, "/api/products")
+    get(client, "/api/products")
+    created = client.simulate_post("/api/products", headers=admin.headers, json={
+        "name": "New", "price_cents": 1, "category_id": kept["category_id"]}).json
+    listed = get(client, "/api/products")
+    assert [p["id"] for p in listed.json["items"]] == [created["id"], kept["id"]]
+    client.simulate_delete(f"/api/products/{created['id']}", headers=admin.headers)
+    assert [p["id"] for p in get(client, "/api/products").json["items"]] == [kept["id"]]
+    assert client.simulate_get(f"/api/products/{created['id']}").status_code == 404
+
+
+def test_deactivated_product_leaves_detail_and_lists_at_once(client, editor, make_product):
+    product = make_product()
+    url = f"/api/products/{product['id']}"
+    get(client, url)
+    get(client, "/api/products")
+    client.simulate_patch(url, headers=editor.headers, json={"is_active": False})
+    assert client.simulate_get(url).status_code == 404
+    assert get(client, "/api/products").json["total"] == 0
+
+
+def test_products_changed_invalidates_only_what_shows_those_products(client, app, make_product,
+                                                                     database_url):
+    older = make_product(stock=5)
+    newer = make_product(stock=5)
+    pages = [("/api/products", {"per_page": 1, "page": n}) for n in (1, 2)]
+    for url, params in pages:
+        get(client, url, **params)
+    get(client, f"/api/products/{older['id']}")
+    get(client, f"/api/products/{newer['id']}")
+
+    set_stock(database_url, older["id"], 2)  # an order committed...
+    products_changed(app.ctx, older["id"])  # ...and told the cache
+
+    detail = get(client, f"/api/products/{older['id']}")
+    assert detail.json["stock"] == 2 and detail.headers["x-cache"] == "miss"
+    page_with_older = get(client, "/api/products", per_page=1, page=2)
+    assert page_with_older.json["items"][0]["stock"] == 2
+    assert page_with_older.headers["x-cache"] == "miss"
+    # what does not show that product stays cached
+    assert get(client, f"/api/products/{newer['id']}").headers["x-cache"] == "hit"
+    assert get(client, "/api/products", per_page=1, page=1).headers["x-cache"] == "hit"
+
+
+def test_in_stock_lists_follow_stock_changed_by_orders(client, app, make_product, database_url):
+    selling = make_product(stock=1)
+    other = make_product(stock=3)
+    assert get(client, "/api/products", in_stock="true", per_page=1).json["total"] == 2
+    set_stock(database_url, selling["id"], 0)
+    products_changed(app.ctx, selling["id"])
+    # `selling` was not on that page, but it left the list: the total moved
+    page = get(client, "/api/products", in_stock="true", per_page=1)
+    assert page.json["total"] == 1 and page.json["items"][0]["id"] == other["id"]
+
+
+def test_category_rename_shows_in_cached_products(client, editor, make_product, make_category):
+    category = make_category("Old name")
+    product = make_product(category_id=category["id"])
+    url = f"/api/products/{product['id']}"
+    get(client, url), get(client, url)
+    get(client, f"/api/categories/{category['id']}")
+    client.simulate_patch(f"/api/categories/{category['id']}", headers=editor.headers,
+                          json={"name": "New name"})
+    assert get(client, url).json["category"]["name"] == "New name"
+    assert get(client, "/api/products").json["items"][0]["category"]["name"] == "New name"
+    assert get(client, f"/api/categories/{category['id']}").json["name"] == "New name"
+
+
+def test_new_category_shows_in_cached_category_lists(client, editor, make_category):
+    make_category("First")
+    get(client, "/api/categories")
+    get(client, "/api/categories")
+    client.simulate_post("/api/categories", headers=editor.headers, json={"name": "Second"})
+    listed = get(client, "/api/categories")
+    assert listed.json["total"] == 2 and listed.headers["x-cache"] == "miss"
+
+
+def test_a_list_fill_racing_with_a_product_change_is_not_stored(app, make_product):
+    product = make_product()
+    prefix, versions = cache.product_list_key("race-test", False)
+    loads = []
+
+    def load():
+        loads.append(1)
+        if len(loads) == 1:
+            products_changed(app.ctx, product["id"])  # commits while the page is being read
+        return cache.pack(b"{}"), [product["id"]]
+
+    assert cache.read_through(app.ctx, prefix, versions, load, list_page=True)[1] == "miss"
+    assert cache.read_through(app.ctx, prefix, versions, load, list_page=True)[1] == "miss"
+    assert cache.read_through(app.ctx, prefix, versions, load, list_page=True)[1] == "hit"
+    assert len(loads) == 2
+
+
+def test_lost_version_keys_never_bring_back_an_old_entry(client, make_product, redis_client,
+                                                         database_url):
+    product = make_product(price_cents=100)
+    url = f"/api/products/{product['id']}"
+    get(client, url)
+    db_rows(database_url, "UPDATE products SET price_cents = 5 RETURNING id")
+    # eviction takes every version key (and the counter) but not the entry
+    for key in redis_client.scan_iter("cat:*"):
+        if key.count(b":") <= 2:
+            redis_client.delete(key)
+    response = get(client, url)
+    assert response.headers["x-cache"] == "miss" and response.json["price_cents"] == 5
+
+
+def test_if_none_match_gives_304_without_a_body(client, make_product):
+    product = make_product()
+    for url in (f"/api/products/{product['id']}", "/api/products", "/api/categories"):
+        first = get(client, url)
+        etag = first.headers["etag"]
+        for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+            again = client.simulate_get(url, headers={"If-None-Match": header})
+            assert again.status_code == 304, (url, header)
+            assert again.content == b""
+            assert again.headers["etag"] == etag
+        assert client.simulate_get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+
+
+def test_etag_changes_when_the_product_changes(client, editor, make_product):
+    product = make_product()
+    url = f"/api/products/{product['id']}"
+    etag = get(client, url).headers["etag"]
+    client.simulate_patch(url, headers=editor.headers, json={"name": "Renamed"})
+    assert client.simulate_get(url, headers={"If-None-Match": etag}).status_code == 200
+
+
+def test_cache_disabled_reads_from_postgres_only(settings, pool, redis_client, make_product):
+    product = make_product()
+    off = testing.TestClient(create_app(replace(settings, cache_enabled=False), pool=pool,
+                                        redis=redis_client))
+    for _ in range(2):
+        response = get(off, f"/api/products/{product['id']}")
+        assert "x-cache" not in response.headers
+        assert response.headers["etag"]
+    get(off, "/api/products")
+    assert redis_client.dbsize() == 0
+
+
+@pytest.fixture()
+def dead_redis_client(settings, pool):
+    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2,
+                                socket_timeout=0.2)
+    yield testing.TestClient(create_app(settings, pool=pool, redis=dead))
+    dead.close()
+
+
+def test_redis_down_serves_reads_from_postgres_and_logs_a_warning(
+    dead_redis_client, make_product, make_category, caplog
+):
+    product = make_product(name="Survivor")
+    category = make_category("Still here")
+    with caplog.at_level(logging.WARNING, logger="shopapi.cache"):
+        detail = get(dead_redis_client, f"/api/products/{product['id']}")
+        assert detail.json["name"] == "Survivor" and detail.headers["x-cache"] == "miss"
+        assert get(dead_redis_client, "/api/products").json["total"] == 1
+        assert get(dead_redis_client, f"/api/categories/{category['id']}").json["id"]
+        assert get(dead_redis_client, "/api/categories").json["total"] == 2  # + "Default"
+    assert any("Redis failed" in r.getMessage() for r in caplog.records)
+
+
+def test_redis_down_does_not_block_writes(dead_redis_client, make_user, make_category,
+                                          database_url):
+    admin = make_user("ADMIN")
+    category = make_category()
+    response = dead_redis_client.simulate_post("/api/products", headers=admin.headers, json={
+        "name": "Written", "price_cents": 10, "category_id": category["id"], "stock": 2})
+    assert response.status_code == 201
+    patched = dead_redis_client.simulate_patch(f"/api/products/{response.json['id']}",
+                                               headers=admin.headers, json={"stock": 3})
+    assert patched.status_code == 200
+    assert db_rows(database_url, "SELECT name, stock FROM products") == [("Written", 3)]
+
+
+def test_lost_invalidation_is_caught_up_before_the_cache_is_used_again(
+    settings, pool, redis_client, make_user, make_product, monkeypatch
+):
+    """A bump that fails (Redis unreachable) must not leave the old entry to be served later."""
+    monkeypatch.setattr(cache, "_BACKOFF", 0.01)
+    fragile = redis.Redis.from_url(REDIS_URL, socket_timeout=0.2, socket_connect_timeout=0.2)
+    app_client = testing.TestClient(create_app(settings, pool=pool, redis=fragile))
+    admin = make_user("ADMIN")
+    product = make_product(price_cents=100)
+    url = f"/api/products/{product['id']}"
+    get(app_client, url)
+    assert get(app_client, url).headers["x-cache"] == "hit"  # cached at price 100
+    # this worker loses Redis (connection refused) while the edit commits...
+    fragile.connection_pool.connection_kwargs["port"] = 1
+    fragile.connection_pool.reset()  # drop the open connections: new ones go to the dead port
+    patched = app_client.simulate_patch(url, headers=admin.headers, json={"price_cents": 300})
+    assert patched.status_code == 200
+    # ...and gets it back
+    fragile.connection_pool.connection_kwargs["port"] = 6379
+    fragile.connection_pool.reset()
+    time.sleep(0.02)  # past the back-off
+    response = get(app_client, url)
+    assert response.json["price_cents"] == 300
+    fragile.close()

@@ -1,0 +1,371 @@
+"""Rate limits: general per IP and per user, login per IP + email, register per IP, headers,
+exempt routes, the off switch, counters shared in Redis and the in-memory fallback."""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+from falcon import testing
+from prometheus_client import REGISTRY
+
+from shopapi import ratelimits
+from shopapi.app import create_app
+from shopapi.config import ConfigError
+from tests.conftest import assert_problem, db_rows, make_settings
+
+ME = "/api/auth/me"  # a limited route; anonymous callers get 401 until the limit says 429
+
+
+@pytest.fixture()
+def limited(database_url, pool, redis_client):
+    """`limited(RATE_LIMIT_LOGIN="3/hour", ...)`: a TestClient on an app with limits on."""
+
+    def build(**overrides) -> testing.TestClient:
+        overrides.setdefault("RATE_LIMIT_DEFAULT", "5/hour")
+        settings = make_settings(database_url, RATE_LIMIT_ENABLED="true", **overrides)
+        return testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+
+    return build
+
+
+@pytest.fixture(autouse=True)
+def _not_at_a_window_edge():
+    """Windows are aligned to the clock: never start a counting test in a window's last
+    seconds, or the count would restart halfway through it."""
+    for length in (60, 3600):
+        left = length - time.time() % length
+        if left < 3:
+            time.sleep(left + 0.05)
+
+
+def rate_limited_total() -> float:
+    return REGISTRY.get_sample_value("shopapi_rate_limited_total") or 0.0
+
+
+def get_me(client, ip: str = "198.51.100.1", **kwargs):
+    return client.simulate_get(ME, remote_addr=ip, **kwargs)
+
+
+def login(client, email: str, password: str = "password123", ip: str = "198.51.100.1"):
+    return client.simulate_post(
+        "/api/auth/login", remote_addr=ip, json={"email": email, "password": password}
+    )
+
+
+# ------------------------------------------------------------------ general limit
+
+
+def test_general_limit_refuses_the_sixth_request_from_one_ip_with_429(limited):
+    client = limited()
+    before = rate_limited_total()
+    for _ in range(5):
+        assert get_me(client).status_code == 401
+    response = get_me(client)
+    assert_problem(response, 429, "rate_limited")
+    retry_after = int(response.headers["retry-after"])
+    assert 1 <= retry_after <= 3600
+    assert response.headers["ratelimit-remaining"] == "0"
+    assert response.headers["ratelimit-reset"] == str(retry_after)
+    assert rate_limited_total() == before + 1
+
+
+def test_every_limited_answer_carries_ratelimit_headers(limited, make_user):
+    client = limited(RATE_LIMIT_DEFAULT="5/minute")
+    user = make_user()
+    remaining = []
+    for _ in range(3):
+        response = get_me(client, headers=user.headers)
+        assert response.status_code == 200
+        assert response.headers["ratelimit-limit"] == "5"
+        remaining.append(response.headers["ratelimit-remaining"])
+        reset = int(response.headers["ratelimit-reset"])
+        assert abs(reset - (60 - time.time() % 60)) <= 1
+    assert remaining == ["4", "3", "2"]
+    anonymous = get_me(client, ip="198.51.100.2")  # an error answer is counted and labelled too
+    assert anonymous.status_code == 401
+    assert anonymous.headers["ratelimit-remaining"] == "4"
+
+
+def test_each_client_ip_has_its_own_count(limited):
+    client = limited()
+    for _ in range(6):
+        get_me(client, ip="198.51.100.1")
+    assert get_me(client, ip="198.51.100.1").status_code == 429
+    response = get_me(client, ip="198.51.100.2")
+    assert response.status_code == 401
+    assert response.headers["ratelimit-remaining"] == "4"
+
+
+def test_ipv6_clients_are_counted_per_64_network(limited):
+    client = limited()
+    for host in range(1, 6):
+        assert get_me(client, ip=f"2001:db8:0:1::{host}").status_code == 401
+    assert get_me(client, ip="2001:db8:0:1::99").status_code == 429
+    assert get_me(client, ip="2001:db8:0:2::1").status_code == 401
+
+
+def test_user_is_limited_across_ips_when_a_valid_token_is_sent(limited, make_user):
+    client = limited()
+    user = make_user()
+    for n in range(5):
+        assert get_me(client, ip=f"198.51.100.{n + 1}", headers=user.headers).status_code == 200
+    fresh_ip = "203.0.113.9"
+    assert_problem(get_me(client, ip=fresh_ip, headers=user.headers), 429, "rate_limited")
+    # the refusal was the user's count, not the address's
+    assert get_me(client, ip="203.0.113.10").status_code == 401
+
+
+def test_invalid_token_is_counted_per_ip_only(limited, make_user):
+    client = limited()
+    bad = {"Authorization": "Bearer not-a-token"}
+    for n in range(6):
+        assert get_me(client, ip=f"198.51.100.{n + 1}", headers=bad).status_code == 401
+
+
+def test_health_metrics_and_docs_are_never_limited(limited):
+    client = limited()
+    for path in ("/healthz", "/readyz", "/metrics", "/api/docs/openapi.json"):
+        for _ in range(7):
+            response = client.simulate_get(path)
+            assert response.status_code != 429, path
+            assert "ratelimit-limit" not in response.headers, path
+    # and they did not spend the address's allowance
+    assert get_me(client, ip="127.0.0.1").headers["ratelimit-remaining"] == "4"
+
+
+def test_cors_preflights_are_not_counted(limited):
+    client = limited(CORS_ORIGINS="https://shop.example.com")
+    preflight = {"Origin": "https://shop.example.com", "Access-Control-Request-Method": "GET"}
+    for _ in range(7):
+        response = client.simulate_options(ME, headers=preflight, remote_addr="198.51.100.1")
+        assert response.status_code == 200
+    assert get_me(client).headers["ratelimit-remaining"] == "4"
+
+
+def test_rate_limit_disabled_sends_no_headers_and_refuses_nothing(database_url, pool, redis_client):
+    settings = make_settings(
+        database_url,
+        RATE_LIMIT_ENABLED="false",
+        RATE_LIMIT_DEFAULT="1/hour",
+        RATE_LIMIT_LOGIN="1/hour",
+    )
+    client = testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+    for _ in range(3):
+        response = get_me(client)
+        assert response.status_code == 401
+        assert "ratelimit-limit" not in response.headers
+        assert login(client, "nobody@example.com").status_code == 401
+    assert redis_client.keys(f"{ratelimits.KEY_PREFIX}:*") == []
+
+
+def test_unparsable_rate_refuses_to_start(database_url, pool, redis_client):
+    settings = make_settings(database_url, RATE_LIMIT_ENABLED="true", RATE_LIMIT_LOGIN="lots")
+    with pytest.raises(ConfigError, match="RATE_LIMIT_LOGIN"):
+        create_app(settings, pool=pool, redis=redis_client)
+
+
+def test_several_rates_in_one_setting_each_count(limited):
+    client = limited(RATE_LIMIT_DEFAULT="50/hour;3/minute")
+    for _ in range(3):
+        assert get_me(client).headers["ratelimit-limit"] == "3"
+    response = get_me(client)
+    assert response.status_code == 429
+    assert int(response.headers["retry-after"]) <= 60
+
+
+# ------------------------------------------------------------------ client IP behind proxies
+
+
+def test_spoofed_forwarded_for_cannot_dodge_the_limit_without_trusted_proxies(limited):
+    client = limited(TRUSTED_PROXIES="0")
+    for n in range(5):
+        get_me(client, headers={"X-Forwarded-For": f"10.9.9.{n}"})
+    response = get_me(client, headers={"X-Forwarded-For": "10.9.9.99"})
+    assert_problem(response, 429, "rate_limited")
+
+
+def test_with_one_trusted_proxy_the_rightmost_forwarded_entry_is_the_client(limited):
+    client = limited(TRUSTED_PROXIES="1")
+    proxy = "10.0.0.1"
+    for n in range(5):
+        # a client-chosen leftmost entry changes every time: it must not change the key
+        xff = {"X-Forwarded-For": f"1.2.3.{n}, 203.0.113.7"}
+        assert get_me(client, ip=proxy, headers=xff).status_code == 401
+    spoofed = {"X-Forwarded-For": "1.2.3.200, 203.0.113.7"}
+    assert_problem(get_me(client, ip=proxy, headers=spoofed), 429, "rate_limited")
+    other_client = {"X-Forwarded-For": "1.2.3.200, 203.0.113.8"}
+    assert get_me(client, ip=proxy, headers=other_client).status_code == 401
+
+
+# ------------------------------------------------------------------ login and register
+
+
+def test_login_limit_counts_every_attempt_per_ip_and_email(limited, make_user, database_url):
+    client = limited(RATE_LIMIT_DEFAULT="100/hour", RATE_LIMIT_LOGIN="3/hour")
+    user = make_user(email="buyer@example.com", password="password123")
+    assert login(client, user.email).status_code == 200  # a success counts too
+    assert login(client, user.email, password="wrong-password").status_code == 401
+    assert login(client, "  BUYER@Example.com ", password="wrong-password").status_code == 401
+    refused = login(client, user.email)  # right password, but over the limit
+    assert_problem(refused, 429, "rate_limited")
+    assert refused.headers["ratelimit-limit"] == "3"
+    assert 1 <= int(refused.headers["retry-after"]) <= 3600
+    # other emails from this address, and this email from another address, still go through
+    assert login(client, "someone-else@example.com").status_code == 401
+    assert login(client, user.email, ip="198.51.100.77").status_code == 200
+    tokens = db_rows(
+        database_url, "SELECT count(*) FROM refresh_tokens WHERE user_id = %s", (user.id,)
+    )
+    assert tokens == [(2,)]  # the refused login issued nothing
+
+
+def test_login_body_is_still_validated_after_the_limiter_read_it(limited, make_user):
+    client = limited(RATE_LIMIT_LOGIN="10/hour", MAX_BODY_BYTES="200")
+    make_user(email="buyer@example.com", password="password123")
+    ok = login(client, "buyer@example.com")
+    assert ok.status_code == 200 and ok.json["token_type"] == "Bearer"
+    bad_json = client.simulate_post(
+        "/api/auth/login", body=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert_problem(bad_json, 400, "invalid_json")
+    missing = client.simulate_post("/api/auth/login", json={"email": "buyer@example.com"})
+    assert_problem(missing, 422, "validation_error")
+    too_big = client.simulate_post(
+        "/api/auth/login", json={"email": "buyer@example.com", "password": "x" * 300}
+    )
+    assert_problem(too_big, 413, "payload_too_large")
+
+
+def test_register_limit_per_ip_refuses_the_third_and_writes_nothing(limited, database_url):
+    client = limited(RATE_LIMIT_DEFAULT="100/hour", RATE_LIMIT_REGISTER="2/hour")
+
+    def register(n: int, ip: str = "198.51.100.1"):
+        return client.simulate_post(
+            "/api/auth/register",
+            remote_addr=ip,
+            json={"email": f"new{n}@example.com", "password": "password123"},
+        )
+
+    assert register(1).status_code == 201
+    assert register(2).status_code == 201
+    refused = register(3)
+    assert_problem(refused, 429, "rate_limited")
+    assert refused.headers["ratelimit-limit"] == "2"
+    assert register(4, ip="198.51.100.2").status_code == 201
+    emails = db_rows(database_url, "SELECT email FROM users ORDER BY id")
+    assert emails == [("new1@example.com",), ("new2@example.com",), ("new4@example.com",)]
+
+
+# ------------------------------------------------------------------ storage
+
+
+def test_counts_are_shared_by_every_worker_through_redis(limited, redis_client):
+    worker_a, worker_b = limited(), limited()
+    for client in (worker_a, worker_b, worker_a, worker_b, worker_a):
+        assert get_me(client).status_code == 401
+    assert get_me(worker_b).status_code == 429
+    keys = redis_client.keys(f"{ratelimits.KEY_PREFIX}:*")
+    assert len(keys) == 1
+    assert 0 < redis_client.ttl(keys[0]) <= math.ceil(3600 - time.time() % 3600) + 1
+    assert int(redis_client.get(keys[0])) == 6
+
+
+def test_redis_down_serves_requests_and_limits_in_memory(limited, caplog):
+    client = limited(REDIS_URL="redis://127.0.0.1:1/0")
+    with caplog.at_level(logging.WARNING, logger="shopapi.ratelimits"):
+        for n in range(5):
+            response = get_me(client)
+            assert response.status_code == 401
+            assert response.headers["ratelimit-remaining"] == str(4 - n)
+        assert_problem(get_me(client), 429, "rate_limited")
+    warnings = [r for r in caplog.records if "Redis unavailable" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_a_hung_redis_stalls_one_request_per_retry_interval_at_most(limited):
+    hung = socket.socket()  # accepts connections (kernel backlog) and never answers
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    try:
+        port = hung.getsockname()[1]
+        client = limited(REDIS_URL=f"redis://127.0.0.1:{port}/0", REDIS_TIMEOUT="0.2")
+        started = time.perf_counter()
+        assert get_me(client).status_code == 401  # waits one timeout, then counts in memory
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(4):
+            assert get_me(client).status_code == 401
+        rest = time.perf_counter() - started
+    finally:
+        hung.close()
+    assert 0.15 <= first < 1.0
+    assert rest < 0.4  # Redis was not tried again within the retry interval
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start_redis(port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    probe = redis.Redis(port=port, socket_connect_timeout=0.2)
+    for _ in range(100):
+        try:
+            probe.ping()
+            return server
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    server.kill()
+    raise RuntimeError("private redis-server did not start")
+
+
+def test_limits_go_back_to_redis_when_it_returns(limited, monkeypatch, caplog):
+    monkeypatch.setattr(ratelimits, "REDIS_RETRY_SECONDS", 0.2)
+    port = _free_port()
+    server = _start_redis(port)  # a private Redis this test may stop and start
+    try:
+        client = limited(REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        private = redis.Redis(port=port)
+        assert get_me(client).headers["ratelimit-remaining"] == "4"
+        assert len(private.keys(f"{ratelimits.KEY_PREFIX}:*")) == 1
+
+        server.terminate()
+        server.wait(timeout=5)
+        with caplog.at_level(logging.WARNING, logger="shopapi.ratelimits"):
+            # counted in this process from zero while Redis is away
+            assert get_me(client).headers["ratelimit-remaining"] == "4"
+            assert get_me(client).headers["ratelimit-remaining"] == "3"
+
+            server = _start_redis(port)  # empty: nothing is kept on disk
+            time.sleep(0.25)
+            assert get_me(client).headers["ratelimit-remaining"] == "4"
+        keys = private.keys(f"{ratelimits.KEY_PREFIX}:*")
+        assert len(keys) == 1 and int(private.get(keys[0])) == 1
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("Redis unavailable" in m for m in messages) == 1
+        assert sum("Redis is back" in m for m in messages) == 1
+    finally:
+        server.terminate()
+        server.wait(timeout=5)
