@@ -2,11 +2,12 @@
 
 Cached answers are the msgspec-encoded bytes of the response, stored as
 `flag (b"1" visible to the public, b"0" staff only) + ETag (24 bytes) + body`, so a hit is
-written to the socket as is: no database, no decoding, one Redis round trip (a Lua script
-that reads the versions, builds the key and fetches the entry).
+written to the socket as is: no database, no decoding, one Redis round trip. A product is
+one MGET of its entry and its versions (the entry starts with the versions it was filled
+at); the other entries carry their versions in the key, read by a Lua script.
 
     key                                holds                        a write makes it miss by
-    cat:p:{id}:{pv}:{cv}               one product, active or not   bumping cat:pv:{id} or cat:cv
+    cat:p:{id}                         one product, active or not   bumping cat:pv:{id} or cat:cv
     cat:pl:{digest}:{cv}:{lv}[:{sv}]   one product list page        bumping cat:lv (or cat:sv),
                                                                     or cat:pv:{id} of a product
                                                                     on the page (checked on read)
@@ -89,20 +90,26 @@ end
 """
 
 # KEYS: version keys; ARGV[1]: key prefix; ARGV[2]: '1' for a product list page, whose entry
-# starts with "id=version ..." and a newline. Returns {key, gen (list pages only), value|nil}.
+# starts with "id=version ..." and a newline. A hit returns the value; a miss {key, gen}.
 _LUA_GET = _LUA_VERSION + """
 local key = ARGV[1]
 for _, k in ipairs(KEYS) do key = key .. ':' .. version(k) end
 local value = redis.call('GET', key)
-if ARGV[2] ~= '1' then return {key, '', value} end
-if value then
+if value and ARGV[2] == '1' then
   local nl = string.find(value, '\\n', 1, true)
   for id, v in string.gmatch(string.sub(value, 1, nl - 1), '(%d+)=(%d+)') do
     if redis.call('GET', 'cat:pv:' .. id) ~= v then value = false; break end
   end
   if value then value = string.sub(value, nl + 1) end
 end
-return {key, gen(), value}
+return value or {key, gen()}
+"""
+
+# KEYS: versions to read, each set from the counter when missing. Returns their values.
+_LUA_VERSIONS = _LUA_VERSION + """
+local out = {}
+for i, k in ipairs(KEYS) do out[i] = version(k) end
+return out
 """
 
 # ARGV: key, gen seen before the database read, ttl, value, product ids on the page.
@@ -133,6 +140,7 @@ class _Redis:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.get = client.register_script(_LUA_GET)
+        self.versions = client.register_script(_LUA_VERSIONS)
         self.store_list = client.register_script(_LUA_STORE_LIST)
         self.bump = client.register_script(_LUA_BUMP)
         self.skip_until = 0.0
@@ -245,11 +253,15 @@ def answer_of(body: bytes) -> Answer:
 # ------------------------------------------------------------------ read-through
 
 
+# Where an entry lives: (script, version keys, arguments), from the *_key functions below.
+Lookup = tuple[str, list[str], list[object]]
+
+
 def read_through(
-    ctx: AppContext, prefix: str, versions: list[str], load: Callable[[], tuple[bytes, list[int]]],
+    ctx: AppContext, lookup: Lookup, load: Callable[[], tuple[bytes, list[int]]],
     *, list_page: bool = False,
 ) -> tuple[bytes, str | None]:
-    """The packed entry under `prefix` + current `versions`, from Redis or else from `load`.
+    """The packed entry of `lookup` at the current versions, from Redis or else from `load`.
 
     `load` returns the packed value and, for a product list page, the ids of its products; it
     raises (NotFound...) to answer without caching anything.
@@ -260,16 +272,18 @@ def read_through(
     if not state.usable():
         CACHE_MISS.inc()
         return load()[0], "miss"
+    script, keys, args = lookup
     try:
-        key, gen, value = state.get(versions, [prefix, "1" if list_page else "0"])
+        found = getattr(state, script)(keys, args)
     except redis.RedisError as exc:
         state.failed(exc, "reading")
         CACHE_MISS.inc()
         return load()[0], "miss"
-    if value is not None:
+    if not isinstance(found, list):
         CACHE_HIT.inc()
-        return value, "hit"
+        return found, "hit"
     CACHE_MISS.inc()
+    key, gen = found
     value, ids = load()
     ttl = ctx.settings.cache_ttl
     try:
@@ -282,28 +296,57 @@ def read_through(
     return value, "miss"
 
 
+def read_product(
+    ctx: AppContext, product_id: int, load: Callable[[], tuple[bytes, list[int]]]
+) -> tuple[bytes, str | None]:
+    """`read_through` for one product, the hottest read: a plain MGET of the entry and its two
+    versions (no script); the entry starts with the versions it was filled at."""
+    state = _redis(ctx)
+    if state is None:
+        return load()[0], None
+    if not state.usable():
+        CACHE_MISS.inc()
+        return load()[0], "miss"
+    key, version_key = f"{PREFIX}p:{product_id}", f"{PREFIX}pv:{product_id}"
+    try:
+        value, pv, cv = state.client.mget(key, version_key, CATALOG_VERSION)
+        if pv is None or cv is None:  # first read, or evicted
+            pv, cv = state.versions([version_key, CATALOG_VERSION])
+    except redis.RedisError as exc:
+        state.failed(exc, "reading")
+        CACHE_MISS.inc()
+        return load()[0], "miss"
+    header = b"%s %s\n" % (pv, cv)
+    if value is not None and value.startswith(header):
+        CACHE_HIT.inc()
+        return value[len(header):], "hit"
+    CACHE_MISS.inc()
+    value = load()[0]
+    try:
+        state.client.set(key, header + value, ex=ctx.settings.cache_ttl)
+    except redis.RedisError as exc:
+        state.failed(exc, "storing")
+    return value, "miss"
+
+
 def digest(*parts: object) -> str:
     """A short stable key suffix for a list query's normalized parameters."""
     return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
 
 
-def product_key(product_id: int) -> tuple[str, list[str]]:
-    return f"{PREFIX}p:{product_id}", [f"{PREFIX}pv:{product_id}", CATALOG_VERSION]
-
-
-def product_list_key(query_digest: str, in_stock: bool) -> tuple[str, list[str]]:
+def product_list_key(query_digest: str, in_stock: bool) -> Lookup:
     versions = [CATALOG_VERSION, LIST_VERSION]
     if in_stock:
         versions.append(STOCK_VERSION)
-    return f"{PREFIX}pl:{query_digest}", versions
+    return "get", versions, [f"{PREFIX}pl:{query_digest}", "1"]
 
 
-def category_key(category_id: int) -> tuple[str, list[str]]:
-    return f"{PREFIX}c:{category_id}", [CATALOG_VERSION]
+def category_key(category_id: int) -> Lookup:
+    return "get", [CATALOG_VERSION], [f"{PREFIX}c:{category_id}", "0"]
 
 
-def category_list_key(query_digest: str) -> tuple[str, list[str]]:
-    return f"{PREFIX}cl:{query_digest}", [CATALOG_VERSION, CATEGORY_LIST_VERSION]
+def category_list_key(query_digest: str) -> Lookup:
+    return "get", [CATALOG_VERSION, CATEGORY_LIST_VERSION], [f"{PREFIX}cl:{query_digest}", "0"]
 
 
 # ------------------------------------------------------------------ invalidation

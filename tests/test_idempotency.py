@@ -221,3 +221,19 @@ def test_purge_removes_keys_older_than_the_window_only(
     assert again.json["id"] != old.json["id"]  # the window passed: a new order
     fresh = place(client, customer, [(product["id"], 1)], headers={"Idempotency-Key": "fresh"})
     assert fresh.headers["idempotent-replayed"] == "true"
+
+
+def test_a_body_with_an_ignored_field_json_cannot_hold_as_a_number_still_replays(
+    client, customer, make_product, database_url
+):
+    product = make_product(stock=5)
+    raw = '{"items": [{"product_id": PID, "quantity": 1}], "note": 1e400}'.replace(
+        "PID", str(product["id"]))
+
+    first = post_raw(client, customer, raw, "odd")
+    again = post_raw(client, customer, raw, "odd")
+
+    assert first.status_code == 201, first.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json["id"] == first.json["id"]
+    assert stock_of(database_url, product["id"]) == 4

@@ -8,7 +8,7 @@ import pytest
 
 from shopapi.security import check_password, hash_password
 from tests.conftest import assert_problem, db_rows
-from tests.test_auth import bearer, db_state, login, refresh, register
+from tests.test_auth import db_state, login, me, refresh, register
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,7 @@ def test_register_and_login_work_with_any_password_of_8_to_128_characters(client
     response = register(client, email="pw@example.com", password=password)
     assert response.status_code == 201, response.text
     pair = login(client, "pw@example.com", password)
-    assert client.simulate_get("/api/auth/me", headers=bearer(pair["access_token"])).status_code == 200
+    assert me(client, pair["access_token"]).status_code == 200
 
 
 def test_passwords_sharing_the_first_72_bytes_are_different_passwords(client):
@@ -115,7 +115,8 @@ def test_a_user_changes_their_password_with_the_current_one(client, database_url
     assert response.status_code == 200, response.text
     assert "password" not in response.text
     assert_problem(
-        client.simulate_post("/api/auth/login", json={"email": user.email, "password": user.password}),
+        client.simulate_post("/api/auth/login",
+                             json={"email": user.email, "password": user.password}),
         401, "invalid_credentials",
     )
     login(client, user.email, "brand-new-pass")
@@ -125,7 +126,8 @@ def test_a_user_changes_their_password_with_the_current_one(client, database_url
 
 @pytest.mark.parametrize(
     "extra",
-    [pytest.param({}, id="missing"), pytest.param({"current_password": "wrong-password"}, id="wrong")],
+    [pytest.param({}, id="missing"),
+     pytest.param({"current_password": "wrong-password"}, id="wrong")],
 )
 def test_a_self_password_change_without_the_right_current_password_returns_422(
     client, database_url, make_user, extra

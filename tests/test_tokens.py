@@ -12,7 +12,7 @@ import pytest
 
 from shopapi.app import create_app
 from tests.conftest import TEST_SECRET, assert_problem, make_settings
-from tests.test_auth import bearer, db_state, login, refresh
+from tests.test_auth import bearer, db_state, login, me, refresh
 
 PROTECTED = ["/api/auth/me", "/api/users"]
 
@@ -28,8 +28,8 @@ def _claims(user_id: int, **overrides) -> dict:
     The forgeries below carry the victim's real role, so only the forged part can refuse them.
     """
     now = int(time.time())
-    claims = {"sub": str(user_id), "role": "CUSTOMER", "type": "access", "iat": now, "exp": now + 600,
-              "jti": "0" * 32}
+    claims = {"sub": str(user_id), "role": "CUSTOMER", "type": "access", "iat": now,
+              "exp": now + 600, "jti": "0" * 32}
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -147,8 +147,8 @@ def test_a_forged_expired_or_misused_token_on_a_protected_route_returns_401(
 def test_the_same_claims_signed_with_the_real_key_are_accepted(client, make_user):
     """Control for the forgeries above: only the forged part makes them fail."""
     user = make_user("CUSTOMER")
-    me = client.simulate_get("/api/auth/me", headers=bearer(_signed(_claims(user.id))))
-    assert me.status_code == 200 and me.json["id"] == user.id
+    mine = me(client, _signed(_claims(user.id)))
+    assert mine.status_code == 200 and mine.json["id"] == user.id
     # a CUSTOMER's valid token on the admin list is a 403, so the 401s above are not role checks
     listing = client.simulate_get("/api/users", headers=bearer(_signed(_claims(user.id))))
     assert_problem(listing, 403, "forbidden")
@@ -164,7 +164,8 @@ def test_a_malformed_authorization_header_returns_401(client, customer, header):
 
 
 def test_the_bearer_scheme_is_case_insensitive(client, customer):
-    response = client.simulate_get("/api/auth/me", headers={"Authorization": f"bearer {customer.token}"})
+    response = client.simulate_get("/api/auth/me",
+                                   headers={"Authorization": f"bearer {customer.token}"})
     assert response.status_code == 200
 
 
@@ -176,7 +177,8 @@ def test_a_bad_token_on_a_public_route_is_ignored(client, database_url):
     assert response.status_code == 201
 
 
-def test_an_access_token_at_refresh_returns_401_and_revokes_nothing(client, database_url, make_user):
+def test_an_access_token_at_refresh_returns_401_and_revokes_nothing(client, database_url,
+                                                                   make_user):
     user = make_user()
     pair = login(client, user.email, user.password)
     before = db_state(database_url)
@@ -212,13 +214,13 @@ def test_an_access_token_stops_working_when_it_expires_even_after_being_verified
     user = make_user()
     token = login(client, user.email, user.password)["access_token"]
     exp = jwt.decode(token, TEST_SECRET, algorithms=["HS256"])["exp"]
-    assert client.simulate_get("/api/auth/me", headers=bearer(token)).status_code == 200
+    assert me(client, token).status_code == 200
     time.sleep(max(0.0, exp - time.time()) + 0.05)
-    assert_problem(client.simulate_get("/api/auth/me", headers=bearer(token)), 401,
+    assert_problem(me(client, token), 401,
                    "not_authenticated")
 
 
-# ------------------------------------------------------------------ revocation reaches access tokens
+# ------------------------------------------------------------ revocation reaches access tokens
 
 
 def test_deactivating_a_user_stops_their_access_and_refresh_tokens_at_once(
@@ -226,18 +228,18 @@ def test_deactivating_a_user_stops_their_access_and_refresh_tokens_at_once(
 ):
     user = make_user()
     pair = login(client, user.email, user.password)
-    assert client.simulate_get("/api/auth/me", headers=bearer(pair["access_token"])).status_code == 200
+    assert me(client, pair["access_token"]).status_code == 200
     response = client.simulate_put(f"/api/users/{user.id}", json={"is_active": False},
                                    headers=admin.headers)
     assert response.status_code == 200, response.text
     assert response.json["is_active"] is False
-    assert_problem(client.simulate_get("/api/auth/me", headers=bearer(pair["access_token"])), 401,
+    assert_problem(me(client, pair["access_token"]), 401,
                    "not_authenticated")
     assert_problem(refresh(client, pair["refresh_token"]), 401, "not_authenticated")
     # reactivating does not bring the revoked refresh token back
     client.simulate_put(f"/api/users/{user.id}", json={"is_active": True}, headers=admin.headers)
     assert_problem(refresh(client, pair["refresh_token"]), 401, "not_authenticated")
-    assert client.simulate_get("/api/auth/me", headers=bearer(pair["access_token"])).status_code == 200
+    assert me(client, pair["access_token"]).status_code == 200
 
 
 def test_deleting_a_user_stops_their_access_and_refresh_tokens_at_once(
@@ -246,7 +248,7 @@ def test_deleting_a_user_stops_their_access_and_refresh_tokens_at_once(
     user = make_user()
     pair = login(client, user.email, user.password)
     assert client.simulate_delete(f"/api/users/{user.id}", headers=admin.headers).status_code == 204
-    assert_problem(client.simulate_get("/api/auth/me", headers=bearer(pair["access_token"])), 401,
+    assert_problem(me(client, pair["access_token"]), 401,
                    "not_authenticated")
     assert_problem(refresh(client, pair["refresh_token"]), 401, "not_authenticated")
 
@@ -257,13 +259,13 @@ def test_a_role_change_revokes_refresh_tokens_and_the_old_access_token(client, a
     response = client.simulate_patch(f"/api/users/{user.id}", json={"role": "EDITOR"},
                                      headers=admin.headers)
     assert response.status_code == 200 and response.json["role"] == "EDITOR"
-    assert_problem(client.simulate_get("/api/auth/me", headers=bearer(pair["access_token"])), 401,
+    assert_problem(me(client, pair["access_token"]), 401,
                    "not_authenticated")
     assert_problem(refresh(client, pair["refresh_token"]), 401, "not_authenticated")
     # a fresh login carries the new role
     fresh = login(client, user.email, user.password)
-    me = client.simulate_get("/api/auth/me", headers=bearer(fresh["access_token"]))
-    assert me.json["role"] == "EDITOR"
+    mine = me(client, fresh["access_token"])
+    assert mine.json["role"] == "EDITOR"
     assert jwt.decode(fresh["access_token"], TEST_SECRET, algorithms=["HS256"])["role"] == "EDITOR"
 
 
@@ -274,5 +276,5 @@ def test_an_admin_edit_that_keeps_the_role_leaves_tokens_alone(client, admin, ma
                                      json={"role": "CUSTOMER", "full_name": "Renamed"},
                                      headers=admin.headers)
     assert response.status_code == 200
-    assert client.simulate_get("/api/auth/me", headers=bearer(pair["access_token"])).status_code == 200
+    assert me(client, pair["access_token"]).status_code == 200
     assert refresh(client, pair["refresh_token"]).status_code == 200

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from tests.conftest import assert_problem, db_rows
-from tests.test_auth import USER_FIELDS, bearer, db_state, login, refresh
+from tests.test_auth import USER_FIELDS, db_state, login, me, refresh
 
 # ------------------------------------------------------------------ list
 
@@ -154,7 +154,8 @@ def test_a_non_admin_gets_403_for_another_user_existing_or_not(client, make_user
 
 
 def test_admin_gets_404_for_an_unknown_user(client, admin):
-    assert_problem(client.simulate_get("/api/users/999999", headers=admin.headers), 404, "not_found")
+    response = client.simulate_get("/api/users/999999", headers=admin.headers)
+    assert_problem(response, 404, "not_found")
 
 
 @pytest.mark.parametrize("raw_id", ["abc", str(2**63), str(-(2**63) - 1), "1.5", "+1", "1e3"])
@@ -185,8 +186,11 @@ def test_admin_updates_every_field_of_a_user(client, database_url, admin, make_u
     assert (body["email"], body["full_name"], body["role"], body["is_active"]) == (
         "new@example.com", "New Name", "EDITOR", False)
     assert body["updated_at"] > body["created_at"]
-    assert db_rows(database_url, "SELECT email, full_name, role, is_active FROM users WHERE id = %s",
-                   (user.id,)) == [("new@example.com", "New Name", "EDITOR", False)]
+    stored = db_rows(
+        database_url, "SELECT email, full_name, role, is_active FROM users WHERE id = %s",
+        (user.id,),
+    )
+    assert stored == [("new@example.com", "New Name", "EDITOR", False)]
 
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
@@ -396,7 +400,7 @@ def test_deleting_a_user_with_orders_deactivates_them_and_keeps_the_orders(
     assert db_rows(database_url, "SELECT id, user_id FROM orders") == [(order_id, user.id)]
     assert db_rows(database_url, "SELECT count(*) FROM refresh_tokens WHERE user_id = %s"
                    " AND revoked_at IS NULL", (user.id,)) == [(0,)]
-    assert_problem(client.simulate_get("/api/auth/me", headers=bearer(pair["access_token"])), 401,
+    assert_problem(me(client, pair["access_token"]), 401,
                    "not_authenticated")
     assert_problem(refresh(client, pair["refresh_token"]), 401, "not_authenticated")
     assert_problem(client.simulate_post("/api/auth/login", json={
@@ -424,6 +428,7 @@ def test_deleting_an_unknown_user_returns_404(client, database_url, admin):
 
 def test_deleting_another_admin_works(client, database_url, admin, make_user):
     other = make_user("ADMIN")
-    assert client.simulate_delete(f"/api/users/{other.id}", headers=admin.headers).status_code == 204
+    response = client.simulate_delete(f"/api/users/{other.id}", headers=admin.headers)
+    assert response.status_code == 204
     assert_problem(client.simulate_get("/api/auth/me", headers=other.headers), 401,
                    "not_authenticated")

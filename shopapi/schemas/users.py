@@ -60,17 +60,30 @@ class TokenPair(msgspec.Struct):
 
 
 class UserUpdate(msgspec.Struct, kw_only=True):
-    """Partial update (PUT and PATCH): a field left out keeps its value."""
+    """Partial update (PUT and PATCH): a field left out keeps its value.
+
+    An admin may set every field. A user editing their own account may set email, full_name and
+    password; sending role or is_active at all is a 403 `forbidden`. Changing one's own password
+    (admins included) needs `current_password`: missing or wrong is a 422 `validation_error` on
+    that field, like any other invalid input, and nothing is written. A new password or role ends
+    every login of that user (their refresh tokens are revoked; a role change also ends their
+    access tokens); so does deactivation.
+    """
 
     email: Email | UnsetType = UNSET
     full_name: FullName | UnsetType = UNSET
     password: Password | UnsetType = UNSET
-    current_password: Annotated[str, Meta(max_length=1024)] | UnsetType = UNSET
+    current_password: Annotated[
+        str, Meta(max_length=1024,
+                  description="required to change your own password; missing or wrong: 422")
+    ] | UnsetType = UNSET
     role: Role | UnsetType = UNSET
     is_active: bool | UnsetType = UNSET
 
 
 class UserListQuery(PageQuery, kw_only=True):
     role: Role | None = None
-    # a literal substring of email or full name (no LIKE wildcards)
-    q: Annotated[str, Meta(max_length=200, pattern="^[^\\x00]*$")] | None = None
+    q: Annotated[str, Meta(
+        max_length=200, pattern="^[^\\x00]*$",
+        description="case-insensitive substring of email or full_name; `%` and `_` are literal",
+    )] | None = None

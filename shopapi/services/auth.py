@@ -55,7 +55,7 @@ def _issue_pair(ctx: AppContext, conn, user_id: int, role: str, family: uuid.UUI
     return TokenPair(
         access_token=ctx.tokens.issue_access(user_id, role),
         refresh_token=refresh,
-        token_type="Bearer",
+        token_type="Bearer",  # noqa: S106 - the scheme name, not a secret
         expires_in=ctx.tokens.access_ttl,
     )
 

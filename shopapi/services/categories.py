@@ -63,8 +63,7 @@ def get_category(ctx: AppContext, category_id: int) -> Answer:
             raise NotFound(f"Category {category_id} not found")
         return cache.pack(_encode(_public(row))), []
 
-    prefix, versions = cache.category_key(category_id)
-    value, served = cache.read_through(ctx, prefix, versions, load)
+    value, served = cache.read_through(ctx, cache.category_key(category_id), load)
     return cache.unpack(value, served)
 
 
@@ -82,8 +81,8 @@ def list_categories(ctx: AppContext, query: CategoryListQuery) -> Answer:
         answer = page_of(rows, CategoryPublic, page=page, per_page=query.per_page, total=total)
         return cache.pack(_encode(answer)), []
 
-    prefix, versions = cache.category_list_key(cache.digest(q, page, query.per_page))
-    value, served = cache.read_through(ctx, prefix, versions, load)
+    lookup = cache.category_list_key(cache.digest(q, page, query.per_page))
+    value, served = cache.read_through(ctx, lookup, load)
     return cache.unpack(value, served)
 
 

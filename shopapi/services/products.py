@@ -72,8 +72,7 @@ def get_product(ctx: AppContext, user: CurrentUser | None, product_id: int) -> A
             raise NotFound(f"Product {product_id} not found")
         return cache.pack(_public_bytes(row), visible=row["is_active"]), []
 
-    prefix, versions = cache.product_key(product_id)
-    value, served = cache.read_through(ctx, prefix, versions, load)
+    value, served = cache.read_product(ctx, product_id, load)
     if not cache.is_visible(value) and not _is_staff(user):
         raise NotFound(f"Product {product_id} not found")
     return cache.unpack(value, served)
@@ -126,10 +125,9 @@ def list_products(ctx: AppContext, user: CurrentUser | None, query: ProductListQ
                          next_cursor=next_cursor)
         return cache.pack(_encode(answer)), [row["id"] for row in rows]
 
-    prefix, versions = cache.product_list_key(
-        cache.digest(issued_for, page, per_page, query.cursor), filters["in_stock"]
-    )
-    value, served = cache.read_through(ctx, prefix, versions, load, list_page=True)
+    lookup = cache.product_list_key(cache.digest(issued_for, page, per_page, query.cursor),
+                                    filters["in_stock"])
+    value, served = cache.read_through(ctx, lookup, load, list_page=True)
     return cache.unpack(value, served)
 
 

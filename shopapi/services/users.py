@@ -60,12 +60,12 @@ def update_user(ctx: AppContext, user: CurrentUser, user_id: int, body: UserUpda
             raise NotFound(f"User {user_id} not found")
         password_hash = None
         if body.password is not UNSET:
-            if not user.is_admin or user.id == user_id:
-                # self-service password change proves knowledge of the old one
-                if body.current_password is UNSET or not check_password(
-                    body.current_password, current["password_hash"]
-                ):
-                    raise ValidationFailed.single("current_password", "is missing or wrong")
+            # changing one's own password (admins too) proves knowledge of the old one;
+            # an admin resetting someone else's does not need it
+            own = user.id == user_id
+            if own and (body.current_password is UNSET
+                        or not check_password(body.current_password, current["password_hash"])):
+                raise ValidationFailed.single("current_password", "is missing or wrong")
             password_hash = hash_password(body.password, ctx.settings.bcrypt_rounds)
         try:
             row = queries.update_user(
