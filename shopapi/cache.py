@@ -11,6 +11,8 @@ at); the other entries carry their versions in the key, read by a Lua script.
     cat:pl:{digest}:{cv}:{lv}[:{sv}]   one product list page        bumping cat:lv (or cat:sv),
                                                                     or cat:pv:{id} of a product
                                                                     on the page (checked on read)
+    cat:pt:{digest}:{cv}:{lv}[:{sv}]   the total of a filter set    as a list page, but orders
+                                                                    only touch in_stock totals
     cat:c:{id}:{cv}                    one category                 bumping cat:cv
     cat:cl:{digest}:{cv}:{clv}         one category list page       bumping cat:cv or cat:clv
 
@@ -339,6 +341,12 @@ def product_list_key(query_digest: str, in_stock: bool) -> Lookup:
     if in_stock:
         versions.append(STOCK_VERSION)
     return "get", versions, [f"{PREFIX}pl:{query_digest}", "1"]
+
+
+def product_total_key(filters_digest: str, in_stock: bool) -> Lookup:
+    """The `total` of a product filter set, shared by all its pages and sorts."""
+    script, versions, _ = product_list_key(filters_digest, in_stock)
+    return script, versions, [f"{PREFIX}pt:{filters_digest}", "0"]
 
 
 def category_key(category_id: int) -> Lookup:

@@ -190,6 +190,16 @@ def test_register_with_a_body_that_is_not_a_json_object_returns_400(client, data
     assert db_state(database_url) == ([], [])
 
 
+def test_register_with_a_body_of_exactly_one_mebibyte_is_accepted(client):
+    head = b'{"email": "big@example.com", "password": "password123", "pad": "'
+    raw = head + b"x" * ((1 << 20) - len(head) - 2) + b'"}'
+    assert len(raw) == 1 << 20
+    response = client.simulate_post(
+        "/api/auth/register", body=raw, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 201, response.text
+
+
 def test_register_with_a_body_over_one_mebibyte_returns_413(client, database_url):
     raw = b'{"email": "big@example.com", "password": "password123", "pad": "' + b"x" * (1 << 20)
     raw += b'"}'

@@ -306,3 +306,26 @@ def test_lost_invalidation_is_caught_up_before_the_cache_is_used_again(
     response = get(app_client, url)
     assert response.json["price_cents"] == 300
     fragile.close()
+
+
+def test_list_totals_are_cached_apart_from_pages(client, app, editor, make_product,
+                                                 query_counter):
+    newest = None
+    for _ in range(3):
+        newest = make_product()
+    get(client, "/api/products", per_page=1)  # page + count
+    with query_counter() as counted:
+        second = get(client, "/api/products", per_page=1, page=2)
+    assert second.headers["x-cache"] == "miss" and second.json["total"] == 3
+    with query_counter() as count_too:
+        get(client, "/api/products", per_page=1, page=1, min_price_cents=1)
+    assert counted.n == count_too.n - 1  # page 2 reused page 1's total
+    # an order touching the newest product refills its page, not the total
+    products_changed(app.ctx, newest["id"])
+    with query_counter() as refill:
+        first = get(client, "/api/products", per_page=1)
+    assert first.headers["x-cache"] == "miss" and refill.n == counted.n
+    # a staff write moves membership: the total is counted again
+    client.simulate_post("/api/products", headers=editor.headers, json={
+        "name": "Fourth", "price_cents": 1, "category_id": newest["category_id"]})
+    assert get(client, "/api/products", per_page=1, page=2).json["total"] == 4

@@ -494,3 +494,23 @@ def test_only_admins_delete_orders(client, editor, customer, make_product, datab
 def test_deleting_an_unknown_order_is_404(client, admin):
     assert_problem(client.simulate_delete("/api/orders/99", headers=admin.headers), 404,
                    "not_found")
+
+
+# ------------------------------------------------------------------ the catalog sees it
+
+
+def test_product_reads_show_the_stock_orders_took_and_gave_back(client, customer, admin,
+                                                                make_product):
+    product = make_product(stock=10)
+    path = f"/api/products/{product['id']}"
+    for _ in range(2):  # warm the catalog cache
+        assert client.simulate_get(path).json["stock"] == 10
+
+    placed = place(client, customer, [(product["id"], 3)]).json
+    assert client.simulate_get(path).json["stock"] == 7
+    second = place(client, customer, [(product["id"], 2)]).json
+    assert client.simulate_get(path).json["stock"] == 5
+    client.simulate_post(f"/api/orders/{placed['id']}/cancel", headers=customer.headers)
+    assert client.simulate_get(path).json["stock"] == 8
+    client.simulate_delete(f"/api/orders/{second['id']}", headers=admin.headers)
+    assert client.simulate_get(path).json["stock"] == 10

@@ -505,11 +505,14 @@ def test_cursor_walk_over_ranked_search(client, make_product):
     assert seen == expected and len(seen) == 6
 
 
-def test_cursor_is_stable_under_concurrent_inserts(client, make_product):
-    made = [make_product()["id"] for _ in range(4)]
+def test_cursor_is_stable_under_concurrent_inserts(client, make_product, admin):
+    products = [make_product() for _ in range(4)]
+    made = [p["id"] for p in products]
     first = client.simulate_get("/api/products", params={"per_page": 2})
     assert ids(first) == made[:1:-1]
-    make_product()  # newer: lands on page 1, not in the middle of the walk
+    # newer: lands on page 1, not in the middle of the walk
+    client.simulate_post("/api/products", headers=admin.headers, json={
+        "name": "Newer", "price_cents": 1, "category_id": products[0]["category_id"]})
     second = client.simulate_get("/api/products",
                                  params={"per_page": 2, "cursor": first.json["next_cursor"]})
     assert ids(second) == made[1::-1]

@@ -117,7 +117,7 @@ def list_products(ctx: AppContext, user: CurrentUser | None, query: ProductListQ
             if page is not None and not more and (rows or offset == 0):
                 total = offset + len(rows)  # the last page tells the total: no count needed
             else:
-                total = queries.count_products(conn, **filters)
+                total = _count(ctx, conn, filters)
         next_cursor = (
             codec.encode([rows[-1][key_field], rows[-1]["id"]], issued_for) if more else None
         )
@@ -129,6 +129,17 @@ def list_products(ctx: AppContext, user: CurrentUser | None, query: ProductListQ
                                     filters["in_stock"])
     value, served = cache.read_through(ctx, lookup, load, list_page=True)
     return cache.unpack(value, served)
+
+
+def _count(ctx: AppContext, conn, filters: dict[str, Any]) -> int:
+    """The total of a filter set: O(matching rows) in PostgreSQL, so cached on its own; it
+    only moves with what moves list membership (the list versions), not with every order."""
+
+    def count() -> tuple[bytes, list[int]]:
+        return b"%d" % queries.count_products(conn, **filters), []
+
+    lookup = cache.product_total_key(cache.digest(sorted(filters.items())), filters["in_stock"])
+    return int(cache.read_through(ctx, lookup, count)[0])
 
 
 def list_stock_movements(ctx: AppContext, product_id: int, query: PageQuery) -> Answer:
