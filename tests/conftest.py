@@ -100,13 +100,32 @@ def redis_client() -> Iterator[redis.Redis]:
     client.close()
 
 
+# DELETE + identity restart: ~3 ms a test, where TRUNCATE ... RESTART IDENTITY costs ~60 ms
+_IDENTITY_TABLES = ("order_status_history", "orders", "stock_movements", "products", "categories",
+                    "refresh_tokens", "users")
+_CLEAN_SQL = "; ".join(
+    [f"DELETE FROM {table}" for table in TABLES]
+    + [f"ALTER TABLE {table} ALTER COLUMN id RESTART" for table in _IDENTITY_TABLES]
+)
+
+
+@pytest.fixture(scope="session")
+def _cleaner(database_url: str):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        app_tables = {row[0] for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename NOT LIKE '%yoyo%'").fetchall()}
+        missing = app_tables - set(TABLES)
+        assert not missing, f"add {missing} to TABLES in tests/conftest.py"
+        yield conn
+
+
 @pytest.fixture(autouse=True)
-def _clean_state(request, database_url: str, redis_client: redis.Redis) -> None:
+def _clean_state(request, _cleaner, redis_client: redis.Redis) -> None:
     """Every test starts from empty tables and an empty Redis database."""
     if request.node.get_closest_marker("no_db"):
         return
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    _cleaner.execute(_CLEAN_SQL)
     redis_client.flushdb()
 
 
