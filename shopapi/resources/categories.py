@@ -17,6 +17,7 @@ from shopapi.schemas.common import PageOf
 from shopapi.services import categories
 
 TAGS = ("categories",)
+ETAG_NOTE = " Answers carry an ETag; If-None-Match with it gives 304 and no body."
 
 
 class Categories:
@@ -24,9 +25,8 @@ class Categories:
         self.ctx = ctx
 
     @endpoint("List categories by id (q: case-insensitive substring of the name; "
-              "next_cursor is always null)", query=CategoryListQuery,
-              returns=PageOf[CategoryPublic], errors=(422, 429), headers=("If-None-Match",),
-              tags=TAGS)
+              "next_cursor is always null)." + ETAG_NOTE, query=CategoryListQuery,
+              returns=PageOf[CategoryPublic], errors=(422, 429), tags=TAGS)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         cache.respond(req, resp, categories.list_categories(self.ctx, req.context.query))
 
@@ -36,8 +36,8 @@ class Categories:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         cache.send(resp, categories.create_category(self.ctx, req.context.body))
 
-    @endpoint("Get a category", returns=CategoryPublic, errors=(404, 422, 429),
-              headers=("If-None-Match",), tags=TAGS)
+    @endpoint("Get a category." + ETAG_NOTE, returns=CategoryPublic, errors=(404, 422, 429),
+              tags=TAGS)
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, category_id: int) -> None:
         cache.respond(req, resp, categories.get_category(self.ctx, category_id))
 

@@ -22,19 +22,22 @@ TAGS = ("products",)
 LIST_SUMMARY = (
     "List products. Active only; ADMIN/EDITOR may add include_inactive=true (ignored for "
     "anyone else, who just gets the active ones). Order: `sort` (ties by id in the same "
-    "direction); default -created_at, but a search (`q`: full text over name and description, "
-    "plus names starting with q) without `sort` is ranked by relevance, best first. Page with "
-    "`page` or with `cursor` (the previous answer's next_cursor, same filters and sort; the "
-    "answer then has page: null); both together, or a cursor for other filters, is 422."
+    "direction; name ignores case); default -created_at, but a search (`q`: full text over "
+    "name and description, plus names starting with q) without `sort` is ranked by relevance, "
+    "best first. Page with `page` or with `cursor` (the previous answer's next_cursor, same "
+    "filters and sort; the answer then has page: null); both together, or a cursor for other "
+    "filters, is 422. in_stock=true: only products in stock (false: no stock filter). "
+    "min_price_cents above max_price_cents: an empty page."
 )
+ETAG_NOTE = " Answers carry an ETag; If-None-Match with it gives 304 and no body."
 
 
 class Products:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint(LIST_SUMMARY, query=ProductListQuery, returns=PageOf[ProductPublic],
-              errors=(422, 429), headers=("If-None-Match",), tags=TAGS)
+    @endpoint(LIST_SUMMARY + ETAG_NOTE, query=ProductListQuery, returns=PageOf[ProductPublic],
+              errors=(422, 429), tags=TAGS)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         answer = products.list_products(self.ctx, req.context.user, req.context.query)
         cache.respond(req, resp, answer)
@@ -45,13 +48,14 @@ class Products:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         cache.send(resp, products.create_product(self.ctx, req.context.user, req.context.body))
 
-    @endpoint("Get a product (inactive: 404 except for ADMIN/EDITOR)", returns=ProductPublic,
-              errors=(404, 422, 429), headers=("If-None-Match",), tags=TAGS)
+    @endpoint("Get a product (inactive: 404 except for ADMIN/EDITOR)." + ETAG_NOTE,
+              returns=ProductPublic, errors=(404, 422, 429), tags=TAGS)
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
         cache.respond(req, resp, products.get_product(self.ctx, req.context.user, product_id))
 
-    @endpoint("Update a product (partial; If-Match guards against lost updates; a stock edit "
-              "is written to the ledger)", roles=STAFF, body=ProductUpdate, returns=ProductPublic,
+    @endpoint("Update a product (partial). If-Match with the ETag of a GET guards against lost "
+              "updates (412 when it changed since). A stock edit is written to the ledger.",
+              roles=STAFF, body=ProductUpdate, returns=ProductPublic,
               errors=(400, 401, 403, 404, 412, 413, 422, 429), headers=("If-Match",), tags=TAGS)
     def on_put_item(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
         answer = products.update_product(self.ctx, req.context.user, product_id,
@@ -71,9 +75,9 @@ class StockMovements:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint("A product's stock ledger, oldest first (next_cursor is always null)",
+    @endpoint("A product's stock ledger, oldest first (next_cursor is always null)." + ETAG_NOTE,
               roles=STAFF, query=PageQuery, returns=PageOf[StockMovementPublic],
-              errors=(401, 403, 404, 422, 429), headers=("If-None-Match",), tags=TAGS)
+              errors=(401, 403, 404, 422, 429), tags=TAGS)
     def on_get(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
         answer = products.list_stock_movements(self.ctx, product_id, req.context.query)
         cache.respond(req, resp, answer)

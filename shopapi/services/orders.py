@@ -173,7 +173,7 @@ def place_order(
         row = None  # a request with the same key committed first
 
     if row is not None and row["order_json"] is not None:
-        pass
+        products_changed(ctx, *product_ids)
         metrics.ORDERS_PLACED.inc()
         return _decode_order(row["order_json"]), False
     if row is not None and row["earlier_hash"] is not None:

@@ -37,10 +37,11 @@ verdict AS (
       FROM locked
 ),
 reserved AS (
-    -- the guarded deduction, reading the locked rows: this UPDATE scans the statement's
-    -- snapshot, which can predate the locks, and PostgreSQL checks quals and CHECK (stock >= 0)
-    -- on that stale row before it moves on to the latest one; `stock = stock - quantity`
-    -- could then skip a line the verdict accepted, or fail the CHECK
+    -- the deduction, guarded by the locked (latest) row. This UPDATE finds its rows in the
+    -- statement's snapshot, which can predate the locks, and PostgreSQL evaluates the WHERE
+    -- and CHECK (stock >= 0) on that older row before moving on to the latest version: the
+    -- textbook `SET stock = p.stock - q WHERE p.stock >= q` could skip a line the verdict
+    -- accepted (half an order) or fail the CHECK. l.stock is current and stays so (locked).
     UPDATE products p
        SET stock      = l.stock - l.quantity,
            updated_at = now()
@@ -140,8 +141,8 @@ SELECT (SELECT order_json FROM document)   AS order_json,
 -- A key stored by a concurrent request that committed first: replay it or refuse it.
 SELECT request_hash, convert_from(response, 'UTF8') AS order_json
   FROM idempotency_keys
- WHERE user_id = :user_id
-   AND key = :idempotency_key;
+ WHERE user_id = :user_id::bigint
+   AND key = :idempotency_key::text;
 
 -- name: delete_expired_idempotency_keys(older_than_seconds)!
 -- Housekeeping (shopapi purge-idempotency-keys): keys are kept for the retention window only.
@@ -235,6 +236,7 @@ returned AS (
        FOR UPDATE OF p
 ),
 restocked AS (
+    -- adding cannot fail on an older row version; PostgreSQL applies it to the latest one
     UPDATE products p
        SET stock      = p.stock + r.quantity,
            updated_at = now()
