@@ -26,6 +26,7 @@ from shopapi.middleware.request_context import JsonLineLogger, RequestContext
 from shopapi.openapi import build_spec
 from shopapi.resources import auth, categories, docs, health, orders, products, users
 from shopapi.resources import metrics as metrics_resource
+from shopapi import user_state
 from shopapi.security import TokenCodec
 
 
@@ -82,10 +83,12 @@ def create_app(
 ) -> ShopApp:
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    redis = redis or make_redis(settings)
     ctx = AppContext(
         settings=settings,
         pool=pool or make_pool(settings),
-        redis=redis or make_redis(settings),
+        redis=redis,
+        user_states=user_state.for_client(redis),
         tokens=TokenCodec(settings.signing_key, settings.access_token_ttl,
                           settings.refresh_token_ttl),
     )

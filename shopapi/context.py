@@ -10,6 +10,7 @@ from psycopg_pool import ConnectionPool
 
 from shopapi.config import Settings
 from shopapi.security import TokenCodec
+from shopapi.user_state import UserStates
 
 
 @dataclass
@@ -18,6 +19,7 @@ class AppContext:
     pool: ConnectionPool
     redis: redis.Redis
     tokens: TokenCodec
+    user_states: UserStates
     # the read replica for catalog reads when DATABASE_READ_URL is set, else the primary
     read_pool: ConnectionPool | None = None
     extra: dict[str, Any] | None = None

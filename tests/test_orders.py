@@ -428,6 +428,7 @@ def test_list_uses_a_constant_number_of_queries(client, admin, customer, make_pr
         return counted.n
 
     place(client, customer, [(p["id"], 1) for p in products])
+    counted_list()  # warm: the admin's state is now in this worker's memory
     one = counted_list()
     for _ in range(19):
         place(client, customer, [(p["id"], 1) for p in products])

@@ -107,8 +107,14 @@ def logout_all(ctx: AppContext, user: CurrentUser) -> None:
 def authenticate(ctx: AppContext, token: str) -> CurrentUser:
     """The caller behind an access token; a deactivated, deleted or re-roled user is refused."""
     claims = ctx.tokens.verify_access(token)
-    with connection(ctx.pool) as conn:
-        state = queries.get_user_state(conn, id=claims.user_id)
-    if state is None or not state["is_active"] or state["role"] != claims.role:
+    # no database round trip while this worker's memory is kept true (shopapi/user_state.py)
+    state = ctx.user_states.get(claims.user_id, lambda user_id: _load_state(ctx, user_id))
+    if state is None or not state[1] or state[0] != claims.role:
         raise NotAuthenticated("Token no longer valid")
     return CurrentUser(claims.user_id, claims.role)
+
+
+def _load_state(ctx: AppContext, user_id: int) -> tuple[str, bool] | None:
+    with connection(ctx.pool) as conn:
+        row = queries.get_user_state(conn, id=user_id)
+    return None if row is None else (row["role"], row["is_active"])

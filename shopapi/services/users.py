@@ -86,6 +86,9 @@ def update_user(ctx: AppContext, user: CurrentUser, user_id: int, body: UserUpda
         ):
             # credentials or rights changed: every login of that user must start again
             queries.revoke_user_refresh_tokens(conn, user_id=user_id)
+    if row["role"] != current["role"] or row["is_active"] != current["is_active"]:
+        # after the commit: every worker forgets what it knew of this caller
+        ctx.user_states.changed(user_id)
     return msgspec.convert(row, UserPublic)
 
 
@@ -102,3 +105,4 @@ def delete_user(ctx: AppContext, user: CurrentUser, user_id: int) -> None:
             queries.revoke_user_refresh_tokens(conn, user_id=user_id)
         else:
             queries.delete_user(conn, id=user_id)
+    ctx.user_states.changed(user_id)
