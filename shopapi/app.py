@@ -11,10 +11,11 @@ import logging
 import falcon
 import msgspec
 import redis as redis_lib
+from psycopg_pool import ConnectionPool
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from psycopg_pool import ConnectionPool
 
+from shopapi import user_state
 from shopapi.config import Settings
 from shopapi.context import AppContext
 from shopapi.db import make_pool
@@ -26,7 +27,6 @@ from shopapi.middleware.request_context import JsonLineLogger, RequestContext
 from shopapi.openapi import build_spec
 from shopapi.resources import auth, categories, docs, health, orders, products, users
 from shopapi.resources import metrics as metrics_resource
-from shopapi import user_state
 from shopapi.security import TokenCodec
 
 
@@ -82,7 +82,8 @@ def create_app(
     redis: redis_lib.Redis | None = None,
 ) -> ShopApp:
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(levelname)s %(name)s %(message)s")
     redis = redis or make_redis(settings)
     ctx = AppContext(
         settings=settings,

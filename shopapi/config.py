@@ -7,9 +7,10 @@ README's table are checked against this list by `tests/test_config.py`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +24,8 @@ KNOWN_WEAK_SECRETS = {
     "bench-secret-change-me",
     "super-secret",
 }
-DEV_SECRET = "dev-secret-key-change-me-in-production-please"
+# development/test only; production refuses it (it is in KNOWN_WEAK_SECRETS)
+DEV_SECRET = "dev-secret-key-change-me-in-production-please"  # noqa: S105
 
 
 class ConfigError(ValueError):

@@ -89,7 +89,7 @@ def build_spec(routes, *, title: str = "shopapi", version: str = "0.1.0") -> dic
                            "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
         op: dict[str, Any] = {
             "summary": spec.summary,
-            "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
+            "operationId": f"{method}_" + re.sub(r"[^a-z0-9]+", "_", path.lower()).strip("_"),
             "tags": list(spec.tags),
             "parameters": params,
             "responses": {},

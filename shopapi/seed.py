@@ -22,7 +22,8 @@ USERS = (
 
 CATALOG = {
     "Books": [("The Pragmatic Programmer", "Classic software craftsmanship.", 3999, 25),
-              ("Designing Data-Intensive Applications", "Databases, streams, trade-offs.", 4599, 15)],
+              ("Designing Data-Intensive Applications", "Databases, streams, trade-offs.",
+               4599, 15)],
     "Electronics": [("Noise-cancelling headphones", "Over-ear, 30 h battery.", 19900, 10),
                     ("USB-C charger 65 W", "Gallium nitride, two ports.", 3499, 50)],
     "Home": [("Ceramic pour-over coffee set", "Dripper, carafe and two cups.", 5400, 8),
