@@ -16,6 +16,7 @@ re-roled user must be refused at once on every worker. So:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -119,10 +120,8 @@ class UserStates:
                 self._listening.clear()
                 self._wipe()
             finally:
-                try:
+                with contextlib.suppress(Exception):  # closing a broken connection may fail
                     pubsub.close()
-                except Exception:  # noqa: S110  # closing a broken connection may fail too
-                    pass
             time.sleep(RETRY_SECONDS)
 
 

@@ -271,6 +271,16 @@ def test_if_match_with_a_stale_etag_returns_412_and_writes_nothing(client, admin
     assert db_rows(database_url, "SELECT count(*) FROM stock_movements") == [(1,)]
 
 
+def test_empty_if_match_returns_422_and_writes_nothing(client, admin, make_product,
+                                                      database_url):
+    product = make_product(price_cents=100)
+    response = client.simulate_patch(f"/api/products/{product['id']}",
+                                     headers={**admin.headers, "If-Match": ""},
+                                     json={"price_cents": 1})
+    assert_problem(response, 422, "validation_error")
+    assert db_rows(database_url, "SELECT price_cents FROM products") == [(100,)]
+
+
 def test_if_match_star_and_lists(client, admin, make_product):
     product = make_product()
     url = f"/api/products/{product['id']}"

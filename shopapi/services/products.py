@@ -188,6 +188,8 @@ def update_product(
 ) -> Answer:
     """Partial update (PUT = PATCH). `if_match` is compared with the locked row's ETag, and a
     `stock` edit writes its delta to the ledger, all in one transaction."""
+    if if_match is not None and not if_match.strip(_BLANKS):
+        raise ValidationFailed.single("If-Match", "must be an entity tag or *")
     with transaction(ctx.pool) as conn:
         current = queries.get_product_for_update(
             conn, id=product_id, currency=ctx.settings.currency

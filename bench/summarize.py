@@ -1,0 +1,109 @@
+"""bin/bench results.jsonl -> the markdown summary (stdlib only: runs with any python3).
+
+Per scenario the median over rounds of each server's rps, p50 and p99; errors are summed
+over rounds (non-2xx answers + socket errors). Usage: python3 bench/summarize.py results.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+
+SCENARIOS = ("hello", "detail_cached", "detail_nocache", "list_search", "order_create")
+SERVERS = ("peer", "shopapi")
+
+
+def load(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def median(rows: list[dict], field: str) -> float | None:
+    values = [r[field] for r in rows if r.get(field) is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value: float | None, spec: str = ".0f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def errors(rows: list[dict]) -> str:
+    if not rows:
+        return "—"
+    non2xx = sum(r.get("non2xx", 0) for r in rows)
+    sock = sum(r.get("socket_errors", 0) for r in rows)
+    return f"{non2xx}" + (f" +{sock} sock" if sock else "")
+
+
+def wrk_table(rows: list[dict]) -> list[str]:
+    out = [
+        "| scenario | peer rps | shopapi rps | ratio | peer p50/p99 ms | shopapi p50/p99 ms "
+        "| errors peer / shopapi |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario in SCENARIOS:
+        by = {s: [r for r in rows if r["server"] == s and r["scenario"] == scenario]
+              for s in SERVERS}
+        if not any(by.values()):
+            continue
+        rps = {s: median(by[s], "rps") for s in SERVERS}
+        lat = {s: f"{fmt(median(by[s], 'p50_ms'), '.1f')} / {fmt(median(by[s], 'p99_ms'), '.1f')}"
+               if by[s] else "—" for s in SERVERS}
+        ratio = (f"×{rps['shopapi'] / rps['peer']:.2f}"
+                 if rps["peer"] and rps["shopapi"] is not None else "—")
+        out.append(f"| {scenario} | {fmt(rps['peer'])} | {fmt(rps['shopapi'])} | {ratio} "
+                   f"| {lat['peer']} | {lat['shopapi']} "
+                   f"| {errors(by['peer'])} / {errors(by['shopapi'])} |")
+    return out
+
+
+def pgbench_lines(records: list[dict], wrk_rows: list[dict]) -> list[str]:
+    out = []
+    for r in records:
+        api = median([w for w in wrk_rows if w["server"] == r["server"]
+                      and w["scenario"] == "order_create"], "rps")
+        share = f"; API order_create = {api / r['tps']:.0%} of it" if api and r["tps"] else ""
+        out.append(f"- pgbench {r['server']} `{r['script']}` (-M prepared -c {r['clients']} "
+                   f"-j {r['jobs']}, {r['seconds']} s): **{r['tps']:.0f} tps**, p50/p99 "
+                   f"{fmt(r.get('p50_ms'), '.1f')} / {fmt(r.get('p99_ms'), '.1f')} ms, "
+                   f"{r.get('failed', 0)} failed{share}")
+    return out
+
+
+def rss_lines(records: list[dict]) -> list[str]:
+    out = []
+    for server in SERVERS:
+        mine = [r for r in records if r["server"] == server]
+        if mine:
+            parts = ", ".join(
+                f"{r['phase']}: " + " / ".join(f"{kb / 1024:.0f}" for kb in r["workers_kb"])
+                for r in mine)
+            out.append(f"- peak RSS per worker (VmHWM, MiB) {server}: {parts}")
+    return out
+
+
+def main(path: str) -> None:
+    records = load(path)
+    wrk_rows = [r for r in records if r.get("kind") == "wrk"]
+    lines = wrk_table(wrk_rows)
+    ledger = [r for r in records if r.get("kind") == "ledger"]
+    lines.append("")
+    lines += pgbench_lines([r for r in records if r.get("kind") == "pgbench"], wrk_rows)
+    lines += rss_lines([r for r in records if r.get("kind") == "rss"])
+    if ledger:
+        bad = [r for r in ledger if not r["ok"]]
+        lines.append(f"- shopapi ledger after each order run: "
+                     f"{'ok' if not bad else f'{len(bad)} run(s) out of balance'} "
+                     f"({len(ledger)} check(s), `shopapi check-ledger`)")
+    for m in (r for r in records if r.get("kind") == "machine"):
+        lines.append(
+            f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']:.1f} GiB RAM, "
+            f"PostgreSQL {m['postgresql']}, Redis {m['redis']}, load average at start "
+            f"{m['loadavg']}; {m['wrk']}, {m['rounds']} round(s) (median), gunicorn "
+            f"{m['workers']} × {m['worker_class']} workers (peer: {m['peer_mode']})")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
