@@ -1,0 +1,59 @@
+"""DATABASE_READ_URL: catalog reads go to the replica, writes and everything else to the primary.
+
+A real second database stands in for the replica: it holds different rows, so each answer shows
+which database served it.
+"""
+
+import psycopg
+import pytest
+from falcon import testing
+from psycopg import sql
+
+from shopapi.app import create_app
+from shopapi.db import migrate, queries, transaction
+from tests.conftest import ADMIN_URL, TEST_DB, _database_url, make_settings
+
+
+@pytest.fixture()
+def replica_url():
+    name = f"{TEST_DB}_replica"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _database_url(name)
+    migrate(url)
+    yield url
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_catalog_reads_use_the_replica_and_writes_the_primary(settings, pool, redis_client,
+                                                              replica_url, make_category,
+                                                              editor, database_url):
+    replica_settings = make_settings(settings.database_url, DATABASE_READ_URL=replica_url,
+                                     CACHE_ENABLED="false")
+    app = create_app(replica_settings, pool=pool, redis=redis_client)
+    assert app.ctx.read_pool is not None
+    client = testing.TestClient(app)
+    try:
+        with transaction(app.ctx.read_pool) as conn:
+            queries.insert_category(conn, name="Only on the replica", slug="replica",
+                                    description="")
+        primary_category = make_category("Only on the primary")
+
+        listed = client.simulate_get("/api/categories").json["items"]
+        assert [c["name"] for c in listed] == ["Only on the replica"]
+
+        created = client.simulate_post("/api/categories", json={"name": "Written"},
+                                       headers=editor.headers)
+        assert created.status_code == 201
+        with psycopg.connect(database_url) as conn:
+            names = {r[0] for r in conn.execute("SELECT name FROM categories").fetchall()}
+        assert names == {primary_category["name"], "Written"}
+    finally:
+        app.ctx.read_pool.close()
+
+
+def test_without_a_read_url_reads_use_the_primary(app):
+    assert app.ctx.read_pool is None and app.ctx.reader is app.ctx.pool
+
