@@ -72,13 +72,9 @@ DELETE FROM categories WHERE id = :id;
 
 -- name: get_product(id, currency)^
 -- The public product by id (active or not: the service decides who may see it).
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
-       p.stock, p.image_url,
-       json_build_object('id', c.id, 'name', c.name) AS category,
-       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM products p
-  JOIN categories c ON c.id = p.category_id
- WHERE p.id = :id;
+SELECT d.*, :currency::text AS currency
+  FROM product_documents d
+ WHERE d.id = :id;
 
 -- name: get_product_for_update(id, currency)^
 -- The public product, row-locked: If-Match and the stock delta are checked against it.
@@ -135,187 +131,95 @@ DELETE FROM products WHERE id = :id;
 
 -- name: list_products_by_created_at(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Catalog page oldest first; ties broken by id in the same direction.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
-       p.stock, p.image_url,
-       json_build_object('id', c.id, 'name', c.name) AS category,
-       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
-                p.category_id, p.is_active, p.created_at, p.updated_at
-          FROM products p
-         WHERE (p.is_active OR :include_inactive::boolean)
-           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-           AND (NOT :in_stock::boolean OR p.stock > 0)
-           AND (:q::text IS NULL
-                OR p.search @@ websearch_to_tsquery('english', :q)
-                OR lower(p.name) LIKE :prefix)
-           AND (:after_id::bigint IS NULL
-                OR (p.created_at, p.id) > (:after_key::timestamptz, :after_id))
+SELECT d.*, :currency::text AS currency
+  FROM (SELECT p.id, p.created_at AS sort_key
+          FROM catalog_products(:include_inactive, :category_id, :min_price, :max_price,
+                                :in_stock, :q, :prefix) p
+         WHERE :after_id::bigint IS NULL OR (p.created_at, p.id) > (:after_key::timestamptz, :after_id)
          ORDER BY p.created_at, p.id
-         LIMIT :limit OFFSET :offset) p
-  JOIN categories c ON c.id = p.category_id
- ORDER BY p.created_at, p.id;
+         LIMIT :limit OFFSET :offset) page
+  JOIN product_documents d USING (id)
+ ORDER BY page.sort_key, page.id;
 
 -- name: list_products_by_created_at_desc(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Catalog page newest first (the default); ties broken by id in the same direction.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
-       p.stock, p.image_url,
-       json_build_object('id', c.id, 'name', c.name) AS category,
-       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
-                p.category_id, p.is_active, p.created_at, p.updated_at
-          FROM products p
-         WHERE (p.is_active OR :include_inactive::boolean)
-           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-           AND (NOT :in_stock::boolean OR p.stock > 0)
-           AND (:q::text IS NULL
-                OR p.search @@ websearch_to_tsquery('english', :q)
-                OR lower(p.name) LIKE :prefix)
-           AND (:after_id::bigint IS NULL
-                OR (p.created_at, p.id) < (:after_key::timestamptz, :after_id))
+SELECT d.*, :currency::text AS currency
+  FROM (SELECT p.id, p.created_at AS sort_key
+          FROM catalog_products(:include_inactive, :category_id, :min_price, :max_price,
+                                :in_stock, :q, :prefix) p
+         WHERE :after_id::bigint IS NULL OR (p.created_at, p.id) < (:after_key::timestamptz, :after_id)
          ORDER BY p.created_at DESC, p.id DESC
-         LIMIT :limit OFFSET :offset) p
-  JOIN categories c ON c.id = p.category_id
- ORDER BY p.created_at DESC, p.id DESC;
+         LIMIT :limit OFFSET :offset) page
+  JOIN product_documents d USING (id)
+ ORDER BY page.sort_key DESC, page.id DESC;
 
 -- name: list_products_by_price(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Catalog page cheapest first; ties broken by id in the same direction.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
-       p.stock, p.image_url,
-       json_build_object('id', c.id, 'name', c.name) AS category,
-       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
-                p.category_id, p.is_active, p.created_at, p.updated_at
-          FROM products p
-         WHERE (p.is_active OR :include_inactive::boolean)
-           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-           AND (NOT :in_stock::boolean OR p.stock > 0)
-           AND (:q::text IS NULL
-                OR p.search @@ websearch_to_tsquery('english', :q)
-                OR lower(p.name) LIKE :prefix)
-           AND (:after_id::bigint IS NULL
-                OR (p.price_cents, p.id) > (:after_key::bigint, :after_id))
+SELECT d.*, :currency::text AS currency
+  FROM (SELECT p.id, p.price_cents AS sort_key
+          FROM catalog_products(:include_inactive, :category_id, :min_price, :max_price,
+                                :in_stock, :q, :prefix) p
+         WHERE :after_id::bigint IS NULL OR (p.price_cents, p.id) > (:after_key::bigint, :after_id)
          ORDER BY p.price_cents, p.id
-         LIMIT :limit OFFSET :offset) p
-  JOIN categories c ON c.id = p.category_id
- ORDER BY p.price_cents, p.id;
+         LIMIT :limit OFFSET :offset) page
+  JOIN product_documents d USING (id)
+ ORDER BY page.sort_key, page.id;
 
 -- name: list_products_by_price_desc(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Catalog page dearest first; ties broken by id in the same direction.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
-       p.stock, p.image_url,
-       json_build_object('id', c.id, 'name', c.name) AS category,
-       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
-                p.category_id, p.is_active, p.created_at, p.updated_at
-          FROM products p
-         WHERE (p.is_active OR :include_inactive::boolean)
-           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-           AND (NOT :in_stock::boolean OR p.stock > 0)
-           AND (:q::text IS NULL
-                OR p.search @@ websearch_to_tsquery('english', :q)
-                OR lower(p.name) LIKE :prefix)
-           AND (:after_id::bigint IS NULL
-                OR (p.price_cents, p.id) < (:after_key::bigint, :after_id))
+SELECT d.*, :currency::text AS currency
+  FROM (SELECT p.id, p.price_cents AS sort_key
+          FROM catalog_products(:include_inactive, :category_id, :min_price, :max_price,
+                                :in_stock, :q, :prefix) p
+         WHERE :after_id::bigint IS NULL OR (p.price_cents, p.id) < (:after_key::bigint, :after_id)
          ORDER BY p.price_cents DESC, p.id DESC
-         LIMIT :limit OFFSET :offset) p
-  JOIN categories c ON c.id = p.category_id
- ORDER BY p.price_cents DESC, p.id DESC;
+         LIMIT :limit OFFSET :offset) page
+  JOIN product_documents d USING (id)
+ ORDER BY page.sort_key DESC, page.id DESC;
 
 -- name: list_products_by_name(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Catalog page by name A-Z, case-insensitive; ties broken by id in the same direction.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
-       p.stock, p.image_url,
-       json_build_object('id', c.id, 'name', c.name) AS category,
-       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
-                p.category_id, p.is_active, p.created_at, p.updated_at
-          FROM products p
-         WHERE (p.is_active OR :include_inactive::boolean)
-           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-           AND (NOT :in_stock::boolean OR p.stock > 0)
-           AND (:q::text IS NULL
-                OR p.search @@ websearch_to_tsquery('english', :q)
-                OR lower(p.name) LIKE :prefix)
-           AND (:after_id::bigint IS NULL
-                OR (lower(p.name), p.id) > (lower(:after_key::text), :after_id))
+SELECT d.*, :currency::text AS currency
+  FROM (SELECT p.id, lower(p.name) AS sort_key
+          FROM catalog_products(:include_inactive, :category_id, :min_price, :max_price,
+                                :in_stock, :q, :prefix) p
+         WHERE :after_id::bigint IS NULL OR (lower(p.name), p.id) > (lower(:after_key::text), :after_id)
          ORDER BY lower(p.name), p.id
-         LIMIT :limit OFFSET :offset) p
-  JOIN categories c ON c.id = p.category_id
- ORDER BY lower(p.name), p.id;
+         LIMIT :limit OFFSET :offset) page
+  JOIN product_documents d USING (id)
+ ORDER BY page.sort_key, page.id;
 
 -- name: list_products_by_name_desc(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Catalog page by name Z-A, case-insensitive; ties broken by id in the same direction.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
-       p.stock, p.image_url,
-       json_build_object('id', c.id, 'name', c.name) AS category,
-       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at
-  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
-                p.category_id, p.is_active, p.created_at, p.updated_at
-          FROM products p
-         WHERE (p.is_active OR :include_inactive::boolean)
-           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-           AND (NOT :in_stock::boolean OR p.stock > 0)
-           AND (:q::text IS NULL
-                OR p.search @@ websearch_to_tsquery('english', :q)
-                OR lower(p.name) LIKE :prefix)
-           AND (:after_id::bigint IS NULL
-                OR (lower(p.name), p.id) < (lower(:after_key::text), :after_id))
+SELECT d.*, :currency::text AS currency
+  FROM (SELECT p.id, lower(p.name) AS sort_key
+          FROM catalog_products(:include_inactive, :category_id, :min_price, :max_price,
+                                :in_stock, :q, :prefix) p
+         WHERE :after_id::bigint IS NULL OR (lower(p.name), p.id) < (lower(:after_key::text), :after_id)
          ORDER BY lower(p.name) DESC, p.id DESC
-         LIMIT :limit OFFSET :offset) p
-  JOIN categories c ON c.id = p.category_id
- ORDER BY lower(p.name) DESC, p.id DESC;
+         LIMIT :limit OFFSET :offset) page
+  JOIN product_documents d USING (id)
+ ORDER BY page.sort_key DESC, page.id DESC;
 
 -- name: list_products_by_relevance(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Search results best match first (`q` without an explicit sort); prefix-only matches rank last.
-SELECT p.id, p.name, p.description, p.price_cents, :currency::text AS currency,
-       p.stock, p.image_url,
-       json_build_object('id', c.id, 'name', c.name) AS category,
-       p.is_active, api_time(p.created_at) AS created_at, api_time(p.updated_at) AS updated_at,
-       p.sort_key
-  FROM (SELECT p.id, p.name, p.description, p.price_cents, p.stock, p.image_url,
-                p.category_id, p.is_active, p.created_at, p.updated_at,
-                ts_rank(p.search, websearch_to_tsquery('english', :q)) AS sort_key
-          FROM products p
-         WHERE (p.is_active OR :include_inactive::boolean)
-           AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-           AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-           AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-           AND (NOT :in_stock::boolean OR p.stock > 0)
-           AND (:q::text IS NULL
-                OR p.search @@ websearch_to_tsquery('english', :q)
-                OR lower(p.name) LIKE :prefix)
-           AND (:after_id::bigint IS NULL
-                OR (ts_rank(p.search, websearch_to_tsquery('english', :q)), p.id)
-                   < (:after_key::real, :after_id))
+SELECT d.*, :currency::text AS currency, page.sort_key
+  FROM (SELECT p.id, ts_rank(p.search, websearch_to_tsquery('english', :q)) AS sort_key
+          FROM catalog_products(:include_inactive, :category_id, :min_price, :max_price,
+                                :in_stock, :q, :prefix) p
+         WHERE :after_id::bigint IS NULL
+            OR (ts_rank(p.search, websearch_to_tsquery('english', :q)), p.id)
+               < (:after_key::real, :after_id)
          ORDER BY sort_key DESC, p.id DESC
-         LIMIT :limit OFFSET :offset) p
-  JOIN categories c ON c.id = p.category_id
- ORDER BY p.sort_key DESC, p.id DESC;
+         LIMIT :limit OFFSET :offset) page
+  JOIN product_documents d USING (id)
+ ORDER BY page.sort_key DESC, page.id DESC;
 
 -- name: count_products(include_inactive, category_id, min_price, max_price, in_stock, q, prefix)$
 -- The `total` of a list answer: every product matching the filters, whatever the page.
 SELECT count(*)
-  FROM products p
- WHERE (p.is_active OR :include_inactive::boolean)
-   AND (:category_id::bigint IS NULL OR p.category_id = :category_id)
-   AND (:min_price::bigint IS NULL OR p.price_cents >= :min_price)
-   AND (:max_price::bigint IS NULL OR p.price_cents <= :max_price)
-   AND (NOT :in_stock::boolean OR p.stock > 0)
-   AND (:q::text IS NULL
-        OR p.search @@ websearch_to_tsquery('english', :q)
-        OR lower(p.name) LIKE :prefix);
+  FROM catalog_products(:include_inactive, :category_id, :min_price, :max_price,
+                        :in_stock, :q, :prefix);
 
 -- ------------------------------------------------------------ stock ledger
 
