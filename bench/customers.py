@@ -15,7 +15,7 @@ from shopapi.config import Settings
 from shopapi.db import make_pool, queries, transaction
 from shopapi.security import hash_password
 
-PASSWORD = "password123"
+PASSWORD = "password123"  # noqa: S105  (the peer seed's shared bench password)
 
 
 def main(count: int) -> None:

@@ -83,6 +83,39 @@ def rss_lines(records: list[dict]) -> list[str]:
     return out
 
 
+def warm_lines(records: list[dict], duration_s: float) -> list[str]:
+    out = []
+    for server in SERVERS:
+        secs = [r["seconds"] for r in records if r["server"] == server]
+        if secs:
+            out.append(f"- detail_cached warm-up (every id once, before each run) {server}: "
+                       + ", ".join(f"{s:.0f} s" for s in secs))
+    late = [r for r in records if r["server"] == "peer" and r["seconds"] + duration_s > 60]
+    if late:
+        out.append("- ⚠ the peer's warm-up plus run outlasted its 60 s cache entries "
+                   f"({len(late)} run(s)): some of its 'cached' requests were misses")
+    return out
+
+
+def warnings(wrk_rows: list[dict]) -> list[str]:
+    """Answers other than 2xx make a scenario's rps meaningless (409 in orders excepted)."""
+    out = []
+    for server in SERVERS:
+        for scenario in SCENARIOS:
+            rows = [r for r in wrk_rows if r["server"] == server and r["scenario"] == scenario]
+            bad = sum(r.get("non2xx", 0) + r.get("socket_errors", 0) for r in rows)
+            if bad and scenario != "order_create":
+                total = sum(r.get("requests", 0) for r in rows)
+                out.append(f"- ⚠ {server} {scenario}: {bad} of {total} answers were not 2xx "
+                           "(or failed): its rps is not comparable, see the server log")
+    return out
+
+
+def seconds(duration: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(duration[:-1]) * units[duration[-1]] if duration[-1] in units else float(duration)
+
+
 def main(path: str) -> None:
     records = load(path)
     wrk_rows = [r for r in records if r.get("kind") == "wrk"]
@@ -91,11 +124,14 @@ def main(path: str) -> None:
     lines.append("")
     lines += pgbench_lines([r for r in records if r.get("kind") == "pgbench"], wrk_rows)
     lines += rss_lines([r for r in records if r.get("kind") == "rss"])
+    duration = seconds(wrk_rows[0]["duration"]) if wrk_rows else 0.0
+    lines += warm_lines([r for r in records if r.get("kind") == "warm"], duration)
+    lines += warnings(wrk_rows)
     if ledger:
         bad = [r for r in ledger if not r["ok"]]
-        lines.append(f"- shopapi ledger after each order run: "
-                     f"{'ok' if not bad else f'{len(bad)} run(s) out of balance'} "
-                     f"({len(ledger)} check(s), `shopapi check-ledger`)")
+        lines.append("- shopapi ledger (`shopapi check-ledger` after each order run and after "
+                     f"pgbench): {'ok' if not bad else f'{len(bad)} run(s) out of balance'} "
+                     f"({len(ledger)} check(s))")
     for m in (r for r in records if r.get("kind") == "machine"):
         lines.append(
             f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']:.1f} GiB RAM, "
