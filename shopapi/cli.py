@@ -57,11 +57,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    argv = ["gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "shopapi.wsgi:app"]
+    # gunicorn of this interpreter's environment (the venv may not be on PATH)
+    argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
     if args.bind:
-        argv[1:1] = ["--bind", args.bind]
+        argv += ["--bind", args.bind]
+    argv.append("shopapi.wsgi:app")
     # gunicorn is the process manager ops run: hand the process over to it
-    os.execvp(argv[0], argv)  # noqa: S606
+    os.execv(argv[0], argv)  # noqa: S606
     return 0
 
 

@@ -72,3 +72,35 @@ def test_cli_migrate_is_a_no_op_on_a_migrated_database(database_url):
     result = _cli(database_url, "migrate")
     assert result.returncode == 0, result.stderr
     assert "applied 0 migration(s)" in result.stdout
+
+
+def test_shopapi_dev_migrates_seeds_and_serves(database_url):
+    """The newcomer's command (bin/dev runs `shopapi dev`): gunicorn answers with seeded data."""
+    import signal
+    import time
+    import urllib.request
+
+    from tests.live import free_port
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": "redis://127.0.0.1:6379/15",
+           "APP_ENV": "development", "BCRYPT_ROUNDS": "4", "WEB_CONCURRENCY": "2",
+           "LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "shopapi.cli", "dev", "--bind",
+                             f"127.0.0.1:{port}"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        body = None
+        while time.monotonic() < deadline and body is None:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/categories",
+                                            timeout=2) as resp:
+                    body = resp.read()
+            except OSError:
+                time.sleep(0.2)
+        assert body is not None and b"Books" in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
