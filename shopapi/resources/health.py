@@ -11,7 +11,8 @@ from shopapi.services import health
 
 
 class Liveness:
-    @endpoint("Liveness: the process answers (no database access)", returns=Status)
+    @endpoint("Liveness: the process answers (no database access)", returns=Status,
+              tags=("operations",))
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = Status("ok")
 
@@ -21,7 +22,7 @@ class Readiness_:
         self.ctx = ctx
 
     @endpoint("Readiness: PostgreSQL answers (Redis down only degrades)",
-              returns=Readiness, errors=(503,))
+              returns=Readiness, errors=(503,), tags=("operations",))
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         report = health.readiness(self.ctx)
         resp.media = report

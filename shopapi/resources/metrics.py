@@ -18,7 +18,8 @@ class Metrics:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint("Prometheus metrics of this instance, all workers (text exposition format)")
+    @endpoint("Prometheus metrics of this instance, all workers (text exposition format)",
+              tags=("operations",))
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         # the scraping worker's pool numbers are fresh; the others' are at most a second old
         metrics.record_pool(self.ctx.pool)
