@@ -153,6 +153,9 @@ class _Redis:
             log.warning("catalog cache: Redis failed while %s (%s: %s); serving from PostgreSQL",
                         doing, type(exc).__name__, exc)
         self.skip_until = time.monotonic() + _BACKOFF
+        # writes elsewhere may have lost their invalidation during the outage: on recovery,
+        # make every entry from before it miss (for every worker, via the catalog version)
+        self.missed_bump = True
 
     def usable(self) -> bool:
         if time.monotonic() < self.skip_until:
@@ -363,6 +366,10 @@ def category_list_key(query_digest: str) -> Lookup:
 def _bump(ctx: AppContext, keys: list[str]) -> None:
     state = _redis(ctx)
     if state is None:
+        return
+    if time.monotonic() < state.skip_until:
+        # Redis failed moments ago: do not make this write wait for its timeout again
+        state.missed_bump = True
         return
     try:
         state.bump(keys)

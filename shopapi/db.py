@@ -3,10 +3,17 @@
 Connections are in autocommit mode, so a read is a single round trip; a write opens
 `transaction(pool)`, which commits on success and rolls back on any exception.
 Only services open transactions; query functions take the connection as their first argument.
+
+A database outage fails fast: once this process has seen the database unreachable (a
+connection broke, a check or a new connection failed), requests wait `UNREACHABLE_WAIT` for a
+connection instead of DB_POOL_TIMEOUT, until the pool reconnects by itself. Sync workers then
+stay free for what needs no database (liveness, cached catalog reads), and clients get a quick
+503 rather than a stall (tests/faults/test_postgres_restart.py).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +21,7 @@ from pathlib import Path
 import aiosql
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shopapi.config import ROOT, Settings
 
@@ -24,45 +31,120 @@ SQL_DIR = ROOT / "sql"
 queries = aiosql.from_path(SQL_DIR / "queries", "psycopg")
 
 
-def _configure(conn: psycopg.Connection) -> None:
-    conn.autocommit = True
+# seconds a request waits for a connection while the database is known to be unreachable
+UNREACHABLE_WAIT = 0.2
+
+
+class Reachability:
+    """What this process last learned about its database (reachable or not), and the checkout
+    that acts on it.
+
+    The pool's own `check=` retries a failed check for the whole DB_POOL_TIMEOUT; checking
+    here instead lets the first failed check shorten the wait to `UNREACHABLE_WAIT`.
+    """
+
+    def __init__(self) -> None:
+        self.unreachable = False
+        self._errors_seen = 0
+
+    def configure(self, conn: psycopg.Connection) -> None:
+        """The pool's `configure` hook: a new connection proves the database answers."""
+        conn.autocommit = True
+        self.unreachable = False
+
+    def getconn(self, pool: ConnectionPool, timeout: float | None) -> psycopg.Connection:
+        """A checked connection within `timeout` (None: the pool's), else PoolTimeout."""
+        deadline = time.monotonic() + (pool.timeout if timeout is None else timeout)
+        while True:
+            wait = deadline - time.monotonic()
+            if self.unreachable:
+                wait = min(wait, UNREACHABLE_WAIT)
+            try:
+                conn = pool.getconn(wait)
+            except PoolTimeout:
+                self._timed_out(pool)
+                raise
+            try:
+                # a connection killed by a database restart is dropped, never handed out
+                ConnectionPool.check_connection(conn)
+            except Exception:
+                self.unreachable = True
+                pool.putconn(conn)  # the pool discards it and opens another in the background
+                continue
+            self.unreachable = False
+            return conn
+
+    def _timed_out(self, pool: ConnectionPool) -> None:
+        # down if new connections have been failing, rather than all of them being busy
+        errors = pool.get_stats().get("connections_errors", 0)
+        if errors != self._errors_seen:  # (a counter: pop_stats() would reset it)
+            self.unreachable = True
+        self._errors_seen = errors
+
+
+class Pool(ConnectionPool):
+    reachability: Reachability
 
 
 def make_pool(
     settings: Settings, conninfo: str | None = None, *, open: bool = True, **connect_kwargs
-) -> ConnectionPool:
+) -> Pool:
     """One pool per worker process; gunicorn imports the app after fork, so never shared."""
     options = (
         f"-c statement_timeout={settings.db_statement_timeout_ms} "
         "-c idle_in_transaction_session_timeout=10000 -c timezone=UTC"
     )
-    return ConnectionPool(
+    reachability = Reachability()
+    pool = Pool(
         conninfo or settings.dsn,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         timeout=settings.db_pool_timeout,
         kwargs={"row_factory": dict_row, "options": options, "application_name": "shopapi",
                 **connect_kwargs},
-        configure=_configure,
-        # drop connections killed by a database restart before handing them out
-        check=ConnectionPool.check_connection,
+        configure=reachability.configure,
+        # no check=: Reachability.getconn checks every connection it hands out
         reconnect_timeout=30,
         open=open,
         name="shopapi",
     )
+    pool.reachability = reachability
+    return pool
 
 
 @contextmanager
-def connection(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
-    """A connection for reads: each statement is its own (autocommit) transaction."""
-    with pool.connection() as conn:
+def _checkout(pool: ConnectionPool, timeout: float | None) -> Iterator[psycopg.Connection]:
+    reachability: Reachability | None = getattr(pool, "reachability", None)
+    if reachability is None:  # a pool not made by make_pool
+        with pool.connection(timeout) as conn:
+            yield conn
+        return
+    conn = reachability.getconn(pool, timeout)
+    try:
+        with conn:  # as pool.connection(): commit on success, roll back on error
+            yield conn
+    except psycopg.OperationalError:
+        if conn.broken:  # the server went away under this request
+            reachability.unreachable = True
+        raise
+    finally:
+        pool.putconn(conn)
+
+
+@contextmanager
+def connection(
+    pool: ConnectionPool, timeout: float | None = None
+) -> Iterator[psycopg.Connection]:
+    """A connection for reads: each statement is its own (autocommit) transaction.
+    `timeout`: seconds to wait for a connection (default DB_POOL_TIMEOUT), then PoolTimeout."""
+    with _checkout(pool, timeout) as conn:
         yield conn
 
 
 @contextmanager
 def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
     """One transaction: commit when the block ends, roll back if it raises."""
-    with pool.connection() as conn, conn.transaction():
+    with _checkout(pool, None) as conn, conn.transaction():
         yield conn
 
 

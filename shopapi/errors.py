@@ -13,6 +13,7 @@ from typing import Any
 import falcon
 import msgspec
 import psycopg
+import psycopg.errors
 import psycopg_pool
 
 log = logging.getLogger("shopapi.errors")
@@ -197,9 +198,17 @@ def _handle_falcon_error(req, resp, ex: falcon.HTTPError, params) -> None:
 
 
 def _handle_database_down(req, resp, ex: Exception, params) -> None:
-    log.warning("database unavailable: %s", type(ex).__name__)
-    render(resp, ServiceUnavailable("The database is unavailable, retry shortly",
-                                    headers={"Retry-After": "1"}))
+    # 503 + Retry-After for every way the database can fail a request that was fine: down,
+    # no connection within DB_POOL_TIMEOUT, or a statement cancelled by statement_timeout
+    # (typically a row lock held too long elsewhere). The statement's transaction was rolled
+    # back, so the same request (with its Idempotency-Key) is safe to retry.
+    if isinstance(ex, psycopg.errors.QueryCanceled):
+        log.warning("database too slow: statement cancelled (%s)", ex.sqlstate)
+        detail = "The database did not answer in time, retry shortly"
+    else:
+        log.warning("database unavailable: %s", type(ex).__name__)
+        detail = "The database is unavailable, retry shortly"
+    render(resp, ServiceUnavailable(detail, headers={"Retry-After": "1"}))
 
 
 def _handle_unexpected(req, resp, ex: Exception, params) -> None:

@@ -10,11 +10,15 @@ from shopapi.schemas.common import Readiness
 
 log = logging.getLogger("shopapi.health")
 
+# a probe must answer within the orchestrator's timeout (1 s by default in Kubernetes), not
+# after DB_POOL_TIMEOUT: a database that gives no connection this fast counts as down
+PROBE_WAIT = 1.0
+
 
 def readiness(ctx: AppContext) -> Readiness:
     database = "ok"
     try:
-        with connection(ctx.pool) as conn:
+        with connection(ctx.pool, min(PROBE_WAIT, ctx.settings.db_pool_timeout)) as conn:
             queries.ping(conn)
     except Exception as exc:  # any failure means "not ready", never a 500
         log.warning("readiness: database down (%s)", type(exc).__name__)
