@@ -14,6 +14,7 @@ stay free for what needs no database (liveness, cached catalog reads), and clien
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,10 @@ queries = aiosql.from_path(SQL_DIR / "queries", "psycopg")
 
 # seconds a request waits for a connection while the database is known to be unreachable
 UNREACHABLE_WAIT = 0.2
+# a connection back in the pool for less than this is handed out unchecked: under load the
+# check would be a round trip per request, and one that broke since fails its request (503)
+# and is discarded; one that sat idle longer (e.g. through a restart) is checked first
+CHECK_AFTER_IDLE = 1.0
 
 
 class Reachability:
@@ -46,6 +51,9 @@ class Reachability:
     def __init__(self) -> None:
         self.unreachable = False
         self._errors_seen = 0
+        # when each connection last went back to the pool
+        self._returned: weakref.WeakKeyDictionary[psycopg.Connection, float] = (
+            weakref.WeakKeyDictionary())
 
     def configure(self, conn: psycopg.Connection) -> None:
         """The pool's `configure` hook: a new connection proves the database answers."""
@@ -64,6 +72,8 @@ class Reachability:
             except PoolTimeout:
                 self._timed_out(pool)
                 raise
+            if time.monotonic() - self._returned.get(conn, 0.0) < CHECK_AFTER_IDLE:
+                return conn
             try:
                 # a connection killed by a database restart is dropped, never handed out
                 ConnectionPool.check_connection(conn)
@@ -73,6 +83,9 @@ class Reachability:
                 continue
             self.unreachable = False
             return conn
+
+    def returned(self, conn: psycopg.Connection) -> None:
+        self._returned[conn] = time.monotonic()
 
     def _timed_out(self, pool: ConnectionPool) -> None:
         # down if new connections have been failing, rather than all of them being busy
@@ -128,6 +141,7 @@ def _checkout(pool: ConnectionPool, timeout: float | None) -> Iterator[psycopg.C
             reachability.unreachable = True
         raise
     finally:
+        reachability.returned(conn)
         pool.putconn(conn)
 
 
