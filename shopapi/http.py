@@ -99,6 +99,10 @@ def read_body(req: falcon.Request, struct: type, limit: int) -> Any:
         raise validation_error(exc) from None
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"Malformed JSON: {exc}") from None
+    except RecursionError:  # msgspec walks nesting (even of ignored fields) on the C stack
+        raise InvalidJson("Malformed JSON: nested too deeply") from None
+    except UnicodeDecodeError:  # raised by msgspec itself for a string that is not UTF-8
+        raise InvalidJson("Malformed JSON: not valid UTF-8") from None
 
 
 def read_query(req: falcon.Request, struct: type) -> Any:
@@ -118,7 +122,10 @@ def parse_id(name: str, raw: Any) -> int:
         value = int(raw)
     except (TypeError, ValueError):
         raise ValidationFailed.single(name, "must be an integer") from None
-    if not -INT64_MAX - 1 <= value <= INT64_MAX or not str(raw).lstrip("-").isdigit():
+    # ASCII digits only: int() also reads "١" and "１" as 1, one object under many URLs
+    text = str(raw)
+    if not -INT64_MAX - 1 <= value <= INT64_MAX or not (text.lstrip("-").isdigit()
+                                                         and text.isascii()):
         raise ValidationFailed.single(name, "must be a signed 64-bit integer")
     return value
 

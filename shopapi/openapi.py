@@ -31,6 +31,12 @@ ERROR_TITLES = {
     503: "A dependency is down (service_unavailable)",
 }
 
+# what the code checks of each request header an @endpoint may declare
+HEADER_SCHEMAS = {
+    "Idempotency-Key": {"type": "string", "minLength": 1, "maxLength": 255},
+    "If-Match": {"type": "string", "minLength": 1},  # an ETag or *; blank is 422
+}
+
 
 class Problem(msgspec.Struct, omit_defaults=True):
     """RFC 9457 problem details, as every error is answered."""
@@ -41,6 +47,10 @@ class Problem(msgspec.Struct, omit_defaults=True):
     code: str
     detail: str | None = None
     errors: list[FieldError] | None = None
+    # members of `insufficient_stock` only: the short line and what is left
+    product_id: int | None = None
+    requested: int | None = None
+    available: int | None = None
 
 
 def endpoints(routes) -> list[tuple[str, str, Endpoint]]:
@@ -86,7 +96,7 @@ def build_spec(routes, *, title: str = "shopapi", version: str = "0.1.0") -> dic
             params += _query_parameters(spec.query, components)
         for header in spec.headers:
             params.append({"name": header, "in": "header", "required": False,
-                           "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
+                           "schema": HEADER_SCHEMAS.get(header, {"type": "string"})})
         op: dict[str, Any] = {
             "summary": spec.summary,
             "operationId": f"{method}_" + re.sub(r"[^a-z0-9]+", "_", path.lower()).strip("_"),

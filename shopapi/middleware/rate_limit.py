@@ -88,7 +88,8 @@ class RateLimit:
         req.context.raw_body = raw
         try:
             return _decode_login(raw).email
-        except msgspec.DecodeError:
+        # also absurdly deep nesting, and strings that are not UTF-8 (msgspec raises those)
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             return ""
 
 

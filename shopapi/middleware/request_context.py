@@ -1,4 +1,4 @@
-"""Request id, body limit and one JSON access-log line per request."""
+"""Request id, security headers, body limit and one JSON access-log line per request."""
 
 from __future__ import annotations
 
@@ -45,6 +45,13 @@ class RequestContext:
 
     def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
         resp.set_header("X-Request-ID", req.context.request_id)
+        # cheap hardening of every answer (OWASP REST headers): JSON is never sniffed into
+        # HTML nor framed, and what is not a revalidatable catalog answer (those carry an
+        # ETag) is never stored by a browser: token pairs, accounts, orders, errors
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        resp.set_header("X-Frame-Options", "DENY")
+        if resp.get_header("ETag") is None and resp.get_header("Cache-Control") is None:
+            resp.set_header("Cache-Control", "no-store")
         if req.get_header("Origin"):
             # answers differ by Origin (CORS): shared caches must not mix them
             resp.append_header("Vary", "Origin")

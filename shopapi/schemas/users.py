@@ -12,10 +12,12 @@ from shopapi.schemas.common import PageQuery, Timestamp
 EMAIL_MAX = 254
 
 Role = Literal["ADMIN", "EDITOR", "CUSTOMER"]
-# one @, no white space inside; surrounding blanks are trimmed by the service
+# one @, no white space inside; surrounding blanks are trimmed by the service. "White space"
+# is every character Python's str.strip() removes, so trimming can never empty a part.
+_EMAIL_PART = ("[^@\\x00\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029"
+               "\\u202f\\u205f\\u3000]+")
 Email = Annotated[
-    str, Meta(max_length=EMAIL_MAX,
-              pattern="^[ \\t]*[^@ \\t\\r\\n\\x00]+@[^@ \\t\\r\\n\\x00]+[ \\t]*$")
+    str, Meta(max_length=EMAIL_MAX, pattern=f"^[ \\t]*{_EMAIL_PART}@{_EMAIL_PART}[ \\t]*$")
 ]
 # code points, not bytes: "é" * 128 is a valid password (security.py pre-hashes for bcrypt);
 # NUL is refused like everywhere else, so no client library can truncate a password at it

@@ -75,9 +75,14 @@ def login(ctx: AppContext, body: LoginRequest) -> TokenPair:
 
 def refresh(ctx: AppContext, token: str) -> TokenPair:
     """Rotate: the presented token is revoked and a new pair of the same login is issued."""
-    ctx.tokens.verify_refresh(token)
+    user_id = int(ctx.tokens.verify_refresh(token)["sub"])
     digest = token_digest(token)
     with transaction(ctx.pool) as conn:
+        # The user's row lock puts a rotation in line with logout-all, password and role
+        # changes, deactivation and reuse detection, which all take it first: whichever
+        # commits first, the other's next statement sees what it wrote, so no token issued
+        # here can outlive a revocation that raced with it.
+        queries.get_user_for_update(conn, id=user_id)
         used = queries.revoke_refresh_token(conn, token_hash=digest)
         if used is not None:
             state = queries.get_user_state(conn, id=used["user_id"])
@@ -86,6 +91,7 @@ def refresh(ctx: AppContext, token: str) -> TokenPair:
             raise NotAuthenticated("Account disabled")
     # not live: a revoked token coming back means it leaked; end that whole login
     with transaction(ctx.pool) as conn:
+        queries.get_user_for_update(conn, id=user_id)
         known = queries.get_refresh_token(conn, token_hash=digest)
         if known is not None and known["revoked"]:
             queries.revoke_refresh_family(conn, family_id=known["family_id"])
@@ -101,6 +107,7 @@ def logout(ctx: AppContext, token: str) -> None:
 
 def logout_all(ctx: AppContext, user: CurrentUser) -> None:
     with transaction(ctx.pool) as conn:
+        queries.get_user_for_update(conn, id=user.id)  # in line with refreshes: see refresh()
         queries.revoke_user_refresh_tokens(conn, user_id=user.id)
 
 

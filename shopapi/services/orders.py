@@ -97,8 +97,9 @@ def request_digest(raw_body: bytes) -> bytes:
     space do not matter; everything sent (unknown fields, the order of lines) does."""
     try:
         canonical = _encode_sorted(msgspec.json.decode(raw_body))
-    except msgspec.MsgspecError:
-        # an ignored field msgspec skipped but cannot hold (1e400, a lone surrogate):
+    except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError):
+        # an ignored field msgspec skipped but cannot hold (1e400, a lone surrogate, bytes
+        # that are not UTF-8):
         # such a body only matches itself byte for byte
         canonical = raw_body
     return hashlib.sha256(canonical).digest()

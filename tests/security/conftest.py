@@ -1,0 +1,134 @@
+"""Tools shared by the security tests: a fingerprint of every table (to prove an attack wrote
+nothing), live gunicorn servers on the test database, raw HTTP for what urllib cannot send,
+and the route table the attacks are generated from."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from shopapi.app import routes
+from shopapi.http import Endpoint
+from shopapi.openapi import endpoints
+from tests.conftest import REDIS_URL, TABLES, TEST_SECRET, db_rows
+from tests.live import LiveServer
+
+
+def snapshot(database_url: str) -> dict[str, tuple[int, str | None]]:
+    """Row count and a digest of every row of every table the app writes."""
+    parts = ", ".join(
+        f"(SELECT count(*) FROM {table}), "
+        f"(SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {table} t)"
+        for table in TABLES
+    )
+    row = db_rows(database_url, f"SELECT {parts}")[0]
+    return {table: (row[2 * i], row[2 * i + 1]) for i, table in enumerate(TABLES)}
+
+
+def api_endpoints(app) -> list[tuple[str, str, Endpoint]]:
+    """Every (template, METHOD, declaration) the app serves, from its own route table."""
+    return [(template, method.upper(), spec)
+            for template, method, spec in endpoints(routes(app.ctx))]
+
+
+def live_env(database_url: str, **overrides: str) -> dict[str, str]:
+    env = {"APP_ENV": "test", "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
+           "SECRET_KEY": TEST_SECRET, "BCRYPT_ROUNDS": "4", "RATE_LIMIT_ENABLED": "false",
+           "LOG_LEVEL": "WARNING"}
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture()
+def live_server(database_url) -> Iterator:
+    """`live_server(workers=2, APP_ENV="production", ...)`: a gunicorn on the test database,
+    stopped after the test. One per test: the workers remember users by id, and ids restart
+    between tests."""
+    started: list[LiveServer] = []
+
+    def start(workers: int = 2, **env: str) -> LiveServer:
+        server = LiveServer(live_env(database_url, **env), workers=workers).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+        server.log.unlink(missing_ok=True)
+
+
+def raw_http(server: LiveServer, method: str, path: str, *, body: bytes | Iterable[bytes] = b"",
+             headers: dict[str, str] | None = None, chunked: bool = False,
+             timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """One request exactly as given (chunked bodies, odd headers); (status, headers, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------ a request for every route
+
+
+@dataclass
+class Shop:
+    """One of everything, so every route can be called on objects that exist."""
+
+    admin: Any
+    editor: Any
+    customer: Any
+    other: Any  # another customer, owner of `order_id`
+    category_id: int
+    product_id: int
+    order_id: int
+    refresh_token: str
+
+
+@pytest.fixture()
+def shop(client, make_user, make_category, make_product) -> Shop:
+    admin, editor = make_user("ADMIN"), make_user("EDITOR")
+    customer, other = make_user("CUSTOMER"), make_user("CUSTOMER")
+    category = make_category("Spare")
+    product = make_product(stock=100, category_id=category["id"])
+    order = client.simulate_post("/api/orders", headers=other.headers, json={
+        "items": [{"product_id": product["id"], "quantity": 1}]})
+    assert order.status_code == 201, order.text
+    pair = client.simulate_post("/api/auth/login",
+                                json={"email": other.email, "password": other.password})
+    return Shop(admin, editor, customer, other, category["id"], product["id"],
+                order.json["id"], pair.json["refresh_token"])
+
+
+# A body each route accepts, one that would change something were it applied.
+EXAMPLE_BODIES: dict[str, Callable[[Shop], dict]] = {
+    "UserCreate": lambda s: {"email": "fresh@example.com", "password": "password123"},
+    "LoginRequest": lambda s: {"email": s.other.email, "password": s.other.password},
+    "RefreshRequest": lambda s: {"refresh_token": s.refresh_token},
+    "UserUpdate": lambda s: {"full_name": "Taken over", "email": "taken@example.com",
+                             "password": "taken-over-1", "role": "ADMIN", "is_active": False},
+    "CategoryCreate": lambda s: {"name": "Injected"},
+    "CategoryUpdate": lambda s: {"name": "Renamed", "description": "defaced"},
+    "ProductCreate": lambda s: {"name": "Injected", "price_cents": 1,
+                                "category_id": s.category_id, "stock": 5},
+    "ProductUpdate": lambda s: {"price_cents": 1, "stock": 0, "is_active": False},
+    "OrderCreate": lambda s: {"items": [{"product_id": s.product_id, "quantity": 1}]},
+    "OrderStatusUpdate": lambda s: {"status": "cancelled"},
+}
+
+
+def example_request(shop: Shop, template: str, spec: Endpoint) -> tuple[str, dict | None]:
+    """(path, JSON body) for calling `template` on the shop's objects."""
+    path = template.format(user_id=shop.other.id, category_id=shop.category_id,
+                           product_id=shop.product_id, order_id=shop.order_id)
+    if spec.body is None:
+        return path, None
+    name = spec.body.__name__
+    assert name in EXAMPLE_BODIES, f"add an example {name} body to tests/security/conftest.py"
+    return path, EXAMPLE_BODIES[name](shop)

@@ -1,0 +1,180 @@
+"""OWASP API2:2023 Broken Authentication: no header trick authenticates, tokens travel only in the
+Authorization header, revocation wins every race with a refresh, and reaches every worker process.
+
+Complements tests/test_tokens.py (forged, expired and misused JWTs, one at a time) and
+tests/test_auth.py / tests/test_user_state.py (rotation, reuse detection, revocation in one
+process) with smuggled and oversized headers, tokens in URLs and cookies, refreshes racing with
+logout-all, password changes and reuse detection, and a real two-worker gunicorn.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from falcon import testing
+
+from shopapi.security import token_digest
+from tests.conftest import assert_problem, db_rows
+from tests.test_auth import bearer, login, refresh
+
+
+@pytest.fixture()
+def two_users(make_user):
+    return make_user("CUSTOMER"), make_user("ADMIN")
+
+
+SMUGGLED = {
+    "trailing junk": lambda c, a: [("Authorization", f"Bearer {c} junk")],
+    "two tokens in one header": lambda c, a: [("Authorization", f"Bearer {c}, Bearer {a}")],
+    "two headers": lambda c, a: [("Authorization", f"Bearer {c}"), ("Authorization", f"Bearer {a}")],
+    "scheme twice": lambda c, a: [("Authorization", f"Bearer Bearer {a}")],
+    "no scheme": lambda c, a: [("Authorization", a)],
+    "basic scheme": lambda c, a: [("Authorization", f"Basic {a}")],
+    "control character": lambda c, a: [("Authorization", f"Bearer {a}\x01")],
+    "token doubled": lambda c, a: [("Authorization", f"Bearer {a}{a}")],
+    "8 KiB token": lambda c, a: [("Authorization", "Bearer " + a + "A" * 8192)],
+}
+
+
+@pytest.mark.parametrize("trick", list(SMUGGLED))
+def test_a_smuggled_authorization_header_authenticates_nobody(client, two_users, trick):
+    customer, admin = two_users
+    headers = SMUGGLED[trick](customer.token, admin.token)
+    started = time.monotonic()
+    for path in ("/api/auth/me", "/api/users", "/api/orders"):
+        response = client.simulate_get(path, headers=headers)
+        assert_problem(response, 401, "not_authenticated")
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("where", ["query access_token", "query token", "cookie", "x-header"])
+def test_a_token_anywhere_but_the_authorization_header_is_ignored(client, two_users, where):
+    _, admin = two_users
+    request = {
+        "query access_token": {"params": {"access_token": admin.token}},
+        "query token": {"params": {"token": admin.token}},
+        "cookie": {"headers": {"Cookie": f"access_token={admin.token}; token={admin.token}"}},
+        "x-header": {"headers": {"X-Access-Token": admin.token, "X-Auth-Token": admin.token}},
+    }[where]
+    assert_problem(client.simulate_get("/api/users", **request), 401, "not_authenticated")
+
+
+def test_an_oversized_refresh_token_is_refused_before_any_lookup(client, make_user, query_counter):
+    user = make_user()
+    pair = login(client, user.email, user.password)
+    with query_counter() as counted:
+        response = refresh(client, pair["refresh_token"] + "A" * 4097)
+    assert_problem(response, 422, "validation_error")
+    assert counted.n == 0
+    assert refresh(client, pair["refresh_token"]).status_code == 200
+
+
+# ------------------------------------------------------------------ revocation races
+
+
+def _waiting_for_locks(database_url: str) -> int:
+    return db_rows(database_url, "SELECT count(*) FROM pg_stat_activity "
+                                 "WHERE datname = current_database() AND wait_event_type = 'Lock'")[0][0]
+
+
+@contextmanager
+def _refresh_token_row_held(database_url: str, token: str):
+    """Hold the token's row lock, so a refresh of it stalls mid-transaction until released."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT 1 FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
+                     (token_digest(token),))
+        yield
+        conn.rollback()
+
+
+def _in_thread(app, call) -> tuple[threading.Thread, dict]:
+    result: dict = {}
+
+    def run() -> None:
+        result["response"] = call(testing.TestClient(app))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def _until(database_url: str, waiting: int) -> None:
+    deadline = time.monotonic() + 10
+    while _waiting_for_locks(database_url) < waiting:
+        assert time.monotonic() < deadline, "the racing requests never met on a lock"
+        time.sleep(0.01)
+
+
+def _revoker(kind: str, user, pair: dict, old_refresh: str):
+    """What the owner (or the server, on reuse) does to end a stolen login."""
+    return {
+        "logout-all": lambda c: c.simulate_post("/api/auth/logout-all",
+                                                headers=bearer(pair["access_token"])),
+        "password change": lambda c: c.simulate_patch(
+            f"/api/users/{user.id}", headers=bearer(pair["access_token"]),
+            json={"password": "a-brand-new-password", "current_password": user.password}),
+        "reuse of a rotated token": lambda c: refresh(c, old_refresh),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["logout-all", "password change", "reuse of a rotated token"])
+def test_a_refresh_racing_with_a_revocation_leaves_no_live_token(app, client, make_user,
+                                                                 database_url, kind):
+    """A thief refreshes a stolen token at the moment the owner revokes the login: whichever
+    commits first, the thief must not walk away with a refresh token that still works."""
+    user = make_user()
+    first = login(client, user.email, user.password)
+    stolen = refresh(client, first["refresh_token"]).json  # `first` is now a rotated token
+    revoke = _revoker(kind, user, stolen, first["refresh_token"])
+
+    with _refresh_token_row_held(database_url, stolen["refresh_token"]):
+        thief, thiefs = _in_thread(app, lambda c: refresh(c, stolen["refresh_token"]))
+        _until(database_url, 1)
+        owner, owners = _in_thread(app, revoke)
+        _until(database_url, 2)
+    thief.join(10)
+    owner.join(10)
+
+    assert owners["response"].status_code in (200, 204, 401), owners["response"].text
+    if thiefs["response"].status_code == 200:
+        rotated = thiefs["response"].json["refresh_token"]
+        assert_problem(refresh(client, rotated), 401, "not_authenticated")
+    else:
+        assert_problem(thiefs["response"], 401, "not_authenticated")
+    live = db_rows(database_url, "SELECT count(*) FROM refresh_tokens "
+                                 "WHERE user_id = %s AND revoked_at IS NULL", (user.id,))
+    assert live == [(0,)]
+
+
+# ------------------------------------------------------------------ every worker process
+
+
+def test_deactivation_and_role_change_are_refused_at_once_by_every_gunicorn_worker(
+    live_server, make_user
+):
+    server = live_server(workers=2)
+    admin = make_user("ADMIN")
+    fired, demoted = make_user("CUSTOMER"), make_user("EDITOR")
+
+    def status_of(user) -> list[int]:
+        # enough requests that both workers answer (and remember the user)
+        return [server.request("GET", "/api/auth/me", headers=user.headers)[0]
+                for _ in range(12)]
+
+    assert set(status_of(fired)) == {200} and set(status_of(demoted)) == {200}
+    assert server.request("PATCH", f"/api/users/{fired.id}", {"is_active": False},
+                          headers=admin.headers)[0] == 200
+    assert server.request("PATCH", f"/api/users/{demoted.id}", {"role": "CUSTOMER"},
+                          headers=admin.headers)[0] == 200
+
+    assert set(status_of(fired)) == {401}
+    assert set(status_of(demoted)) == {401}
+    staff_route = [server.request("GET", "/api/products/1/stock-movements",
+                                  headers=demoted.headers)[0] for _ in range(6)]
+    assert set(staff_route) == {401}
+

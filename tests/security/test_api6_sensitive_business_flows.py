@@ -1,0 +1,140 @@
+"""OWASP API6:2023 Unrestricted Access to Sensitive Business Flows: buying, retrying, cancelling
+and logging in cannot be automated into overselling, double charges, free stock or credential
+stuffing, even across the worker processes of a real gunicorn.
+
+Complements tests/test_orders_concurrency.py and tests/test_idempotency.py (races between
+threads of one process) and tests/test_rate_limits.py (the login limit per IP + email) with
+races across two gunicorn workers, every stock-returning path tried on one order, replays after
+a cancel, and stuffing of many accounts from one address.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+from falcon import testing
+
+from shopapi.app import create_app
+from shopapi.services.ledger import check_ledger
+from tests.conftest import assert_problem, db_rows, make_settings
+from tests.test_orders import place, stock_of
+
+
+def _together(count: int, work) -> list:
+    """Run `work(index)` in `count` threads released at once; their results in order."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def run(index: int) -> None:
+        barrier.wait()
+        results[index] = work(index)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def test_buyers_spread_over_two_gunicorn_workers_never_oversell(
+    live_server, make_user, make_product, database_url, pool
+):
+    server = live_server(workers=2)
+    product = make_product(stock=5)
+    buyers = [make_user() for _ in range(24)]
+    body = {"items": [{"product_id": product["id"], "quantity": 1}]}
+
+    answers = _together(24, lambda i: server.request("POST", "/api/orders", body,
+                                                     headers=buyers[i].headers)[:2])
+
+    outcome = Counter((status, (reply or {}).get("code")) for status, reply in answers)
+    assert outcome == {(201, None): 5, (409, "insufficient_stock"): 19}
+    assert stock_of(database_url, product["id"]) == 0
+    assert db_rows(database_url, "SELECT count(*), count(DISTINCT user_id) FROM orders") == [(5, 5)]
+    assert check_ledger(pool) == []
+
+
+def test_retries_of_one_checkout_spread_over_two_workers_charge_once(
+    live_server, make_user, make_product, database_url, pool
+):
+    server = live_server(workers=2)
+    product = make_product(stock=10, price_cents=2500)
+    buyer = make_user()
+    body = {"items": [{"product_id": product["id"], "quantity": 3}]}
+    headers = {**buyer.headers, "Idempotency-Key": "checkout-42"}
+
+    answers = _together(12, lambda i: server.request("POST", "/api/orders", body,
+                                                     headers=headers))
+
+    placed = {reply["id"] for status, reply, _ in answers if status == 201}
+    others = {(status, reply["code"]) for status, reply, _ in answers if status != 201}
+    assert len(placed) == 1 and others <= {(409, "request_in_progress")}
+    assert sum(h.get("Idempotent-Replayed") == "true" for s, _, h in answers if s == 201) == \
+        sum(s == 201 for s, _, _ in answers) - 1
+    assert stock_of(database_url, product["id"]) == 7
+    assert db_rows(database_url, "SELECT count(*), sum(total_cents) FROM orders") == [(1, 7500)]
+    assert check_ledger(pool) == []
+
+
+def test_every_way_to_give_stock_back_gives_it_back_once(
+    client, make_user, make_product, database_url, pool
+):
+    buyer, editor, admin = make_user(), make_user("EDITOR"), make_user("ADMIN")
+    product = make_product(stock=10)
+    key = {"Idempotency-Key": "cart-7"}
+    order = place(client, buyer, [(product["id"], 4)], headers=key).json
+    url = f"/api/orders/{order['id']}"
+
+    assert client.simulate_post(f"{url}/cancel", headers=buyer.headers).status_code == 200
+    assert_problem(client.simulate_post(f"{url}/cancel", headers=buyer.headers), 409,
+                   "invalid_transition")
+    for status in ("cancelled", "pending", "paid"):
+        response = client.simulate_put(f"{url}/status", json={"status": status},
+                                       headers=editor.headers)
+        assert_problem(response, 409, "invalid_transition")
+    # a retry of the original checkout replays it: no new order, no new deduction
+    replay = place(client, buyer, [(product["id"], 4)], headers=key)
+    assert replay.status_code == 201 and replay.json["id"] == order["id"]
+    assert client.simulate_delete(url, headers=admin.headers).status_code == 204
+
+    assert stock_of(database_url, product["id"]) == 10
+    movements = db_rows(database_url, "SELECT reason, delta FROM stock_movements "
+                                      "WHERE product_id = %s ORDER BY id", (product["id"],))
+    assert movements == [("adjust", 10), ("order", -4), ("cancel", 4)]
+    assert check_ledger(pool) == []
+
+
+@pytest.fixture()
+def limited_client(database_url, pool, redis_client):
+    """Limits on: 5 requests an hour per address or user, 3 logins per address + email."""
+    left = 3600 - time.time() % 3600
+    if left < 5:  # windows follow the clock: never start at an hour's last seconds
+        time.sleep(left + 0.1)
+    settings = make_settings(database_url, RATE_LIMIT_ENABLED="true",
+                             RATE_LIMIT_DEFAULT="5/hour", RATE_LIMIT_LOGIN="3/hour")
+    return testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+
+
+def test_credential_stuffing_of_many_accounts_from_one_address_is_stopped(
+    limited_client, make_user, database_url
+):
+    victim = make_user(email="victim@example.com", password="victim-password")
+
+    def attempt(email: str, password: str = "Summer2026!", ip: str = "203.0.113.9"):
+        return limited_client.simulate_post("/api/auth/login", remote_addr=ip,
+                                            json={"email": email, "password": password})
+
+    # each email has its own login count, so only the per-address limit can stop this
+    statuses = [attempt(f"leaked{n}@example.com").status_code for n in range(12)]
+    assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}
+    # the right password from that address is refused as well: a 429 tells nothing
+    refused = attempt(victim.email, "victim-password")
+    assert_problem(refused, 429, "rate_limited")
+    assert int(refused.headers["retry-after"]) > 0
+    assert db_rows(database_url, "SELECT count(*) FROM refresh_tokens") == [(0,)]
+    # the victim, elsewhere, is not locked out by the attacker
+    assert attempt(victim.email, "victim-password", ip="198.51.100.20").status_code == 200

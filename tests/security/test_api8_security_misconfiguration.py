@@ -1,0 +1,194 @@
+"""OWASP API8:2023 Security Misconfiguration: every answer carries the hardening headers, tokens
+and personal data are never cacheable, hostile bytes on any route give a clean 4xx that leaks
+no trace, SQL, path or version, odd HTTP methods echo nothing, and CORS never lends credentials.
+
+Complements tests/test_errors.py (one 500 and the problem shape), tests/test_cors.py (origin
+matching) and tests/test_config.py (weak secrets) with a matrix of malformed bodies over every
+route of the route table, a header check over every kind of answer, and a live gunicorn.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+from falcon import testing
+
+from shopapi.app import create_app
+from tests.conftest import assert_problem, make_settings
+from tests.security.conftest import api_endpoints, example_request, raw_http, snapshot
+
+APPLIED = {200, 201, 204, 401, 409, 422}  # what a body that parses may get
+HARDENING = {"x-content-type-options": "nosniff", "x-frame-options": "DENY"}
+LEAKS = re.compile(r"Traceback|File \"|\.py\b|site-packages|/work/|psycopg|postgres|"
+                   r"SELECT |INSERT |UPDATE |DELETE FROM|syntax error|relation \"|"
+                   r"gunicorn/|falcon/|Python/|msgspec\.|Error\(", re.IGNORECASE)
+
+
+@pytest.fixture()
+def limited_client(database_url, pool, redis_client):
+    settings = make_settings(database_url, RATE_LIMIT_ENABLED="true",
+                             RATE_LIMIT_DEFAULT="1000/hour", RATE_LIMIT_LOGIN="10/hour")
+    return testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+
+
+def test_every_kind_of_answer_carries_the_hardening_headers(client, shop, database_url, pool,
+                                                            redis_client):
+    product = client.simulate_get(f"/api/products/{shop.product_id}")
+    left = 3600 - time.time() % 3600
+    if left < 3:  # the two limited requests below must fall in one clock-aligned window
+        time.sleep(left + 0.1)
+    one_per_hour = testing.TestClient(create_app(
+        make_settings(database_url, RATE_LIMIT_ENABLED="true", RATE_LIMIT_DEFAULT="1/hour"),
+        pool=pool, redis=redis_client))
+    one_per_hour.simulate_get("/api/categories", remote_addr="198.51.100.99")
+    answers = {
+        200: client.simulate_get("/api/auth/me", headers=shop.customer.headers),
+        201: client.simulate_post("/api/categories", json={"name": "Headers"},
+                                  headers=shop.editor.headers),
+        204: client.simulate_post("/api/auth/logout-all", headers=shop.customer.headers),
+        304: client.simulate_get(f"/api/products/{shop.product_id}",
+                                 headers={"If-None-Match": product.headers["etag"]}),
+        400: client.simulate_post("/api/orders", body=b"{", headers=shop.customer.headers),
+        401: client.simulate_get("/api/users"),
+        403: client.simulate_get("/api/users", headers=shop.customer.headers),
+        404: client.simulate_get("/nowhere"),
+        405: client.simulate_delete("/api/products"),
+        413: client.simulate_post("/api/auth/register", body=b"x" * (1024 * 1024 + 1)),
+        422: client.simulate_get("/api/products", params={"per_page": "0"}),
+        429: one_per_hour.simulate_get("/api/products", remote_addr="198.51.100.99"),
+    }
+    for status, response in answers.items():
+        assert response.status_code == status, (status, response.text)
+        for name, value in HARDENING.items():
+            assert response.headers.get(name) == value, (status, name)
+    for path in ("/healthz", "/readyz", "/metrics", "/api/docs/openapi.json"):
+        response = client.simulate_get(path)
+        assert all(response.headers.get(k) == v for k, v in HARDENING.items()), path
+
+
+def test_tokens_accounts_orders_and_errors_are_never_stored_but_the_catalog_revalidates(
+    client, shop
+):
+    pair = client.simulate_post("/api/auth/login", json={"email": shop.other.email,
+                                                         "password": shop.other.password})
+    private = [
+        pair,
+        client.simulate_post("/api/auth/refresh", json={"refresh_token": shop.refresh_token}),
+        client.simulate_get("/api/auth/me", headers=shop.customer.headers),
+        client.simulate_get(f"/api/users/{shop.other.id}", headers=shop.admin.headers),
+        client.simulate_get("/api/orders", headers=shop.other.headers),
+        client.simulate_get(f"/api/orders/{shop.order_id}", headers=shop.other.headers),
+        client.simulate_get("/api/products/999999"),
+    ]
+    for response in private:
+        assert response.headers.get("cache-control") == "no-store", response.text
+    for path in ("/api/products", f"/api/products/{shop.product_id}", "/api/categories"):
+        response = client.simulate_get(path)
+        assert response.headers.get("etag")
+        assert "no-store" not in response.headers.get("cache-control", "")
+
+
+def _hostile_bodies(valid: dict) -> dict[str, tuple[bytes, set[int]]]:
+    """name -> (raw body, the statuses allowed for it)."""
+    raw = json.dumps(valid).encode()
+    text_fields = [k for k, v in valid.items() if isinstance(v, str)]
+    field = (text_fields or list(valid))[0]
+    # a string where an int or a list is due may be refused for its type first (422)
+    broken = {400} if text_fields else {400, 422}
+    broken_field = json.dumps({**valid, field: "PLACEHOLDER"}).encode()
+    return {
+        "field not UTF-8": (broken_field.replace(b'"PLACEHOLDER"', b'"\xff\xfe"'), broken),
+        # accepted or not, as the same body without it would be (earlier writes included)
+        "ignored field not UTF-8": (raw[:-1] + b', "pad": "\xc3\x28"}', {400, *APPLIED}),
+        "lone surrogate": (broken_field.replace(b'"PLACEHOLDER"', b'"\\ud800"'), broken),
+        "byte order mark": (b"\xef\xbb\xbf" + raw, {400}),
+        "NaN": (broken_field.replace(b'"PLACEHOLDER"', b"NaN"), {400}),
+        "1e400": (broken_field.replace(b'"PLACEHOLDER"', b"1e400"), {400, 422}),
+        "trailing garbage": (raw + b"}{", {400}),
+        "xml": (b"<user><email>x</email></user>", {400}),
+        "form": (b"email=a%40b.c&password=x", {400}),
+        "null": (b"null", {400}),
+        "empty": (b"", {400}),
+        "SQL in every string": (json.dumps({k: "' OR 1=1; DROP TABLE users; --" if
+                                            isinstance(v, str) else v
+                                            for k, v in valid.items()}).encode(),
+                                APPLIED),
+    }
+
+
+def test_hostile_bytes_on_every_body_route_are_a_clean_4xx_that_leaks_nothing(
+    client, app, shop, database_url
+):
+    answered = 0
+    for template, method, spec in api_endpoints(app):
+        if spec.body is None:
+            continue
+        path, valid = example_request(shop, template, spec)
+        for name, (raw, allowed) in _hostile_bodies(valid).items():
+            before = snapshot(database_url) if 400 in allowed and len(allowed) == 1 else None
+            response = client.simulate_request(method, path, body=raw, headers={
+                **shop.admin.headers, "Content-Type": "application/json",
+                "Idempotency-Key": f"hostile-{name}"})
+            assert response.status_code in allowed, (method, template, name, response.text)
+            assert not LEAKS.search(response.text), (method, template, name, response.text)
+            if response.status_code == 400:
+                assert_problem(response, 400, "invalid_json")
+            if before is not None:
+                assert snapshot(database_url) == before, (method, template, name)
+            answered += 1
+    assert answered >= 10 * 12
+
+
+def test_a_login_body_that_is_not_utf8_is_a_400_with_rate_limits_on(limited_client):
+    response = limited_client.simulate_post(
+        "/api/auth/login", body=b'{"email": "\xff@example.com", "password": "password123"}',
+        headers={"Content-Type": "application/json"})
+    assert_problem(response, 400, "invalid_json")
+    assert "ratelimit-remaining" in response.headers
+
+
+@pytest.mark.filterwarnings("ignore::wsgiref.validate.WSGIWarning")  # the test client's own
+@pytest.mark.parametrize("method", ["TRACE", "TRACK", "CONNECT", "PROPFIND", "DEBUG", "FOO"])
+def test_odd_http_methods_are_refused_and_echo_nothing(client, shop, method):
+    for path in ("/api/users", f"/api/orders/{shop.order_id}", "/api/auth/login"):
+        response = client.simulate_request(method, path, headers={
+            **shop.admin.headers, "X-Echo": "reflected-marker"})
+        if method in ("TRACE", "CONNECT", "PROPFIND"):  # methods Falcon knows
+            assert_problem(response, 405, "method_not_allowed")
+        else:  # Falcon refuses a method it does not know with its own 400
+            assert response.status_code == 400
+            assert response.headers["content-type"] == "application/problem+json"
+        assert shop.admin.token not in response.text and "reflected-marker" not in response.text
+
+
+@pytest.mark.parametrize("origins", ["*", "https://shop.example"])
+def test_cors_never_lends_credentials_nor_trusts_the_null_origin(database_url, pool,
+                                                                 redis_client, origins):
+    client = testing.TestClient(create_app(make_settings(database_url, CORS_ORIGINS=origins),
+                                           pool=pool, redis=redis_client))
+    for origin in ("https://shop.example", "https://evil.example", "null"):
+        simple = client.simulate_get("/api/products", headers={"Origin": origin})
+        preflight = client.simulate_options("/api/orders", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type"})
+        for response in (simple, preflight):
+            assert "access-control-allow-credentials" not in response.headers, origin
+            if origins != "*" and origin != origins:  # "null" included
+                assert "access-control-allow-origin" not in response.headers, origin
+
+
+def test_a_production_server_names_no_version_and_hides_its_internals(live_server):
+    server = live_server(workers=1, APP_ENV="production")
+    for path in ("/healthz", "/api/products", "/nowhere", "/api/users"):
+        status, headers, body = raw_http(server, "GET", path)
+        assert status in (200, 401, 404)
+        assert not re.search(r"\d", headers.get("server", "")), headers.get("server")
+        assert "x-powered-by" not in headers
+        assert headers["x-content-type-options"] == "nosniff"
+        assert not LEAKS.search(body.decode())
+    status, _, body = raw_http(server, "POST", "/api/orders", body=b'{"items": [',
+                               headers={"Content-Type": "application/json"})
+    assert status == 401 and not LEAKS.search(body.decode())
