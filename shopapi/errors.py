@@ -181,6 +181,10 @@ def _handle_api_error(req: falcon.Request, resp: falcon.Response, ex: ApiError, 
 
 
 def _handle_falcon_error(req, resp, ex: falcon.HTTPError, params) -> None:
+    if req.method not in falcon.COMBINED_METHODS:
+        # Falcon answers an unknown method (FOO, TRACK...) with a 400; it is a method problem
+        render(resp, MethodNotAllowed(f"Unknown HTTP method {req.method[:16]!r}"))
+        return
     if isinstance(ex, falcon.HTTPMethodNotAllowed):
         # keep the Allow header Falcon computed
         allow = (ex.headers or {}).get("Allow")

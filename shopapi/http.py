@@ -77,6 +77,13 @@ def _decoder(struct: type) -> msgspec.json.Decoder:
     return msgspec.json.Decoder(struct)
 
 
+def body_stream(req: falcon.Request):
+    """The body stream: bounded by Content-Length, or the server-decoded chunked body."""
+    if req.content_length is None and "chunked" in (req.get_header("Transfer-Encoding") or ""):
+        return req.stream  # gunicorn de-chunks and ends the stream at the last chunk
+    return req.bounded_stream
+
+
 def read_body(req: falcon.Request, struct: type, limit: int) -> Any:
     """Decode the raw body into `struct`: 400 for bad JSON, 422 with the field path."""
     length = req.content_length
@@ -85,7 +92,7 @@ def read_body(req: falcon.Request, struct: type, limit: int) -> Any:
     raw = getattr(req.context, "raw_body", None)  # already read by the login rate limit
     if raw is None:
         # kept on the request: orders hash it for the Idempotency-Key
-        raw = req.context.raw_body = req.bounded_stream.read(limit + 1)
+        raw = req.context.raw_body = body_stream(req).read(limit + 1)
     if len(raw) > limit:
         raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes")
     if not raw.strip():

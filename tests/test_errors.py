@@ -107,3 +107,8 @@ def test_database_down_is_503_problem(settings, redis_client):
         assert response.headers["retry-after"] == "1"
     finally:
         pool.close()
+
+
+def test_unknown_http_method_is_405_not_invalid_json(error_client):
+    response = error_client.simulate_request("FOO", "/healthz")
+    assert_problem(response, 405, "method_not_allowed")

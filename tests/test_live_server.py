@@ -40,3 +40,16 @@ def test_production_server_hides_docs_and_answers_readiness(live):
 
 def test_sigterm_stops_gunicorn_cleanly(live):
     assert live.stop() == 0
+
+
+def test_chunked_request_body_is_read(live):
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+    body = json.dumps({"email": "chunky@example.com", "password": "password123"}).encode()
+    conn.request("POST", "/api/auth/register", body=iter([body[:10], body[10:]]),
+                 headers={"Content-Type": "application/json"}, encode_chunked=True)
+    response = conn.getresponse()
+    assert response.status == 201, response.read()
+    assert json.loads(response.read())["email"] == "chunky@example.com"

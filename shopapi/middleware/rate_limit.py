@@ -16,6 +16,7 @@ import msgspec
 from shopapi.client_ip import client_ip
 from shopapi.context import AppContext
 from shopapi.errors import RateLimited
+from shopapi.http import body_stream
 from shopapi.metrics import RATE_LIMITED
 from shopapi.ratelimits import (
     LOGIN_ROUTE,
@@ -84,7 +85,7 @@ class RateLimit:
         length = req.content_length
         if length is not None and length > self.max_body_bytes:
             return ""
-        raw = req.bounded_stream.read(self.max_body_bytes + 1)
+        raw = body_stream(req).read(self.max_body_bytes + 1)
         req.context.raw_body = raw
         try:
             return _decode_login(raw).email
