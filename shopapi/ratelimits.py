@@ -121,6 +121,15 @@ class Limiter:
 
     def hit(self, checks: Iterable[tuple[str, str]], now: float | None = None) -> Usage:
         """Count one request against every (limit name, subject) pair."""
+        return self.hit_and_fetch(checks, None, now)[0]
+
+    def hit_and_fetch(
+        self, checks: Iterable[tuple[str, str]], fetch: list[str] | None,
+        now: float | None = None,
+    ) -> tuple[Usage, list[bytes | None] | None]:
+        """`hit`, plus an MGET of `fetch` in the same pipeline (a cached read's keys), so the
+        request pays one Redis round trip for both. The values are None when Redis was not
+        used (memory fallback): the caller then reads them itself."""
         now = time.time() if now is None else now
         keys: list[str] = []
         ttls: list[int] = []
@@ -133,29 +142,45 @@ class Limiter:
                 keys.append(item.key_for(name, subject, window))
                 ttls.append(math.ceil(left) + 1)
                 windows.append((item.amount, left))
-        return _usage(windows, self._count(keys, ttls))
+        counts, fetched = self._count(keys, ttls, fetch)
+        return _usage(windows, counts), fetched
 
-    def _count(self, keys: list[str], ttls: list[int]) -> list[int]:
+    def _count(
+        self, keys: list[str], ttls: list[int], fetch: list[str] | None
+    ) -> tuple[list[int], list[bytes | None] | None]:
         if time.monotonic() >= self.retry_redis_at:
             try:
-                counts = self._count_in_redis(keys, ttls)
+                counts, fetched = self._count_in_redis(keys, ttls, fetch)
             except self.redis.base_exceptions as exc:
                 self._redis_failed(exc)
             else:
                 if self.redis_down:
                     self.redis_down = False
                     log.warning("rate limits: Redis is back, counting there again")
-                return counts
-        return self._count_in_memory(keys, ttls)
+                return counts, fetched
+        return self._count_in_memory(keys, ttls), None
 
-    def _count_in_redis(self, keys: list[str], ttls: list[int]) -> list[int]:
+    def _count_in_redis(
+        self, keys: list[str], ttls: list[int], fetch: list[str] | None
+    ) -> tuple[list[int], list[bytes | None] | None]:
         pipe = self.redis.get_connection().pipeline(transaction=False)
         for key, ttl in zip(keys, ttls, strict=True):
             key = self.redis.prefixed_key(key)
             pipe.incr(key)
             # NX: set once per window; a later hit repairs a key that somehow lost its TTL
             pipe.expire(key, ttl, nx=True)
-        return [int(count) for count in pipe.execute()[::2]]
+        if fetch:
+            pipe.mget(fetch)
+        replies = pipe.execute()
+        counted = replies[: 2 * len(keys)]
+        return [int(count) for count in counted[::2]], (replies[-1] if fetch else None)
+
+    def same_redis(self, client) -> bool:
+        """Whether `client` talks to the very database the counters live in."""
+        mine = self.redis.get_connection().connection_pool.connection_kwargs
+        theirs = client.connection_pool.connection_kwargs
+        fields = ("host", "port", "db", "path", "username")
+        return all(mine.get(f) == theirs.get(f) for f in fields)
 
     def _count_in_memory(self, keys: list[str], ttls: list[int]) -> list[int]:
         if self.memory is None:

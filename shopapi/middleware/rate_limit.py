@@ -13,6 +13,7 @@ from typing import Any
 import falcon
 import msgspec
 
+from shopapi import cache
 from shopapi.client_ip import client_ip
 from shopapi.context import AppContext
 from shopapi.errors import RateLimited
@@ -40,6 +41,9 @@ class RateLimit:
     def __init__(self, ctx: AppContext) -> None:
         settings = ctx.settings
         self.limiter = Limiter(settings) if settings.rate_limit_enabled else None
+        # a cached read's keys ride in the counters' pipeline when both live in one database
+        self.prefetch = bool(self.limiter and settings.cache_enabled
+                             and self.limiter.same_redis(ctx.redis))
         self.trusted_proxies = settings.trusted_proxies
         self.max_body_bytes = settings.max_body_bytes
 
@@ -59,7 +63,10 @@ class RateLimit:
         elif route == REGISTER_ROUTE:
             checks.append(("auth.register.ip", ip))
 
-        usage = self.limiter.hit(checks)
+        fetch = cache.prefetch_keys(req.method, req.uri_template, params) if self.prefetch else None
+        usage, fetched = self.limiter.hit_and_fetch(checks, fetch)
+        if fetched is not None:
+            req.context.cache_prefetch = fetched
         req.context.rate_limit = usage
         if not usage.allowed:
             RATE_LIMITED.inc()

@@ -51,7 +51,9 @@ class Products:
     @endpoint("Get a product (inactive: 404 except for ADMIN/EDITOR)." + ETAG_NOTE,
               returns=ProductPublic, errors=(404, 422, 429), tags=TAGS)
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
-        cache.respond(req, resp, products.get_product(self.ctx, req.context.user, product_id))
+        prefetched = getattr(req.context, "cache_prefetch", None)  # see middleware/rate_limit.py
+        cache.respond(req, resp, products.get_product(self.ctx, req.context.user, product_id,
+                                                      prefetched))
 
     @endpoint("Update a product (partial). If-Match with the ETag of a GET guards against lost "
               "updates (412 when it changed since). A stock edit is written to the ledger.",

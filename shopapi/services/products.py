@@ -62,8 +62,12 @@ def _category_missing() -> ValidationFailed:
 # ------------------------------------------------------------------ reads
 
 
-def get_product(ctx: AppContext, user: CurrentUser | None, product_id: int) -> Answer:
-    """One product; an inactive one is only visible to staff (404 for everyone else)."""
+def get_product(
+    ctx: AppContext, user: CurrentUser | None, product_id: int,
+    prefetched: list[bytes | None] | None = None,
+) -> Answer:
+    """One product; an inactive one is only visible to staff (404 for everyone else).
+    `prefetched`: its cache keys' values, when the rate limiter already read them."""
 
     def load() -> tuple[bytes, list[int]]:
         with connection(ctx.reader) as conn:
@@ -72,7 +76,7 @@ def get_product(ctx: AppContext, user: CurrentUser | None, product_id: int) -> A
             raise NotFound(f"Product {product_id} not found")
         return cache.pack(_public_bytes(row), visible=row["is_active"]), []
 
-    value, served = cache.read_product(ctx, product_id, load)
+    value, served = cache.read_product(ctx, product_id, load, prefetched)
     if not cache.is_visible(value) and not _is_staff(user):
         raise NotFound(f"Product {product_id} not found")
     return cache.unpack(value, served)
