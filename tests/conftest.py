@@ -45,12 +45,18 @@ def _database_url(name: str) -> str:
     return f"{base}/{name}"
 
 
+def recreate_database(name: str, *, drop_only: bool = False) -> str:
+    """An empty database `name` on the test server (dropped first if it exists); its URL."""
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if not drop_only:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return _database_url(name)
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DB)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DB)))
-    url = _database_url(TEST_DB)
+    url = recreate_database(TEST_DB)
     migrate(url)
     yield url
 

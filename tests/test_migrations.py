@@ -2,10 +2,9 @@
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from shopapi.db import migrate
-from tests.conftest import ADMIN_URL, TEST_DB, _database_url
+from tests.conftest import TEST_DB, recreate_database
 
 pytestmark = pytest.mark.no_db
 
@@ -13,12 +12,8 @@ pytestmark = pytest.mark.no_db
 @pytest.fixture()
 def scratch_url():
     name = f"{TEST_DB}_migrations"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield _database_url(name)
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield recreate_database(name)
+    recreate_database(name, drop_only=True)
 
 
 def _tables(url):

@@ -7,24 +7,19 @@ which database served it.
 import psycopg
 import pytest
 from falcon import testing
-from psycopg import sql
 
 from shopapi.app import create_app
 from shopapi.db import migrate, queries, transaction
-from tests.conftest import ADMIN_URL, TEST_DB, _database_url, make_settings
+from tests.conftest import TEST_DB, make_settings, recreate_database
 
 
 @pytest.fixture()
 def replica_url():
     name = f"{TEST_DB}_replica"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = _database_url(name)
+    url = recreate_database(name)
     migrate(url)
     yield url
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    recreate_database(name, drop_only=True)
 
 
 def test_catalog_reads_use_the_replica_and_writes_the_primary(settings, pool, redis_client,
