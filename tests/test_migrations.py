@@ -57,3 +57,21 @@ def test_products_have_a_search_vector_with_gin_index(database_url):
         indexes = {r[0] for r in conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE tablename = 'products'").fetchall()}
     assert any("gin (search)" in d for d in indexes)
+
+
+def test_yoyo_command_line_applies_rolls_back_and_reapplies(scratch_url):
+    """What ops run: `yoyo apply` / `yoyo rollback --all` with the repo's yoyo.ini."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from shopapi.config import ROOT
+    from shopapi.db import yoyo_url
+
+    yoyo = str(Path(sys.executable).parent / "yoyo")
+    url = yoyo_url(scratch_url)
+    for argv in (["apply"], ["rollback", "--all"], ["apply"]):
+        result = subprocess.run([yoyo, *argv, "--database", url], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    assert _tables(scratch_url) >= EXPECTED
