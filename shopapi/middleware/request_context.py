@@ -41,9 +41,9 @@ class RequestContext:
         req.context.max_body_bytes = self.max_body_bytes
         req.context.user = None
         req.context.auth_error = None
-        resp.set_header("X-Request-ID", req.context.request_id)
 
     def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
+        # runs for every answer, errors and early exits included: the one place to set it
         resp.set_header("X-Request-ID", req.context.request_id)
         # cheap hardening of every answer (OWASP REST headers): JSON is never sniffed into
         # HTML nor framed, and what is not a revalidatable catalog answer (those carry an
@@ -57,7 +57,6 @@ class RequestContext:
             resp.append_header("Vary", "Origin")
         started = getattr(req.context, "started", None)
         duration = time.perf_counter() - started if started else 0.0
-        req.context.duration = duration
         user = getattr(req.context, "user", None)
         self.access_log.write({
             "ts": time.time(),
