@@ -39,4 +39,4 @@ EXPOSE 8000
 # slim has no curl: ask /healthz (liveness, no database) with the standard library
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=2)"]
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "shopapi.wsgi:app"]
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "shopapi.asgi:app"]

@@ -1,4 +1,4 @@
-"""gunicorn settings: `gunicorn -c gunicorn.conf.py shopapi.wsgi:app`.
+"""gunicorn settings: `gunicorn -c gunicorn.conf.py shopapi.asgi:app`.
 
 Every value can be overridden by the environment (twelve-factor) or on the command line.
 Workers import the app after fork (no preload_app), so each opens its own database pool.
@@ -25,14 +25,15 @@ bind = os.environ.get("BIND") or f"0.0.0.0:{os.environ.get('PORT') or '8000'}"
 backlog = _int_env("GUNICORN_BACKLOG", 2048)
 
 # --- workers -----------------------------------------------------------------------------
-# sync workers: a request holds a whole process, so 2 x cores keeps the CPU busy while
-# others wait on PostgreSQL/Redis; each worker opens up to DB_POOL_MAX connections
-workers = max(2, _int_env("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count()))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "sync"
-threads = _int_env("GUNICORN_THREADS", 1)  # > 1 only means something for gthread
+# gunicorn's asgi worker: one event loop per process (uvloop) serving keep-alive
+# connections; responders that block run on DB_POOL_MAX threads inside it (shopapi.http).
+# One worker per core keeps every core busy; each opens up to DB_POOL_MAX connections.
+# (Measured in bin/bench against sync workers: README, "Performance".)
+workers = max(1, _int_env("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "asgi"
 timeout = 30  # a worker silent this long is killed and replaced
 graceful_timeout = 30  # on SIGTERM, in-flight requests get this long to finish
-keepalive = _int_env("GUNICORN_KEEPALIVE", 5)  # behind nginx; ignored by sync workers
+keepalive = _int_env("GUNICORN_KEEPALIVE", 5)  # idle seconds before a client connection closes
 max_requests = _int_env("GUNICORN_MAX_REQUESTS", 0)  # 0: never recycle workers
 max_requests_jitter = _int_env("GUNICORN_MAX_REQUESTS_JITTER", 0)
 # import the app in each worker after fork: pools, Redis sockets and mmap'ed metric files

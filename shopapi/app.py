@@ -1,19 +1,19 @@
 """The app factory: routes, middleware, error handlers.
 
 `create_app(settings, pool=..., redis=...)` takes its dependencies so tests can hand in
-real but isolated ones; production (shopapi.wsgi) passes nothing.
+real but isolated ones; production (shopapi.asgi) passes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import falcon
+import falcon.asgi
 import msgspec
 import redis as redis_lib
 from psycopg_pool import ConnectionPool
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from shopapi import user_state
 from shopapi.config import Settings
@@ -25,13 +25,14 @@ from shopapi.middleware.metrics import Metrics
 from shopapi.middleware.rate_limit import RateLimit
 from shopapi.middleware.request_context import JsonLineLogger, RequestContext
 from shopapi.openapi import build_spec
+from shopapi.redis_clients import make_redis
 from shopapi.resources import auth, categories, docs, health, orders, products, users
 from shopapi.resources import metrics as metrics_resource
 from shopapi.security import TokenCodec
 
 
-class ShopApp(falcon.App):
-    """falcon.App plus the context its resources share (tests and the CLI reach it here)."""
+class ShopApp(falcon.asgi.App):
+    """falcon.asgi.App plus the context its resources share (tests and the CLI reach it here)."""
 
     ctx: AppContext
 
@@ -39,18 +40,6 @@ class ShopApp(falcon.App):
 def _json_handler() -> falcon.media.JSONHandler:
     return falcon.media.JSONHandler(
         dumps=msgspec.json.Encoder().encode, loads=msgspec.json.Decoder().decode
-    )
-
-
-def make_redis(settings: Settings) -> redis_lib.Redis:
-    # short timeouts: a dead Redis must degrade the API, never stall it
-    return redis_lib.Redis.from_url(
-        settings.redis_dsn,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=30,
-        # no retries with backoff: redis-py 7's default turns one hung command into seconds
-        retry=Retry(NoBackoff(), 0),
     )
 
 
@@ -99,7 +88,9 @@ def create_app(
     )
 
     middleware: list[object] = [
-        RequestContext(JsonLineLogger(settings.log_level), settings.max_body_bytes),
+        # blocking responders get one thread per pooled connection: they never queue for one
+        RequestContext(JsonLineLogger(settings.log_level), settings.max_body_bytes,
+                       ThreadPoolExecutor(settings.db_pool_max, thread_name_prefix="blocking")),
         Metrics(ctx),
         # "*" must reach Falcon as the string; an empty list allows no origin at all
         falcon.CORSMiddleware(allow_origins="*" if "*" in settings.cors_origins

@@ -61,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
     if args.bind:
         argv += ["--bind", args.bind]
-    argv.append("shopapi.wsgi:app")
+    argv.append("shopapi.asgi:app")
     # gunicorn is the process manager ops run: hand the process over to it
     os.execv(argv[0], argv)  # noqa: S606
     return 0

@@ -8,9 +8,11 @@ mapped onto the same shape by the handlers registered in `install_error_handlers
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import falcon
+import falcon.asgi
 import msgspec
 import psycopg
 import psycopg.errors
@@ -224,10 +226,22 @@ def _handle_unexpected(req, resp, ex: Exception, params) -> None:
     render(resp, ApiError())
 
 
-def install_error_handlers(app: falcon.App) -> None:
+def _on_the_loop(handler: Callable[..., None]) -> Callable[..., Awaitable[None]]:
+    """falcon.asgi wants coroutine handlers; ours only render bytes, so they run inline."""
+
+    async def handle(req, resp, ex, params) -> None:
+        handler(req, resp, ex, params)
+
+    return handle
+
+
+def install_error_handlers(app: falcon.asgi.App) -> None:
     # Falcon picks the handler of the nearest base class: order does not matter
-    app.add_error_handler(Exception, _handle_unexpected)
-    app.add_error_handler(falcon.HTTPError, _handle_falcon_error)
-    app.add_error_handler(psycopg_pool.PoolTimeout, _handle_database_down)
-    app.add_error_handler(psycopg.OperationalError, _handle_database_down)
-    app.add_error_handler(ApiError, _handle_api_error)
+    for error, handler in (
+        (Exception, _handle_unexpected),
+        (falcon.HTTPError, _handle_falcon_error),
+        (psycopg_pool.PoolTimeout, _handle_database_down),
+        (psycopg.OperationalError, _handle_database_down),
+        (ApiError, _handle_api_error),
+    ):
+        app.add_error_handler(error, _on_the_loop(handler))

@@ -4,11 +4,18 @@ It declares, once per responder, what the OpenAPI spec documents and what the re
 satisfy: the roles allowed, the body Struct (decoded straight from the raw bytes by msgspec),
 the query Struct (converted from the query string), the answer type and the error statuses.
 Ids in the path are checked as signed 64-bit integers (422 otherwise).
+
+The app is ASGI (falcon.asgi on gunicorn's asgi worker: keep-alive, one event loop per
+worker). A responder written `async def` runs on the loop and must not block; a plain `def`
+responder (bcrypt, a psycopg transaction, a Redis call) runs on the worker's thread pool
+(`req.context.executor`, DB_POOL_MAX threads), with its body already read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,22 +84,27 @@ def _decoder(struct: type) -> msgspec.json.Decoder:
     return msgspec.json.Decoder(struct)
 
 
-def body_stream(req: falcon.Request):
-    """The body stream: bounded by Content-Length, or the server-decoded chunked body."""
-    if req.content_length is None and "chunked" in (req.get_header("Transfer-Encoding") or ""):
-        return req.stream  # gunicorn de-chunks and ends the stream at the last chunk
-    return req.bounded_stream
+async def read_raw_body(req: falcon.Request, limit: int) -> bytes:
+    """The raw body, at most `limit` + 1 bytes (more means too large), read once per request
+    and kept in `req.context.raw_body`: the login rate limit reads the email from it, orders
+    hash it for the Idempotency-Key. The server de-chunks a chunked body."""
+    raw = getattr(req.context, "raw_body", None)
+    if raw is None:
+        length = req.content_length
+        if length is not None and length > limit:
+            raw = b""  # refused unread by decode_body (413)
+        else:
+            raw = await req.stream.read(limit + 1)
+        req.context.raw_body = raw
+    return raw
 
 
-def read_body(req: falcon.Request, struct: type, limit: int) -> Any:
+def decode_body(req: falcon.Request, struct: type, limit: int) -> Any:
     """Decode the raw body into `struct`: 400 for bad JSON, 422 with the field path."""
     length = req.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes")
-    raw = getattr(req.context, "raw_body", None)  # already read by the login rate limit
-    if raw is None:
-        # kept on the request: orders hash it for the Idempotency-Key
-        raw = req.context.raw_body = body_stream(req).read(limit + 1)
+    raw = req.context.raw_body
     if len(raw) > limit:
         raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes")
     if not raw.strip():
@@ -110,6 +122,11 @@ def read_body(req: falcon.Request, struct: type, limit: int) -> Any:
         raise InvalidJson("Malformed JSON: nested too deeply") from None
     except UnicodeDecodeError:  # raised by msgspec itself for a string that is not UTF-8
         raise InvalidJson("Malformed JSON: not valid UTF-8") from None
+
+
+async def run_blocking(req: falcon.Request, call: Callable[[], Any]) -> Any:
+    """Run `call` on the worker's thread pool: the event loop serves other requests meanwhile."""
+    return await asyncio.get_running_loop().run_in_executor(req.context.executor, call)
 
 
 def read_query(req: falcon.Request, struct: type) -> Any:
@@ -151,8 +168,10 @@ def endpoint(summary: str, **options: Any) -> Callable:
     spec = Endpoint(summary=summary, **options)
 
     def decorate(responder: Callable) -> Callable:
+        blocking = not inspect.iscoroutinefunction(responder)
+
         @functools.wraps(responder)
-        def wrapper(resource, req: falcon.Request, resp: falcon.Response, **params: Any):
+        async def wrapper(resource, req: falcon.Request, resp: falcon.Response, **params: Any):
             require_roles(req, spec.roles)
             for name, raw in params.items():
                 if name.endswith("id"):
@@ -160,9 +179,14 @@ def endpoint(summary: str, **options: Any) -> Callable:
             if spec.query is not None:
                 req.context.query = read_query(req, spec.query)
             if spec.body is not None:
-                req.context.body = read_body(req, spec.body, req.context.max_body_bytes)
+                limit = req.context.max_body_bytes
+                await read_raw_body(req, limit)
+                req.context.body = decode_body(req, spec.body, limit)
             resp.status = spec.status
-            return responder(resource, req, resp, **params)
+            if blocking:
+                call = functools.partial(responder, resource, req, resp, **params)
+                return await run_blocking(req, call)
+            return await responder(resource, req, resp, **params)
 
         wrapper.__endpoint__ = spec  # type: ignore[attr-defined]
         return wrapper

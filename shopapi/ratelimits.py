@@ -35,12 +35,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import redis
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage, RedisStorage
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from limits.storage import MemoryStorage
+from redis.asyncio import Redis as AsyncRedis
 
 from shopapi.config import ConfigError, Settings
+from shopapi.redis_clients import make_async_redis
 
 log = logging.getLogger("shopapi.ratelimits")
 
@@ -105,13 +106,7 @@ class Limiter:
         self.rules: dict[str, tuple[RateLimitItem, ...]] = {
             name: _parse(attr, getattr(settings, attr)) for name, attr in LIMITS.items()
         }
-        self.redis = RedisStorage(
-            settings.redis_dsn,
-            key_prefix=KEY_PREFIX,
-            socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=settings.redis_timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self.redis: AsyncRedis = make_async_redis(settings)
         self.memory: MemoryStorage | None = None  # created on the first Redis failure
         self.redis_retry_seconds = (
             REDIS_RETRY_SECONDS if redis_retry_seconds is None else redis_retry_seconds
@@ -119,11 +114,11 @@ class Limiter:
         self.redis_down = False
         self.retry_redis_at = 0.0  # time.monotonic() after which Redis is tried again
 
-    def hit(self, checks: Iterable[tuple[str, str]], now: float | None = None) -> Usage:
+    async def hit(self, checks: Iterable[tuple[str, str]], now: float | None = None) -> Usage:
         """Count one request against every (limit name, subject) pair."""
-        return self.hit_and_fetch(checks, None, now)[0]
+        return (await self.hit_and_fetch(checks, None, now))[0]
 
-    def hit_and_fetch(
+    async def hit_and_fetch(
         self, checks: Iterable[tuple[str, str]], fetch: list[str] | None,
         now: float | None = None,
     ) -> tuple[Usage, list[bytes | None] | None]:
@@ -142,16 +137,16 @@ class Limiter:
                 keys.append(item.key_for(name, subject, window))
                 ttls.append(math.ceil(left) + 1)
                 windows.append((item.amount, left))
-        counts, fetched = self._count(keys, ttls, fetch)
+        counts, fetched = await self._count(keys, ttls, fetch)
         return _usage(windows, counts), fetched
 
-    def _count(
+    async def _count(
         self, keys: list[str], ttls: list[int], fetch: list[str] | None
     ) -> tuple[list[int], list[bytes | None] | None]:
         if time.monotonic() >= self.retry_redis_at:
             try:
-                counts, fetched = self._count_in_redis(keys, ttls, fetch)
-            except self.redis.base_exceptions as exc:
+                counts, fetched = await self._count_in_redis(keys, ttls, fetch)
+            except (redis.RedisError, OSError) as exc:
                 self._redis_failed(exc)
             else:
                 if self.redis_down:
@@ -160,24 +155,24 @@ class Limiter:
                 return counts, fetched
         return self._count_in_memory(keys, ttls), None
 
-    def _count_in_redis(
+    async def _count_in_redis(
         self, keys: list[str], ttls: list[int], fetch: list[str] | None
     ) -> tuple[list[int], list[bytes | None] | None]:
-        pipe = self.redis.get_connection().pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         for key, ttl in zip(keys, ttls, strict=True):
-            key = self.redis.prefixed_key(key)
+            key = f"{KEY_PREFIX}:{key}"
             pipe.incr(key)
             # NX: set once per window; a later hit repairs a key that somehow lost its TTL
             pipe.expire(key, ttl, nx=True)
         if fetch:
             pipe.mget(fetch)
-        replies = pipe.execute()
+        replies = await pipe.execute()
         counted = replies[: 2 * len(keys)]
         return [int(count) for count in counted[::2]], (replies[-1] if fetch else None)
 
     def same_redis(self, client) -> bool:
         """Whether `client` talks to the very database the counters live in."""
-        mine = self.redis.get_connection().connection_pool.connection_kwargs
+        mine = self.redis.connection_pool.connection_kwargs
         theirs = client.connection_pool.connection_kwargs
         fields = ("host", "port", "db", "path", "username")
         return all(mine.get(f) == theirs.get(f) for f in fields)

@@ -61,6 +61,14 @@ class UserStates:
                     self._states[user_id] = (state, time.monotonic() + MAX_AGE)
         return state
 
+    def peek(self, user_id: int) -> State | None:
+        """The user's state from memory alone (no waiting, no I/O); None: `get` must load it."""
+        if self._listening.is_set() and self._pid == os.getpid():
+            entry = self._states.get(user_id)
+            if entry is not None and entry[1] > time.monotonic():
+                return entry[0]
+        return None
+
     # ------------------------------------------------------------------ writing
     def changed(self, user_id: int) -> None:
         """Call after the commit that changed the user: every worker forgets them."""

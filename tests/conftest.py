@@ -10,6 +10,7 @@ Environment knobs (so parallel runs never collide):
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Iterator
@@ -147,6 +148,34 @@ def app(settings: Settings, pool, redis_client):
 @pytest.fixture()
 def client(app) -> testing.TestClient:
     return testing.TestClient(app)
+
+
+class ThreadClient:
+    """TestClient's simulate_* for worker threads racing each other: each call runs the ASGI
+    app on an event loop of the calling thread (TestClient shares one loop per process, which
+    two threads cannot run at once). What the app does off the loop (its blocking responders
+    on the thread pool) is unchanged, so the requests really run in parallel."""
+
+    def __init__(self, app, headers: dict | None = None) -> None:
+        self._conductor = testing.ASGIConductor(app, headers=headers)
+
+    def simulate_request(self, method: str, path: str, **kwargs: Any) -> testing.Result:
+        return asyncio.run(self._conductor.simulate_request(method, path, **kwargs))
+
+    def simulate_get(self, path: str, **kwargs: Any) -> testing.Result:
+        return self.simulate_request("GET", path, **kwargs)
+
+    def simulate_post(self, path: str, **kwargs: Any) -> testing.Result:
+        return self.simulate_request("POST", path, **kwargs)
+
+    def simulate_put(self, path: str, **kwargs: Any) -> testing.Result:
+        return self.simulate_request("PUT", path, **kwargs)
+
+    def simulate_patch(self, path: str, **kwargs: Any) -> testing.Result:
+        return self.simulate_request("PATCH", path, **kwargs)
+
+    def simulate_delete(self, path: str, **kwargs: Any) -> testing.Result:
+        return self.simulate_request("DELETE", path, **kwargs)
 
 
 @pytest.fixture()

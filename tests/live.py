@@ -29,7 +29,7 @@ class LiveServer:
         self.env = {**os.environ, **env}
         self.args = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
                      "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), *extra_args,
-                     "shopapi.wsgi:app"]
+                     "shopapi.asgi:app"]
         self.proc: subprocess.Popen | None = None
         self.log = Path(f"/tmp/shopapi-live-{self.port}.log")
 

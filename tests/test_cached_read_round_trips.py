@@ -15,12 +15,20 @@ def sends(monkeypatch):
     A spy that wraps the real method (nothing is simulated)."""
     calls = []
     real = redis.connection.AbstractConnection.send_packed_command
+    real_async = redis.asyncio.connection.AbstractConnection.send_packed_command
 
     def counting(self, command, check_health=True):
         calls.append(command)
         return real(self, command, check_health)
 
+    async def counting_async(self, command, check_health=True):
+        calls.append(command)
+        return await real_async(self, command, check_health)
+
+    # threads use the blocking client, the event loop (rate limits + prefetch) the asyncio one
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    monkeypatch.setattr(redis.asyncio.connection.AbstractConnection, "send_packed_command",
+                        counting_async)
     return calls
 
 

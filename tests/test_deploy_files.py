@@ -82,7 +82,7 @@ def test_dockerfile_exposes_8000_checks_healthz_and_starts_gunicorn():
     healthcheck = args_of(final, "HEALTHCHECK")[-1]
     assert "/healthz" in healthcheck and "urllib" in healthcheck and "curl" not in healthcheck
     assert json.loads(args_of(final, "CMD")[-1]) == [
-        "gunicorn", "-c", "gunicorn.conf.py", "shopapi.wsgi:app"]
+        "gunicorn", "-c", "gunicorn.conf.py", "shopapi.asgi:app"]
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image():

@@ -40,7 +40,7 @@ class Metrics:
                 self._children[key] = child
         return child
 
-    def process_response(
+    async def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
         now = time.perf_counter()

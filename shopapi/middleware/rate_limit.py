@@ -17,7 +17,7 @@ from shopapi import cache
 from shopapi.client_ip import client_ip
 from shopapi.context import AppContext
 from shopapi.errors import RateLimited
-from shopapi.http import body_stream
+from shopapi.http import read_raw_body
 from shopapi.metrics import RATE_LIMITED
 from shopapi.ratelimits import (
     LOGIN_ROUTE,
@@ -47,7 +47,7 @@ class RateLimit:
         self.trusted_proxies = settings.trusted_proxies
         self.max_body_bytes = settings.max_body_bytes
 
-    def process_resource(
+    async def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
     ) -> None:
         if self.limiter is None or is_exempt(req.path) or _is_preflight(req):
@@ -59,12 +59,13 @@ class RateLimit:
             checks.append(("general.user", str(user.id)))
         route = (req.method, req.uri_template)
         if route == LOGIN_ROUTE:
-            checks.append(("auth.login.ip_email", f"{ip}/{email_subject(self._login_email(req))}"))
+            email = await self._login_email(req)
+            checks.append(("auth.login.ip_email", f"{ip}/{email_subject(email)}"))
         elif route == REGISTER_ROUTE:
             checks.append(("auth.register.ip", ip))
 
         fetch = cache.prefetch_keys(req.method, req.uri_template, params) if self.prefetch else None
-        usage, fetched = self.limiter.hit_and_fetch(checks, fetch)
+        usage, fetched = await self.limiter.hit_and_fetch(checks, fetch)
         if fetched is not None:
             req.context.cache_prefetch = fetched
         req.context.rate_limit = usage
@@ -75,7 +76,7 @@ class RateLimit:
                 headers={"Retry-After": str(usage.reset)},
             )
 
-    def process_response(
+    async def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
         usage: Usage | None = getattr(req.context, "rate_limit", None)
@@ -85,15 +86,13 @@ class RateLimit:
         resp.set_header("RateLimit-Remaining", str(usage.remaining))
         resp.set_header("RateLimit-Reset", str(usage.reset))
 
-    def _login_email(self, req: falcon.Request) -> str:
-        """The email of a login body, read here because the limit is keyed on it. The raw bytes
-        are kept in `req.context.raw_body` for `shopapi.http.read_body`; a body it will refuse
-        (too large, not JSON, no email) is counted under an empty email."""
-        length = req.content_length
-        if length is not None and length > self.max_body_bytes:
+    async def _login_email(self, req: falcon.Request) -> str:
+        """The email of a login body, read here because the limit is keyed on it (the raw
+        bytes stay in `req.context.raw_body` for the endpoint); a body the endpoint will
+        refuse (too large, not JSON, no email) is counted under an empty email."""
+        raw = await read_raw_body(req, self.max_body_bytes)
+        if len(raw) > self.max_body_bytes:
             return ""
-        raw = body_stream(req).read(self.max_body_bytes + 1)
-        req.context.raw_body = raw
         try:
             return _decode_login(raw).email
         # also absurdly deep nesting, and strings that are not UTF-8 (msgspec raises those)

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import time
+from concurrent.futures import Executor
 
 import falcon
 import msgspec
@@ -29,20 +30,23 @@ class JsonLineLogger:
 
 
 class RequestContext:
-    def __init__(self, access_log: JsonLineLogger, max_body_bytes: int) -> None:
+    def __init__(self, access_log: JsonLineLogger, max_body_bytes: int,
+                 executor: Executor | None = None) -> None:
         self.access_log = access_log
         self.max_body_bytes = max_body_bytes
+        self.executor = executor  # where blocking responders run (shopapi.http.run_blocking)
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
         given = req.get_header("X-Request-ID")
         # echo a sane client id; anything else (too long, odd characters) gets a fresh one
         req.context.request_id = given if given and _ID_OK.match(given) else os.urandom(8).hex()
         req.context.max_body_bytes = self.max_body_bytes
+        req.context.executor = self.executor
         req.context.user = None
         req.context.auth_error = None
 
-    def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
+    async def process_response(self, req, resp, resource, req_succeeded: bool) -> None:
         # runs for every answer, errors and early exits included: the one place to set it
         resp.set_header("X-Request-ID", req.context.request_id)
         # cheap hardening of every answer (OWASP REST headers): JSON is never sniffed into

@@ -41,12 +41,12 @@ class OpenApiDocument:
     def __init__(self, spec: dict) -> None:
         self.body = msgspec.json.encode(spec)
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = "application/json"
         resp.data = self.body
 
 
 class SwaggerPage:
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = "text/html; charset=utf-8"
         resp.text = _PAGE

@@ -13,7 +13,7 @@ from shopapi.services import health
 class Liveness:
     @endpoint("Liveness: the process answers (no database access)", returns=Status,
               tags=("operations",))
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = Status("ok")
 
 

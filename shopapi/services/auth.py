@@ -11,7 +11,13 @@ from shopapi.context import AppContext, CurrentUser
 from shopapi.db import connection, queries, transaction
 from shopapi.errors import EmailTaken, InvalidCredentials, NotAuthenticated, ValidationFailed
 from shopapi.schemas.users import EMAIL_MAX, LoginRequest, TokenPair, UserCreate, UserPublic
-from shopapi.security import check_password, dummy_hash, hash_password, token_digest
+from shopapi.security import (
+    AccessClaims,
+    check_password,
+    dummy_hash,
+    hash_password,
+    token_digest,
+)
 
 
 def normalize_email(email: str) -> str:
@@ -116,6 +122,18 @@ def authenticate(ctx: AppContext, token: str) -> CurrentUser:
     claims = ctx.tokens.verify_access(token)
     # no database round trip while this worker's memory is kept true (shopapi/user_state.py)
     state = ctx.user_states.get(claims.user_id, lambda user_id: _load_state(ctx, user_id))
+    return _caller(claims, state)
+
+
+def remembered_caller(ctx: AppContext, token: str) -> CurrentUser | None:
+    """`authenticate` from this worker's memory alone, without blocking: None when the user's
+    state must be read from PostgreSQL (then call `authenticate` off the event loop)."""
+    claims = ctx.tokens.verify_access(token)
+    state = ctx.user_states.peek(claims.user_id)
+    return None if state is None else _caller(claims, state)
+
+
+def _caller(claims: AccessClaims, state: tuple[str, bool] | None) -> CurrentUser:
     if state is None or not state[1] or state[0] != claims.role:
         raise NotAuthenticated("Token no longer valid")
     return CurrentUser(claims.user_id, claims.role)

@@ -77,6 +77,21 @@ def get_product(
         return cache.pack(_public_bytes(row), visible=row["is_active"]), []
 
     value, served = cache.read_product(ctx, product_id, load, prefetched)
+    return _visible_to(user, product_id, value, served)
+
+
+def prefetched_product(
+    ctx: AppContext, user: CurrentUser | None, product_id: int,
+    prefetched: list[bytes | None] | None,
+) -> Answer | None:
+    """`get_product` from the cache values the rate limiter prefetched, without I/O (on the
+    event loop); None when `get_product` must run (a miss: on the thread pool)."""
+    value = cache.prefetched_product(ctx, prefetched)
+    return None if value is None else _visible_to(user, product_id, value, "hit")
+
+
+def _visible_to(user: CurrentUser | None, product_id: int, value: bytes,
+                served: str | None) -> Answer:
     if not cache.is_visible(value) and not _is_staff(user):
         raise NotFound(f"Product {product_id} not found")
     return cache.unpack(value, served)

@@ -1,4 +1,4 @@
-"""gunicorn entry point: `gunicorn -c gunicorn.conf.py shopapi.wsgi:app`.
+"""gunicorn entry point: `gunicorn -c gunicorn.conf.py shopapi.asgi:app` (asgi worker class).
 
 Imported by each worker after fork, so every worker opens its own pool.
 """
