@@ -25,7 +25,7 @@ from shopapi.middleware.metrics import Metrics
 from shopapi.middleware.rate_limit import RateLimit
 from shopapi.middleware.request_context import JsonLineLogger, RequestContext
 from shopapi.openapi import build_spec
-from shopapi.redis_clients import make_redis
+from shopapi.redis_clients import async_client_like, make_redis
 from shopapi.resources import auth, categories, docs, health, orders, products, users
 from shopapi.resources import metrics as metrics_resource
 from shopapi.security import TokenCodec
@@ -82,6 +82,7 @@ def create_app(
         read_pool=read_pool or (make_pool(settings, settings.database_read_url)
                                 if settings.database_read_url else None),
         redis=redis,
+        aredis=async_client_like(redis),
         user_states=user_state.for_client(redis),
         tokens=TokenCodec(settings.signing_key, settings.access_token_ttl,
                           settings.refresh_token_ttl),

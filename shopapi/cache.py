@@ -57,6 +57,7 @@ from dataclasses import dataclass
 
 import falcon
 import redis
+from redis.commands.core import AsyncScript
 
 from shopapi.context import AppContext
 from shopapi.metrics import CACHE_HIT, CACHE_MISS
@@ -145,6 +146,7 @@ class _Redis:
         self.versions = client.register_script(_LUA_VERSIONS)
         self.store_list = client.register_script(_LUA_STORE_LIST)
         self.bump = client.register_script(_LUA_BUMP)
+        self.abump: AsyncScript | None = None  # the bump on the event loop's client
         self.skip_until = 0.0
         self.missed_bump = False
 
@@ -174,9 +176,12 @@ class _Redis:
 _clients: weakref.WeakKeyDictionary[redis.Redis, _Redis] = weakref.WeakKeyDictionary()
 
 
+def enabled(ctx: AppContext) -> bool:
+    return ctx.settings.cache_enabled and ctx.settings.cache_ttl > 0
+
+
 def _redis(ctx: AppContext) -> _Redis | None:
-    settings = ctx.settings
-    if not settings.cache_enabled or settings.cache_ttl <= 0:
+    if not enabled(ctx):
         return None
     state = _clients.get(ctx.redis)
     if state is None:
@@ -402,25 +407,56 @@ def category_list_key(query_digest: str) -> Lookup:
 # ------------------------------------------------------------------ invalidation
 
 
-def _bump(ctx: AppContext, keys: list[str]) -> None:
+def _bumpable(ctx: AppContext) -> _Redis | None:
     state = _redis(ctx)
-    if state is None:
-        return
-    if time.monotonic() < state.skip_until:
+    if state is not None and time.monotonic() < state.skip_until:
         # Redis failed moments ago: do not make this write wait for its timeout again
         state.missed_bump = True
+        return None
+    return state
+
+
+def _bump_failed(state: _Redis, exc: Exception) -> None:
+    state.failed(exc, "invalidating")
+    state.missed_bump = True
+
+
+def _bump(ctx: AppContext, keys: list[str]) -> None:
+    state = _bumpable(ctx)
+    if state is None:
         return
     try:
         state.bump(keys)
     except redis.RedisError as exc:
-        state.failed(exc, "invalidating")
-        state.missed_bump = True
+        _bump_failed(state, exc)
+
+
+async def _bump_async(ctx: AppContext, keys: list[str]) -> None:
+    """`_bump` on the event loop (its asyncio client), for writes made there."""
+    state = _bumpable(ctx)
+    if state is None:
+        return
+    if state.abump is None:
+        state.abump = ctx.aredis.register_script(_LUA_BUMP)
+    try:
+        await state.abump(keys)
+    except (redis.RedisError, OSError) as exc:
+        _bump_failed(state, exc)
+
+
+def _stock_keys(product_ids: Iterable[int]) -> list[str]:
+    return [f"{PREFIX}pv:{pid}" for pid in product_ids] + [STOCK_VERSION]
 
 
 def products_changed(ctx: AppContext, *product_ids: int) -> None:
     """Stock of these products changed (orders): their detail and the pages showing them miss,
     and so do `in_stock=true` lists. Call after the transaction commits."""
-    _bump(ctx, [f"{PREFIX}pv:{pid}" for pid in product_ids] + [STOCK_VERSION])
+    _bump(ctx, _stock_keys(product_ids))
+
+
+async def stock_taken(ctx: AppContext, *product_ids: int) -> None:
+    """`products_changed` for an order placed on the event loop."""
+    await _bump_async(ctx, _stock_keys(product_ids))
 
 
 def product_written(ctx: AppContext, product_id: int) -> None:

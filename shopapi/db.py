@@ -13,18 +13,20 @@ stay free for what needs no database (liveness, cached catalog reads), and clien
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import aiosql
 import psycopg
+from aiosql.adapters.apyformat import AsyncPyFormatAdapter
 from aiosql.adapters.pyformat import PyFormatAdapter
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from shopapi.config import ROOT, Settings
 
@@ -33,19 +35,30 @@ SQL_DIR = ROOT / "sql"
 _INDENT = re.compile(r"\n[ \t]+")
 
 
-class _Adapter(PyFormatAdapter):
-    """aiosql's psycopg adapter, sending statements without their indentation: the files keep
-    their aligned columns for people, and psycopg caches its parsing of a statement only up to
-    4 KiB (place_order is 4.5 KiB indented, 3.4 KiB not)."""
+class _Unindented:
+    """Statements sent without their indentation: the files keep their aligned columns for
+    people, and psycopg caches its parsing of a statement only up to 4 KiB (place_order is
+    4.5 KiB indented, 3.4 KiB not)."""
 
     def process_sql(self, query_name, op_type, sql):
         return _INDENT.sub("\n", super().process_sql(query_name, op_type, sql))
 
 
-aiosql.register_adapter("shopapi_psycopg", _Adapter)
+class _Adapter(_Unindented, PyFormatAdapter):
+    """aiosql's psycopg adapter, unindented."""
 
-# Every named statement of sql/queries/*.sql, callable as queries.<name>(conn, ...).
+
+class _AsyncAdapter(_Unindented, AsyncPyFormatAdapter):
+    """aiosql's adapter for psycopg's AsyncConnection, unindented."""
+
+
+aiosql.register_adapter("shopapi_psycopg", _Adapter)
+aiosql.register_adapter("shopapi_apsycopg", _AsyncAdapter)
+
+# Every named statement of sql/queries/*.sql, callable as queries.<name>(conn, ...) on the
+# thread pool, and as `await aqueries.<name>(aconn, ...)` on the event loop.
 queries = aiosql.from_path(SQL_DIR / "queries", "shopapi_psycopg")
+aqueries = aiosql.from_path(SQL_DIR / "queries", "shopapi_apsycopg")
 
 
 # seconds a request waits for a connection while the database is known to be unreachable
@@ -100,10 +113,38 @@ class Reachability:
             self.unreachable = False
             return conn
 
-    def returned(self, conn: psycopg.Connection) -> None:
+    async def getconn_async(self, pool: AsyncConnectionPool,
+                            timeout: float | None) -> psycopg.AsyncConnection:
+        """`getconn` for the event loop's pool."""
+        deadline = time.monotonic() + (pool.timeout if timeout is None else timeout)
+        while True:
+            wait = deadline - time.monotonic()
+            if self.unreachable:
+                wait = min(wait, UNREACHABLE_WAIT)
+            try:
+                conn = await pool.getconn(wait)
+            except PoolTimeout:
+                self._timed_out(pool)
+                raise
+            if time.monotonic() - self._returned.get(conn, 0.0) < CHECK_AFTER_IDLE:
+                return conn
+            try:
+                await AsyncConnectionPool.check_connection(conn)
+            except Exception:
+                self.unreachable = True
+                await pool.putconn(conn)
+                continue
+            self.unreachable = False
+            return conn
+
+    async def configure_async(self, conn: psycopg.AsyncConnection) -> None:
+        await conn.set_autocommit(True)
+        self.unreachable = False
+
+    def returned(self, conn: psycopg.Connection | psycopg.AsyncConnection) -> None:
         self._returned[conn] = time.monotonic()
 
-    def _timed_out(self, pool: ConnectionPool) -> None:
+    def _timed_out(self, pool: ConnectionPool | AsyncConnectionPool) -> None:
         # down if new connections have been failing, rather than all of them being busy
         errors = pool.get_stats().get("connections_errors", 0)
         if errors != self._errors_seen:  # (a counter: pop_stats() would reset it)
@@ -111,34 +152,59 @@ class Reachability:
         self._errors_seen = errors
 
 
+class AsyncPool(AsyncConnectionPool):
+    reachability: Reachability
+    opening: asyncio.Lock
+
+
 class Pool(ConnectionPool):
     reachability: Reachability
+    twin: AsyncPool | None = None  # see async_twin()
+
+
+def _pool_options(settings: Settings, connect_kwargs: dict) -> dict:
+    options = (
+        f"-c statement_timeout={settings.db_statement_timeout_ms} "
+        "-c idle_in_transaction_session_timeout=10000 -c timezone=UTC"
+    )
+    return {
+        "min_size": settings.db_pool_min,
+        "max_size": settings.db_pool_max,
+        "timeout": settings.db_pool_timeout,
+        "kwargs": {"row_factory": dict_row, "options": options, "application_name": "shopapi",
+                   **connect_kwargs},
+        # no check=: Reachability.getconn checks every connection it hands out
+        "reconnect_timeout": 30,
+        "name": "shopapi",
+    }
 
 
 def make_pool(
     settings: Settings, conninfo: str | None = None, *, open: bool = True, **connect_kwargs
 ) -> Pool:
     """One pool per worker process; gunicorn imports the app after fork, so never shared."""
-    options = (
-        f"-c statement_timeout={settings.db_statement_timeout_ms} "
-        "-c idle_in_transaction_session_timeout=10000 -c timezone=UTC"
-    )
     reachability = Reachability()
-    pool = Pool(
-        conninfo or settings.dsn,
-        min_size=settings.db_pool_min,
-        max_size=settings.db_pool_max,
-        timeout=settings.db_pool_timeout,
-        kwargs={"row_factory": dict_row, "options": options, "application_name": "shopapi",
-                **connect_kwargs},
-        configure=reachability.configure,
-        # no check=: Reachability.getconn checks every connection it hands out
-        reconnect_timeout=30,
-        open=open,
-        name="shopapi",
-    )
+    pool = Pool(conninfo or settings.dsn, configure=reachability.configure, open=open,
+                **_pool_options(settings, connect_kwargs))
     pool.reachability = reachability
     return pool
+
+
+def async_twin(pool: Pool, **connect_kwargs) -> AsyncPool:
+    """The event loop's pool (hot paths: order placement, product reads) for the database and
+    settings of `pool`, one per pool (`connect_kwargs` override the connection arguments of
+    the first call). It opens on first use, inside the loop that then owns its connections:
+    one per worker process (the tests run every app on one loop too)."""
+    if getattr(pool, "twin", None) is None:
+        reachability = Reachability()
+        pool.twin = AsyncPool(pool.conninfo, kwargs={**pool.kwargs, **connect_kwargs},
+                              min_size=pool.min_size, max_size=pool.max_size,
+                              timeout=pool.timeout, reconnect_timeout=pool.reconnect_timeout,
+                              name=f"{pool.name}-async", open=False,
+                              configure=reachability.configure_async)
+        pool.twin.reachability = reachability
+        pool.twin.opening = asyncio.Lock()
+    return pool.twin
 
 
 @contextmanager
@@ -176,6 +242,33 @@ def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
     """One transaction: commit when the block ends, roll back if it raises."""
     with _checkout(pool, None) as conn, conn.transaction():
         yield conn
+
+
+async def _open(pool: AsyncPool) -> None:
+    if pool.closed:
+        async with pool.opening:
+            if pool.closed:
+                await pool.open(wait=False)
+
+
+@asynccontextmanager
+async def aconnection(
+    pool: AsyncPool, timeout: float | None = None
+) -> AsyncIterator[psycopg.AsyncConnection]:
+    """`connection` on the event loop: each statement is its own (autocommit) transaction."""
+    await _open(pool)
+    reachability = pool.reachability
+    conn = await reachability.getconn_async(pool, timeout)
+    try:
+        async with conn:  # commit on success, roll back on error
+            yield conn
+    except psycopg.OperationalError:
+        if conn.broken:
+            reachability.unreachable = True
+        raise
+    finally:
+        reachability.returned(conn)
+        await pool.putconn(conn)
 
 
 def yoyo_url(dsn: str) -> str:

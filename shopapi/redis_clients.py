@@ -32,3 +32,16 @@ def make_async_redis(settings: Settings) -> redis.asyncio.Redis:
     them. Its connections belong to the loop that first uses them (one per worker)."""
     return redis.asyncio.Redis.from_url(settings.redis_dsn, retry=AsyncRetry(NoBackoff(), 0),
                                         **_options(settings))
+
+
+_SHARED = ("host", "port", "db", "username", "password", "socket_timeout",
+           "socket_connect_timeout", "health_check_interval")
+
+
+def async_client_like(client: redis.Redis) -> redis.asyncio.Redis:
+    """An asyncio client of the very server and database `client` talks to (same timeouts)."""
+    kwargs = client.connection_pool.connection_kwargs
+    options = {name: kwargs[name] for name in _SHARED if name in kwargs}
+    if "path" in kwargs:
+        options["unix_socket_path"] = kwargs["path"]
+    return redis.asyncio.Redis(retry=AsyncRetry(NoBackoff(), 0), **options)

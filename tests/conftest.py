@@ -26,7 +26,7 @@ from psycopg import sql
 from shopapi import user_state
 from shopapi.app import create_app
 from shopapi.config import Settings
-from shopapi.db import make_pool, migrate, queries, transaction
+from shopapi.db import async_twin, make_pool, migrate, queries, transaction
 from shopapi.security import hash_password
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -95,10 +95,53 @@ class QueryCounter(psycopg.Cursor):
         return super().execute(query, params, **kwargs)
 
 
+class AsyncQueryCounter(psycopg.AsyncCursor):
+    """QueryCounter for the app's event-loop pool (shopapi.db.async_twin)."""
+
+    async def execute(self, query, params=None, **kwargs):
+        if query:
+            with QueryCounter.lock:
+                QueryCounter.count += 1
+        return await super().execute(query, params, **kwargs)
+
+
+class AppLoop:
+    """The one event loop every test request runs on, in a thread of its own.
+
+    The app's asyncio parts (the event-loop pool, the asyncio Redis clients) belong to the loop
+    that first uses them, as in a worker process. Falcon's TestClient would run each request on
+    a loop of the calling thread, so tests racing requests from several threads would tear
+    them apart: here TestClient hands every request to this loop and waits for the answer.
+    Requests from several threads then interleave on it as on a worker's loop.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="app-loop",
+                                       daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine_function, *args, **kwargs):
+        coroutine = coroutine_function(*args, **kwargs)
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def app_loop() -> Iterator[AppLoop]:
+    app_loop = AppLoop()
+    patch = pytest.MonkeyPatch()
+    patch.setattr(testing.client, "async_to_sync", app_loop.run)
+    yield app_loop
+    patch.undo()
+    app_loop.loop.call_soon_threadsafe(app_loop.loop.stop)
+
+
 @pytest.fixture(scope="session")
-def pool(settings: Settings):
+def pool(settings: Settings, app_loop: AppLoop):
     pool = make_pool(settings, cursor_factory=QueryCounter)
+    twin = async_twin(pool, cursor_factory=AsyncQueryCounter)
     yield pool
+    app_loop.run(twin.close)
     pool.close()
 
 
@@ -148,34 +191,6 @@ def app(settings: Settings, pool, redis_client):
 @pytest.fixture()
 def client(app) -> testing.TestClient:
     return testing.TestClient(app)
-
-
-class ThreadClient:
-    """TestClient's simulate_* for worker threads racing each other: each call runs the ASGI
-    app on an event loop of the calling thread (TestClient shares one loop per process, which
-    two threads cannot run at once). What the app does off the loop (its blocking responders
-    on the thread pool) is unchanged, so the requests really run in parallel."""
-
-    def __init__(self, app, headers: dict | None = None) -> None:
-        self._conductor = testing.ASGIConductor(app, headers=headers)
-
-    def simulate_request(self, method: str, path: str, **kwargs: Any) -> testing.Result:
-        return asyncio.run(self._conductor.simulate_request(method, path, **kwargs))
-
-    def simulate_get(self, path: str, **kwargs: Any) -> testing.Result:
-        return self.simulate_request("GET", path, **kwargs)
-
-    def simulate_post(self, path: str, **kwargs: Any) -> testing.Result:
-        return self.simulate_request("POST", path, **kwargs)
-
-    def simulate_put(self, path: str, **kwargs: Any) -> testing.Result:
-        return self.simulate_request("PUT", path, **kwargs)
-
-    def simulate_patch(self, path: str, **kwargs: Any) -> testing.Result:
-        return self.simulate_request("PATCH", path, **kwargs)
-
-    def simulate_delete(self, path: str, **kwargs: Any) -> testing.Result:
-        return self.simulate_request("DELETE", path, **kwargs)
 
 
 @pytest.fixture()

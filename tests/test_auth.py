@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tests.conftest import ThreadClient, assert_problem, db_rows
+from tests.conftest import assert_problem, db_rows
 
 USER_FIELDS = {"id", "email", "full_name", "role", "is_active", "created_at", "updated_at"}
 
@@ -330,18 +330,15 @@ def test_reusing_a_rotated_refresh_token_revokes_that_login_but_not_the_others(c
     assert refresh(client, response.json["refresh_token"]).status_code == 200
 
 
-def test_concurrent_refreshes_of_one_token_never_fork_the_login(
-    app, client, database_url, make_user
-):
+def test_concurrent_refreshes_of_one_token_never_fork_the_login(client, database_url, make_user):
     user = make_user()
     pair = login(client, user.email, user.password)
     start = threading.Barrier(6)
     statuses: list[int] = []
 
     def rotate() -> None:
-        own = ThreadClient(app)
         start.wait()
-        statuses.append(refresh(own, pair["refresh_token"]).status_code)
+        statuses.append(refresh(client, pair["refresh_token"]).status_code)
 
     threads = [threading.Thread(target=rotate) for _ in range(6)]
     for thread in threads:

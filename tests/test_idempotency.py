@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import threading
 
+from falcon import testing
+
 from shopapi.services.orders import purge_idempotency_keys
-from tests.conftest import ThreadClient, assert_problem, db_rows
+from tests.conftest import assert_problem, db_rows
 from tests.test_orders import _ledger_holds, place, stock_of, written  # noqa: F401
 
 
@@ -154,7 +156,7 @@ def _race(app, user, body: dict, key: str, racers: int) -> list:
     lock = threading.Lock()
 
     def buy() -> None:
-        client = ThreadClient(app)
+        client = testing.TestClient(app)
         barrier.wait()
         response = client.simulate_post(
             "/api/orders", json=body, headers={**user.headers, "Idempotency-Key": key})

@@ -8,7 +8,7 @@ import pytest
 from falcon import testing
 
 from shopapi.services.orders import TRANSITIONS
-from tests.conftest import ThreadClient, assert_problem, db_rows
+from tests.conftest import assert_problem, db_rows
 from tests.test_orders import _ledger_holds, place, stock_of  # noqa: F401  (autouse fixture)
 
 STATES = ("pending", "paid", "shipped", "delivered", "cancelled")
@@ -179,7 +179,7 @@ def test_racing_cancels_give_the_stock_back_exactly_once(
     lock = threading.Lock()
 
     def cancel(index: int) -> None:
-        own = ThreadClient(app)
+        own = testing.TestClient(app)
         barrier.wait()
         if index % 2:
             response = own.simulate_post(f"/api/orders/{order['id']}/cancel",

@@ -12,17 +12,17 @@ from collections.abc import Callable
 import psycopg
 from falcon import testing
 
-from tests.conftest import ThreadClient, db_rows
+from tests.conftest import db_rows
 from tests.test_orders import _ledger_holds, stock_of, units_held  # noqa: F401
 
 
 def run_threads(count: int, work: Callable[[int, testing.TestClient], None], app) -> None:
-    """Start `count` threads together, each with its own ThreadClient; re-raise any failure."""
+    """Start `count` threads together, each with its own TestClient; re-raise any failure."""
     barrier = threading.Barrier(count)
     failures: list[BaseException] = []
 
     def body(index: int) -> None:
-        client = ThreadClient(app)
+        client = testing.TestClient(app)
         barrier.wait()
         try:
             work(index, client)
@@ -49,7 +49,7 @@ def test_fifty_buyers_racing_for_ten_units_buy_exactly_ten(
     buyers = [make_user() for _ in range(50)]
     answers: Counter = Counter()
 
-    def buy(index: int, client: ThreadClient) -> None:
+    def buy(index: int, client: testing.TestClient) -> None:
         response = client.simulate_post("/api/orders", json=order_body([(product["id"], 1)]),
                                         headers=buyers[index].headers)
         answers[(response.status_code, response.json.get("code"))] += 1
@@ -71,7 +71,7 @@ def test_multi_line_orders_in_opposite_line_orders_never_deadlock(
     statuses: Counter = Counter()
     caplog.set_level(logging.WARNING, logger="shopapi.orders")
 
-    def buy(index: int, client: ThreadClient) -> None:
+    def buy(index: int, client: testing.TestClient) -> None:
         lines = ids if index % 2 else ids[::-1]
         for round_ in range(6):
             quantities = [(index + round_ + n) % 3 + 1 for n in range(len(lines))]
@@ -98,7 +98,7 @@ def test_mixed_placements_cancels_moves_and_deletes_keep_every_unit_accounted_fo
     buyers = [make_user() for _ in range(6)]
     unexpected: list[tuple[str, int, str]] = []
 
-    def shop(index: int, client: ThreadClient) -> None:
+    def shop(index: int, client: testing.TestClient) -> None:
         rng = random.Random(index)
         buyer = buyers[index % len(buyers)]
         for _ in range(8):
@@ -159,7 +159,7 @@ def test_an_order_waiting_on_a_restock_sees_the_restocked_units(
         restock.execute("UPDATE products SET stock = stock + 4 WHERE id = %s", (product["id"],))
         restock.execute("INSERT INTO stock_movements (product_id, delta, reason) "
                         "VALUES (%s, 4, 'adjust')", (product["id"],))
-        buyer = threading.Thread(target=lambda: answer.update(response=ThreadClient(
+        buyer = threading.Thread(target=lambda: answer.update(response=testing.TestClient(
             app).simulate_post("/api/orders",
                                json=order_body([(other["id"], 2), (product["id"], 3)]),
                                headers=customer.headers)))
@@ -190,7 +190,7 @@ def test_a_real_deadlock_is_retried_and_never_reaches_the_client(
         # the app's statement (deadlock_timeout 1 s) must be the one to find the cycle
         outsider.execute("SET deadlock_timeout = '20s'")
         outsider.execute("SELECT FROM products WHERE id = %s FOR UPDATE", (second["id"],))
-        buyer = threading.Thread(target=lambda: answer.update(response=ThreadClient(
+        buyer = threading.Thread(target=lambda: answer.update(response=testing.TestClient(
             app).simulate_post("/api/orders",
                                json=order_body([(first["id"], 1), (second["id"], 1)]),
                                headers=customer.headers)))

@@ -26,8 +26,8 @@ class Orders:
     @endpoint("Place an order (all or nothing; Idempotency-Key makes retries safe)",
               roles=AUTHENTICATED, body=OrderCreate, returns=OrderPublic, status=201,
               headers=("Idempotency-Key",), errors=(400, 401, 409, 413, 422, 429), tags=TAGS)
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        order, replayed = orders.place_order(
+    async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        order, replayed = await orders.place_order(
             self.ctx, req.context.user, req.context.body,
             idempotency_key=req.get_header("Idempotency-Key"),
             raw_body=req.context.raw_body,

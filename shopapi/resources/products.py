@@ -55,9 +55,9 @@ class Products:
     async def on_get_item(self, req: falcon.Request, resp: falcon.Response,
                           product_id: int) -> None:
         # the hottest read: a cache hit is answered on the event loop from the values the
-        # rate limiter fetched (middleware/rate_limit.py); a miss goes to PostgreSQL on a thread
+        # rate limiter fetched (middleware/rate_limit.py); a miss fills the cache on a thread
         user, prefetched = req.context.user, getattr(req.context, "cache_prefetch", None)
-        answer = products.prefetched_product(self.ctx, user, product_id, prefetched)
+        answer = await products.get_product_unblocked(self.ctx, user, product_id, prefetched)
         if answer is None:
             answer = await run_blocking(req, functools.partial(
                 products.get_product, self.ctx, user, product_id, prefetched))

@@ -19,9 +19,9 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool
 
 from shopapi import metrics
-from shopapi.cache import products_changed
+from shopapi.cache import products_changed, stock_taken
 from shopapi.context import AppContext, CurrentUser
-from shopapi.db import connection, queries
+from shopapi.db import AsyncPool, aconnection, aqueries, connection, queries
 from shopapi.errors import (
     IdempotencyKeyReused,
     InsufficientStock,
@@ -71,11 +71,26 @@ def _run(pool: ConnectionPool, query: Callable[..., Any], **params: Any) -> Any:
             with connection(pool) as conn:
                 return query(conn, **params)
         except _TRANSIENT as exc:
-            if attempt == ATTEMPTS:
-                raise
-            log.warning("%s: %s, attempt %d of %d", query.__name__, type(exc).__name__,
-                        attempt, ATTEMPTS)
+            _retrying(query, exc, attempt)
     raise AssertionError("unreachable")
+
+
+async def _run_async(pool: AsyncPool, query: Callable[..., Any], **params: Any) -> Any:
+    """`_run` on the event loop."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            async with aconnection(pool) as conn:
+                return await query(conn, **params)
+        except _TRANSIENT as exc:
+            _retrying(query, exc, attempt)
+    raise AssertionError("unreachable")
+
+
+def _retrying(query: Callable[..., Any], exc: Exception, attempt: int) -> None:
+    if attempt == ATTEMPTS:
+        raise exc
+    log.warning("%s: %s, attempt %d of %d", query.__name__, type(exc).__name__,
+                attempt, ATTEMPTS)
 
 
 # ------------------------------------------------------------------ placement
@@ -142,7 +157,7 @@ def _refusal(body: OrderCreate, row: dict[str, Any]) -> Exception:
     raise AssertionError(f"order refused without a reason: {row}")
 
 
-def place_order(
+async def place_order(
     ctx: AppContext,
     user: CurrentUser,
     body: OrderCreate,
@@ -155,15 +170,15 @@ def place_order(
     With an Idempotency-Key the key row is written by the same statement as the stock
     change. A second request racing with the same key blocks on that key's primary key
     until the first commits, fails with unique_violation (undoing its own deduction) and
-    replays the first answer.
+    replays the first answer. Runs on the event loop: the hottest write.
     """
     _refuse_duplicate_products(body)
     key = checked_idempotency_key(idempotency_key)
     digest = request_digest(raw_body) if key is not None else None
     product_ids = [line.product_id for line in body.items]
     try:
-        row = _run(
-            ctx.pool, queries.place_order,
+        row = await _run_async(
+            ctx.apool, aqueries.place_order,
             user_id=user.id, currency=ctx.settings.currency, product_ids=product_ids,
             quantities=[line.quantity for line in body.items],
             idempotency_key=key, request_hash=digest,
@@ -174,7 +189,7 @@ def place_order(
         row = None  # a request with the same key committed first
 
     if row is not None and row["order_json"] is not None:
-        products_changed(ctx, *product_ids)
+        await stock_taken(ctx, *product_ids)
         metrics.ORDERS_PLACED.inc()
         return _decode_order(row["order_json"]), False
     if row is not None and row["earlier_hash"] is not None:
@@ -182,8 +197,9 @@ def place_order(
     if key is not None:
         # Refused, or lost the race on the key: a request with this key may have committed
         # after this statement's snapshot was taken; its answer comes before our refusal.
-        with connection(ctx.pool) as conn:
-            earlier = queries.get_idempotent_answer(conn, user_id=user.id, idempotency_key=key)
+        async with aconnection(ctx.apool) as conn:
+            earlier = await aqueries.get_idempotent_answer(conn, user_id=user.id,
+                                                           idempotency_key=key)
         if earlier is not None:
             return _replay(earlier["request_hash"], earlier["order_json"], digest)
         if row is None:  # the winner's key is already gone (purged): let the client retry

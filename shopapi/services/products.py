@@ -12,7 +12,7 @@ from msgspec import UNSET
 from shopapi import cache
 from shopapi.cache import Answer
 from shopapi.context import AppContext, CurrentUser
-from shopapi.db import connection, queries, transaction
+from shopapi.db import aconnection, aqueries, connection, queries, transaction
 from shopapi.errors import NotFound, PreconditionFailed, ValidationFailed
 from shopapi.pagination import CursorCodec, fingerprint, page_of
 from shopapi.schemas.catalog import (
@@ -72,22 +72,31 @@ def get_product(
     def load() -> tuple[bytes, list[int]]:
         with connection(ctx.reader) as conn:
             row = queries.get_product(conn, id=product_id, currency=ctx.settings.currency)
-        if row is None:
-            raise NotFound(f"Product {product_id} not found")
-        return cache.pack(_public_bytes(row), visible=row["is_active"]), []
+        return _packed(product_id, row), []
 
     value, served = cache.read_product(ctx, product_id, load, prefetched)
     return _visible_to(user, product_id, value, served)
 
 
-def prefetched_product(
+async def get_product_unblocked(
     ctx: AppContext, user: CurrentUser | None, product_id: int,
     prefetched: list[bytes | None] | None,
 ) -> Answer | None:
-    """`get_product` from the cache values the rate limiter prefetched, without I/O (on the
-    event loop); None when `get_product` must run (a miss: on the thread pool)."""
-    value = cache.prefetched_product(ctx, prefetched)
-    return None if value is None else _visible_to(user, product_id, value, "hit")
+    """`get_product` where it needs no blocking call, on the event loop: a hit among the
+    values the rate limiter prefetched, or with the cache off one query on the event loop's
+    pool. None: run `get_product` on the thread pool (a miss fills the cache entry)."""
+    if cache.enabled(ctx):
+        value = cache.prefetched_product(ctx, prefetched)
+        return None if value is None else _visible_to(user, product_id, value, "hit")
+    async with aconnection(ctx.areader) as conn:
+        row = await aqueries.get_product(conn, id=product_id, currency=ctx.settings.currency)
+    return _visible_to(user, product_id, _packed(product_id, row), None)
+
+
+def _packed(product_id: int, row: dict | None) -> bytes:
+    if row is None:
+        raise NotFound(f"Product {product_id} not found")
+    return cache.pack(_public_bytes(row), visible=row["is_active"])
 
 
 def _visible_to(user: CurrentUser | None, product_id: int, value: bytes,

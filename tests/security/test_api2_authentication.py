@@ -15,9 +15,10 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
+from falcon import testing
 
 from shopapi.security import token_digest
-from tests.conftest import ThreadClient, assert_problem, db_rows
+from tests.conftest import assert_problem, db_rows
 from tests.test_auth import bearer, login, refresh
 
 
@@ -95,7 +96,7 @@ def _in_thread(app, call) -> tuple[threading.Thread, dict]:
     result: dict = {}
 
     def run() -> None:
-        result["response"] = call(ThreadClient(app))
+        result["response"] = call(testing.TestClient(app))
 
     thread = threading.Thread(target=run)
     thread.start()
