@@ -27,9 +27,10 @@ backlog = _int_env("GUNICORN_BACKLOG", 2048)
 # --- workers -----------------------------------------------------------------------------
 # gunicorn's asgi worker: one event loop per process (uvloop) serving keep-alive
 # connections; responders that block run on DB_POOL_MAX threads inside it (shopapi.http).
-# One worker per core keeps every core busy; each opens up to DB_POOL_MAX connections.
+# One worker per core keeps every core busy, and never fewer than two: one stuck worker must
+# not stop the API. Each opens up to DB_POOL_MAX connections per pool.
 # (Measured in bin/bench against sync workers: README, "Performance".)
-workers = max(1, _int_env("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+workers = max(2, _int_env("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "asgi"
 timeout = 30  # a worker silent this long is killed and replaced
 graceful_timeout = 30  # on SIGTERM, in-flight requests get this long to finish

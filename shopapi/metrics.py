@@ -55,11 +55,13 @@ POOL_IN_USE = DB_POOL_CONNECTIONS.labels(state="in_use")
 POOL_IDLE = DB_POOL_CONNECTIONS.labels(state="idle")
 
 
-def record_pool(pool) -> None:
-    """Publish the pool's current sizes (`psycopg_pool.ConnectionPool.get_stats()`)."""
-    stats = pool.get_stats()
-    size = stats.get("pool_size", 0)
-    available = stats.get("pool_available", 0)
+def record_pool(*pools) -> None:
+    """Publish this worker's connections, all its pools together (`get_stats()` of each)."""
+    size = available = 0
+    for pool in pools:
+        stats = pool.get_stats()
+        size += stats.get("pool_size", 0)
+        available += stats.get("pool_available", 0)
     POOL_IN_USE.set(size - available)
     POOL_IDLE.set(available)
 

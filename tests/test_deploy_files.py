@@ -208,7 +208,7 @@ def test_ci_runs_the_local_ci_script_against_postgres_and_redis_services():
 
 
 def gunicorn_settings(monkeypatch, **env: str) -> dict:
-    for name in ("PORT", "BIND", "WEB_CONCURRENCY", "GUNICORN_WORKER_CLASS", "GUNICORN_THREADS"):
+    for name in ("PORT", "BIND", "WEB_CONCURRENCY", "GUNICORN_WORKER_CLASS"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -234,16 +234,16 @@ def test_gunicorn_conf_uses_only_real_gunicorn_setting_names(monkeypatch):
 def test_gunicorn_conf_defaults(monkeypatch):
     conf = gunicorn_settings(monkeypatch)
     assert conf["bind"] == "0.0.0.0:8000"
-    assert conf["worker_class"] == "sync"
-    assert conf["workers"] == max(2, 2 * (os.cpu_count() or 1))
+    assert conf["worker_class"] == "asgi"
+    assert conf["workers"] == max(2, os.cpu_count() or 1)
 
 
 def test_gunicorn_conf_reads_the_environment(monkeypatch):
     conf = gunicorn_settings(monkeypatch, PORT="9000", WEB_CONCURRENCY="1",
-                             GUNICORN_WORKER_CLASS="gthread", GUNICORN_THREADS="4")
+                             GUNICORN_WORKER_CLASS="uvicorn_worker.UvicornWorker")
     assert conf["bind"] == "0.0.0.0:9000"
     assert conf["workers"] == 2  # never fewer than two: one stuck worker must not stop the API
-    assert conf["worker_class"] == "gthread" and conf["threads"] == 4
+    assert conf["worker_class"] == "uvicorn_worker.UvicornWorker"
     conf = gunicorn_settings(monkeypatch, PORT="9000", BIND="127.0.0.1:7000",
                              WEB_CONCURRENCY="5")
     assert conf["bind"] == "127.0.0.1:7000"

@@ -440,6 +440,26 @@ def test_full_text_search_ranks_name_matches_first(client, make_product):
     assert ids(by_name) == [in_description["id"], in_name["id"]]
 
 
+def test_search_totals_count_every_match_on_every_page(client, make_product):
+    """A ranked search counts its matches as it ranks them: the total of a middle page, of a
+    cursor page and of a page past the end is still every match."""
+    for n in range(12):
+        make_product(name=f"Widget {n}")
+    make_product(name="Chair")
+    first = client.simulate_get("/api/products", params={"q": "widget", "per_page": 5})
+    assert first.json["total"] == 12 and len(first.json["items"]) == 5
+    middle = client.simulate_get("/api/products", params={"q": "widget", "per_page": 5,
+                                                          "page": 2})
+    assert middle.json["total"] == 12 and len(middle.json["items"]) == 5
+    cursor = client.simulate_get("/api/products", params={
+        "q": "widget", "per_page": 5, "cursor": first.json["next_cursor"]})
+    assert cursor.json["total"] == 12
+    assert ids(cursor) == ids(middle)
+    past = client.simulate_get("/api/products", params={"q": "widget", "per_page": 5,
+                                                        "page": 9})
+    assert past.json["total"] == 12 and past.json["items"] == []
+
+
 def test_search_understands_web_syntax(client, make_product):
     red = make_product(name="Red shoes")
     make_product(name="Red hat")
@@ -566,6 +586,6 @@ def test_list_runs_a_constant_number_of_statements(client, make_product, query_c
             assert uncached.simulate_get("/api/products", params=params).status_code == 200
         counts.append(counted.n)
     # page + count (+ the pool's connection check), whatever per_page; the last page needs
-    # no count (its total is offset + rows)
-    assert counts[0] == counts[1] == counts[3] == counts[4] <= 3
-    assert counts[2] == counts[0] - 1
+    # no count (its total is offset + rows), nor does a search (it counts while it ranks)
+    assert counts[0] == counts[1] == counts[3] <= 3
+    assert counts[2] == counts[4] == counts[0] - 1

@@ -53,4 +53,4 @@ class Metrics:
         duration.observe(now - started)
         if now - self._pool_refreshed >= POOL_REFRESH_SECONDS:
             self._pool_refreshed = now
-            metrics.record_pool(self.ctx.pool)
+            metrics.record_pool(self.ctx.pool, self.ctx.apool)

@@ -22,5 +22,5 @@ class Metrics:
               tags=("operations",))
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         # the scraping worker's pool numbers are fresh; the others' are at most a second old
-        metrics.record_pool(self.ctx.pool)
+        metrics.record_pool(self.ctx.pool, self.ctx.apool)
         resp.data, resp.content_type = metrics.render(req.get_header("Accept"))

@@ -144,6 +144,8 @@ def list_products(ctx: AppContext, user: CurrentUser | None, query: ProductListQ
             del rows[per_page:]
             if page is not None and not more and (rows or offset == 0):
                 total = offset + len(rows)  # the last page tells the total: no count needed
+            elif page is not None and rows and "matches" in rows[0]:
+                total = rows[0]["matches"]  # counted by the search as it ranked (relevance)
             else:
                 total = _count(ctx, conn, filters)
         next_cursor = (

@@ -203,8 +203,11 @@ SELECT d.*, :currency::text AS currency
 
 -- name: list_products_by_relevance(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
 -- Search results best match first (`q` without an explicit sort); prefix-only matches rank last.
-SELECT d.*, :currency::text AS currency, page.sort_key
-  FROM (SELECT p.id, ts_rank(p.search, websearch_to_tsquery('english', :q)) AS sort_key
+-- Ranking reads every match anyway, so each row also carries their number (`matches`, the
+-- page's total when no cursor narrows the matches): no second scan for count_products.
+SELECT d.*, :currency::text AS currency, page.sort_key, page.matches
+  FROM (SELECT p.id, ts_rank(p.search, websearch_to_tsquery('english', :q)) AS sort_key,
+               count(*) OVER () AS matches
           FROM catalog_products(:include_inactive, :category_id, :min_price, :max_price,
                                 :in_stock, :q, :prefix) p
          WHERE :after_id::bigint IS NULL

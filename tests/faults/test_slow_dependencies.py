@@ -85,10 +85,10 @@ def test_a_request_that_gets_no_connection_in_time_gets_503_not_a_hang(
     database_url, redis_server, servers
 ):
     shop = seed_shop(database_url, stocks=[10, 10], customers=1)
-    # one worker with 4 threads sharing a pool of one connection
+    # one worker: its event loop serves every request, with a pool of one connection
     server = servers(server_env(
         database_url, redis_server.url, DB_POOL_MIN=1, DB_POOL_MAX=1, DB_POOL_TIMEOUT=0.5,
-        CACHE_ENABLED="false", GUNICORN_WORKER_CLASS="gthread", GUNICORN_THREADS=4,
+        CACHE_ENABLED="false",
     ), workers=1)
     port, (stuck, other) = server.port, shop.product_ids
     customer, traffic = shop.customers[0], Traffic()
@@ -117,7 +117,7 @@ def test_a_request_that_gets_no_connection_in_time_gets_503_not_a_hang(
     assert after.status == 200 and after.elapsed < 0.5  # the pool is not poisoned
 
     books = audit(shop)
-    summarize("5b. pool of 1 held (gthread x4), DB_POOL_TIMEOUT=0.5", traffic, books,
+    summarize("5b. pool of 1 held (one asgi worker), DB_POOL_TIMEOUT=0.5", traffic, books,
               f"503 after {starved.elapsed:.2f} s; served again "
               f"{(after.ended - starved.ended) * 1000:.0f} ms later")
     books.assert_sound()
