@@ -11,6 +11,7 @@ import glob
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 
 
@@ -85,6 +86,24 @@ def on_starting(server) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
         _created.append(path)
     server.log.info("Prometheus multiprocess directory: %s", path)
+
+
+# A SIGTERM that reaches a new worker before its event loop runs would be lost: before the
+# worker installs its handlers it runs the arbiter's handler copied into the child, and uvloop
+# drops a signal that arrives before the loop starts. The worker would then serve on until
+# graceful_timeout ran out and the arbiter killed it (seen when a worker replaced after
+# GUNICORN_MAX_REQUESTS was stopped while it booted). So SIGTERM waits, blocked, until the
+# loop runs.
+def post_fork(server, worker) -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def post_worker_init(worker) -> None:
+    loop = getattr(worker, "loop", None)  # the asgi worker's, about to run
+    if loop is None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    else:
+        loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def child_exit(server, worker) -> None:
