@@ -93,15 +93,9 @@ class Reachability:
         """A checked connection within `timeout` (None: the pool's), else PoolTimeout."""
         deadline = time.monotonic() + (pool.timeout if timeout is None else timeout)
         while True:
-            wait = deadline - time.monotonic()
-            if self.unreachable:
-                wait = min(wait, UNREACHABLE_WAIT)
-            try:
-                conn = pool.getconn(wait)
-            except PoolTimeout:
-                self._timed_out(pool)
-                raise
-            if time.monotonic() - self._returned.get(conn, 0.0) < CHECK_AFTER_IDLE:
+            with self._timing_out(pool):
+                conn = pool.getconn(self._wait(deadline))
+            if self._recently_used(conn):
                 return conn
             try:
                 # a connection killed by a database restart is dropped, never handed out
@@ -118,15 +112,9 @@ class Reachability:
         """`getconn` for the event loop's pool."""
         deadline = time.monotonic() + (pool.timeout if timeout is None else timeout)
         while True:
-            wait = deadline - time.monotonic()
-            if self.unreachable:
-                wait = min(wait, UNREACHABLE_WAIT)
-            try:
-                conn = await pool.getconn(wait)
-            except PoolTimeout:
-                self._timed_out(pool)
-                raise
-            if time.monotonic() - self._returned.get(conn, 0.0) < CHECK_AFTER_IDLE:
+            with self._timing_out(pool):
+                conn = await pool.getconn(self._wait(deadline))
+            if self._recently_used(conn):
                 return conn
             try:
                 await AsyncConnectionPool.check_connection(conn)
@@ -136,6 +124,21 @@ class Reachability:
                 continue
             self.unreachable = False
             return conn
+
+    def _wait(self, deadline: float) -> float:
+        wait = deadline - time.monotonic()
+        return min(wait, UNREACHABLE_WAIT) if self.unreachable else wait
+
+    def _recently_used(self, conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
+        return time.monotonic() - self._returned.get(conn, 0.0) < CHECK_AFTER_IDLE
+
+    @contextmanager
+    def _timing_out(self, pool: ConnectionPool | AsyncConnectionPool) -> Iterator[None]:
+        try:
+            yield
+        except PoolTimeout:
+            self._timed_out(pool)
+            raise
 
     async def configure_async(self, conn: psycopg.AsyncConnection) -> None:
         await conn.set_autocommit(True)

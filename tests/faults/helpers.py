@@ -332,7 +332,7 @@ class Reply:
 
 def call(port: int, method: str, path: str, body: Any = None,
          headers: dict[str, str] | None = None, *, kind: str = "", timeout: float = 15) -> Reply:
-    """One HTTP request on a fresh connection (gunicorn sync workers close it anyway)."""
+    """One HTTP request on a fresh connection (as a mobile client after a pause)."""
     data = json.dumps(body).encode() if body is not None else None
     started = time.monotonic()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
