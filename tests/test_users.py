@@ -251,6 +251,23 @@ def test_a_non_admin_setting_role_or_is_active_on_themself_gets_403_and_nothing_
     assert refresh(client, pair["refresh_token"]).status_code == 200
 
 
+@pytest.mark.parametrize("body", [{"role": "CUSTOMER"}, {"is_active": False},
+                                  {"role": "ADMIN"}, {"full_name": "Still me", "is_active": True}])
+def test_an_admin_setting_their_own_role_or_is_active_gets_403(client, database_url, admin,
+                                                               body):
+    """An admin cannot demote or deactivate themselves (the last admin would lock everyone
+    out); another admin can, and their name and email stay theirs to edit."""
+    before = db_state(database_url)
+    for method in ("PUT", "PATCH"):
+        response = client.simulate_request(method, f"/api/users/{admin.id}", json=body,
+                                           headers=admin.headers)
+        assert_problem(response, 403, "forbidden")
+    assert db_state(database_url) == before
+    renamed = client.simulate_patch(f"/api/users/{admin.id}", json={"full_name": "Root"},
+                                    headers=admin.headers)
+    assert renamed.status_code == 200 and renamed.json["full_name"] == "Root"
+
+
 def test_an_editor_setting_their_own_role_gets_403(client, database_url, editor):
     before = db_state(database_url)
     response = client.simulate_put(f"/api/users/{editor.id}", json={"role": "ADMIN"},

@@ -51,8 +51,12 @@ def list_users(ctx: AppContext, query: UserListQuery) -> PageOf[UserPublic]:
 
 def update_user(ctx: AppContext, user: CurrentUser, user_id: int, body: UserUpdate) -> UserPublic:
     _visible(user, user_id)
-    if not user.is_admin and (body.role is not UNSET or body.is_active is not UNSET):
-        raise Forbidden("Only an admin may change role or is_active")
+    if body.role is not UNSET or body.is_active is not UNSET:
+        if user.id == user_id:
+            # admins too: an admin locking themselves out (the last one) needs another admin
+            raise Forbidden("You cannot change your own role or is_active")
+        if not user.is_admin:
+            raise Forbidden("Only an admin may change role or is_active")
     email = None if body.email is UNSET else storable_email(body.email)
     with transaction(ctx.pool) as conn:
         current = queries.get_user_for_update(conn, id=user_id)
