@@ -371,3 +371,40 @@ def test_limits_go_back_to_redis_when_it_returns(limited, monkeypatch, caplog):
     finally:
         server.terminate()
         server.wait(timeout=5)
+
+
+# --------------------------------------------------------------------------- Batches
+
+
+def test_batches_replace_a_kept_connection_that_redis_closed(app_loop, redis_client):
+    """Redis restarted or dropped the idle connection: the batch goes out once, on a new one."""
+    from redis.asyncio import Redis as AsyncRedis
+
+    from shopapi.redis_clients import Batches
+    from tests.conftest import REDIS_URL
+
+    batches = Batches(AsyncRedis.from_url(REDIS_URL))
+    client_id, counted = app_loop.run(batches.execute, [("CLIENT", "ID"), ("INCR", "batches:n")])
+    assert counted == 1
+    assert redis_client.client_kill_filter(_id=client_id) == 1
+    # the kept connection is dead; the same batch counts once, on a fresh connection
+    [again, new_id] = app_loop.run(batches.execute, [("INCR", "batches:n"), ("CLIENT", "ID")])
+    assert again == 2 and new_id != client_id
+    assert int(redis_client.get("batches:n")) == 2
+
+
+def test_batches_close_a_connection_left_with_unread_replies(app_loop, redis_client):
+    """An error reply in the middle leaves later replies unread: that connection is closed,
+    and the next batch is answered correctly (not with the previous batch's leftovers)."""
+    from redis.asyncio import Redis as AsyncRedis
+
+    from shopapi.redis_clients import Batches
+    from tests.conftest import REDIS_URL
+
+    redis_client.set("batches:text", "not a number")
+    batches = Batches(AsyncRedis.from_url(REDIS_URL))
+    with pytest.raises(redis.ResponseError):
+        app_loop.run(batches.execute, [("INCR", "batches:text"), ("INCR", "batches:m"),
+                                       ("GET", "batches:text")])
+    assert app_loop.run(batches.execute, [("GET", "batches:m")]) == [b"1"]
+    assert app_loop.run(batches.execute, [("INCR", "batches:m")]) == [2]
