@@ -313,7 +313,7 @@ def product_keys(product_id: int) -> list[str]:
 
 def prefetch_keys(method: str, uri_template: str | None, params: dict) -> list[str] | None:
     """Keys of a cached read known from the route alone, for the rate limiter to MGET in its
-    own pipeline: the read then costs no Redis round trip of its own."""
+    own batch: the read then costs no Redis round trip of its own."""
     if method == "GET" and uri_template == "/api/products/{product_id}":
         raw = params.get("product_id")
         if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) < 19:

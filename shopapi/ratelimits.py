@@ -124,7 +124,7 @@ class Limiter:
         self, checks: Iterable[tuple[str, str]], fetch: list[str] | None,
         now: float | None = None,
     ) -> tuple[Usage, list[bytes | None] | None]:
-        """`hit`, plus an MGET of `fetch` in the same pipeline (a cached read's keys), so the
+        """`hit`, plus an MGET of `fetch` in the same batch (a cached read's keys), so the
         request pays one Redis round trip for both. The values are None when Redis was not
         used (memory fallback): the caller then reads them itself."""
         now = time.time() if now is None else now

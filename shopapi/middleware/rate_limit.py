@@ -41,7 +41,7 @@ class RateLimit:
     def __init__(self, ctx: AppContext) -> None:
         settings = ctx.settings
         self.limiter = Limiter(settings) if settings.rate_limit_enabled else None
-        # a cached read's keys ride in the counters' pipeline when both live in one database
+        # a cached read's keys ride in the counters' batch when both live in one database
         self.prefetch = bool(self.limiter and settings.cache_enabled
                              and self.limiter.same_redis(ctx.redis))
         self.trusted_proxies = settings.trusted_proxies
