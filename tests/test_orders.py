@@ -515,3 +515,17 @@ def test_product_reads_show_the_stock_orders_took_and_gave_back(client, customer
     assert client.simulate_get(path).json["stock"] == 8
     client.simulate_delete(f"/api/orders/{second['id']}", headers=admin.headers)
     assert client.simulate_get(path).json["stock"] == 10
+
+
+def test_placing_an_order_is_one_database_statement(client, customer, make_product,
+                                                    query_counter, database_url):
+    """Stock, order, lines, history, ledger and the Idempotency-Key row: one statement, and no
+    user lookup once this worker remembers the caller."""
+    products = [make_product(stock=5) for _ in range(3)]
+    assert client.simulate_get("/api/auth/me", headers=customer.headers).status_code == 200
+    with query_counter() as counted:
+        response = place(client, customer, [(p["id"], 2) for p in products],
+                         headers={"Idempotency-Key": "one-statement"})
+    assert response.status_code == 201, response.text
+    assert counted.n == 1
+    assert [stock_of(database_url, p["id"]) for p in products] == [3, 3, 3]
