@@ -277,18 +277,14 @@ def read_through(
     raises (NotFound...) to answer without caching anything.
     """
     state = _redis(ctx)
-    if state is None:
-        return load()[0], None
-    if not state.usable():
-        CACHE_MISS.inc()
-        return load()[0], "miss"
+    if state is None or not state.usable():
+        return _past_the_cache(state, load)
     script, keys, args = lookup
     try:
         found = getattr(state, script)(keys, args)
     except redis.RedisError as exc:
         state.failed(exc, "reading")
-        CACHE_MISS.inc()
-        return load()[0], "miss"
+        return _past_the_cache(state, load)
     if not isinstance(found, list):
         CACHE_HIT.inc()
         return found, "hit"
@@ -304,6 +300,17 @@ def read_through(
     except redis.RedisError as exc:
         state.failed(exc, "storing")
     return value, "miss"
+
+
+def _past_the_cache(
+    state: _Redis | None, load: Callable[[], tuple[bytes, list[int]]]
+) -> tuple[bytes, str | None]:
+    """The answer straight from `load`: no cache at all (off), or a miss while Redis is failing
+    or backing off."""
+    if state is None:
+        return load()[0], None
+    CACHE_MISS.inc()
+    return load()[0], "miss"
 
 
 def product_keys(product_id: int) -> list[str]:
@@ -329,11 +336,8 @@ def read_product(
     versions (no script), or their values already fetched with the rate-limit counters;
     the entry starts with the versions it was filled at."""
     state = _redis(ctx)
-    if state is None:
-        return load()[0], None
-    if not state.usable():
-        CACHE_MISS.inc()
-        return load()[0], "miss"
+    if state is None or not state.usable():
+        return _past_the_cache(state, load)
     key, version_key, _ = keys = product_keys(product_id)
     try:
         value, pv, cv = prefetched if prefetched is not None else state.client.mget(keys)
@@ -341,8 +345,7 @@ def read_product(
             pv, cv = state.versions([version_key, CATALOG_VERSION])
     except redis.RedisError as exc:
         state.failed(exc, "reading")
-        CACHE_MISS.inc()
-        return load()[0], "miss"
+        return _past_the_cache(state, load)
     header = b"%s %s\n" % (pv, cv)
     current = _current_entry(value, header)
     if current is not None:
