@@ -69,7 +69,6 @@ def create_app(
     *,
     pool: ConnectionPool | None = None,
     redis: redis_lib.Redis | None = None,
-    read_pool: ConnectionPool | None = None,
 ) -> ShopApp:
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(),
@@ -79,8 +78,8 @@ def create_app(
         settings=settings,
         pool=pool or make_pool(settings),
         # catalog reads may go to a replica (DATABASE_READ_URL); everything else to the primary
-        read_pool=read_pool or (make_pool(settings, settings.database_read_url)
-                                if settings.database_read_url else None),
+        read_pool=(make_pool(settings, settings.database_read_url)
+                   if settings.database_read_url else None),
         redis=redis,
         aredis=async_client_like(redis),
         user_states=user_state.for_client(redis),

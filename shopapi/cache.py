@@ -419,11 +419,6 @@ def _bumpable(ctx: AppContext) -> _Redis | None:
     return state
 
 
-def _bump_failed(state: _Redis, exc: Exception) -> None:
-    state.failed(exc, "invalidating")
-    state.missed_bump = True
-
-
 def _bump(ctx: AppContext, keys: list[str]) -> None:
     state = _bumpable(ctx)
     if state is None:
@@ -431,7 +426,7 @@ def _bump(ctx: AppContext, keys: list[str]) -> None:
     try:
         state.bump(keys)
     except redis.RedisError as exc:
-        _bump_failed(state, exc)
+        state.failed(exc, "invalidating")  # (which also marks the bump as missed)
 
 
 async def _bump_async(ctx: AppContext, keys: list[str]) -> None:
@@ -444,7 +439,7 @@ async def _bump_async(ctx: AppContext, keys: list[str]) -> None:
     try:
         await state.abump(keys)
     except (redis.RedisError, OSError) as exc:
-        _bump_failed(state, exc)
+        state.failed(exc, "invalidating")
 
 
 def _stock_keys(product_ids: Iterable[int]) -> list[str]:

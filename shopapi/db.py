@@ -211,12 +211,10 @@ def async_twin(pool: Pool, **connect_kwargs) -> AsyncPool:
 
 
 @contextmanager
-def _checkout(pool: ConnectionPool, timeout: float | None) -> Iterator[psycopg.Connection]:
-    reachability: Reachability | None = getattr(pool, "reachability", None)
-    if reachability is None:  # a pool not made by make_pool
-        with pool.connection(timeout) as conn:
-            yield conn
-        return
+def connection(pool: Pool, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+    """A connection for reads: each statement is its own (autocommit) transaction.
+    `timeout`: seconds to wait for a connection (default DB_POOL_TIMEOUT), then PoolTimeout."""
+    reachability = pool.reachability
     conn = reachability.getconn(pool, timeout)
     try:
         with conn:  # as pool.connection(): commit on success, roll back on error
@@ -231,19 +229,9 @@ def _checkout(pool: ConnectionPool, timeout: float | None) -> Iterator[psycopg.C
 
 
 @contextmanager
-def connection(
-    pool: ConnectionPool, timeout: float | None = None
-) -> Iterator[psycopg.Connection]:
-    """A connection for reads: each statement is its own (autocommit) transaction.
-    `timeout`: seconds to wait for a connection (default DB_POOL_TIMEOUT), then PoolTimeout."""
-    with _checkout(pool, timeout) as conn:
-        yield conn
-
-
-@contextmanager
-def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+def transaction(pool: Pool) -> Iterator[psycopg.Connection]:
     """One transaction: commit when the block ends, roll back if it raises."""
-    with _checkout(pool, None) as conn, conn.transaction():
+    with connection(pool) as conn, conn.transaction():
         yield conn
 
 

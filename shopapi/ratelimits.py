@@ -43,6 +43,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from shopapi.config import ConfigError, Settings
 from shopapi.redis_clients import Batches, make_async_redis
+from shopapi.services.auth import normalize_email
 
 log = logging.getLogger("shopapi.ratelimits")
 
@@ -89,7 +90,7 @@ def address_subject(ip: str) -> str:
 def email_subject(email: str) -> str:
     """Trimmed, lower-cased and hashed: the same account however it is typed, no email in Redis,
     and a key of fixed size whatever the client sends."""
-    return hashlib.blake2b(email.strip().lower().encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(normalize_email(email).encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,31 +104,25 @@ class Usage:
 
 
 class Limiter:
-    def __init__(self, settings: Settings, *, redis_retry_seconds: float | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.rules: dict[str, tuple[RateLimitItem, ...]] = {
             name: _parse(attr, getattr(settings, attr)) for name, attr in LIMITS.items()
         }
         self.redis: AsyncRedis = make_async_redis(settings)
         self.batches = Batches(self.redis)
         self.memory: MemoryStorage | None = None  # created on the first Redis failure
-        self.redis_retry_seconds = (
-            REDIS_RETRY_SECONDS if redis_retry_seconds is None else redis_retry_seconds
-        )
+        self.redis_retry_seconds = REDIS_RETRY_SECONDS
         self.redis_down = False
         self.retry_redis_at = 0.0  # time.monotonic() after which Redis is tried again
 
-    async def hit(self, checks: Iterable[tuple[str, str]], now: float | None = None) -> Usage:
-        """Count one request against every (limit name, subject) pair."""
-        return (await self.hit_and_fetch(checks, None, now))[0]
-
     async def hit_and_fetch(
         self, checks: Iterable[tuple[str, str]], fetch: list[str] | None,
-        now: float | None = None,
     ) -> tuple[Usage, list[bytes | None] | None]:
-        """`hit`, plus an MGET of `fetch` in the same batch (a cached read's keys), so the
-        request pays one Redis round trip for both. The values are None when Redis was not
-        used (memory fallback): the caller then reads them itself."""
-        now = time.time() if now is None else now
+        """Count one request against every (limit name, subject) pair, plus an MGET of
+        `fetch` in the same batch (a cached read's keys), so the request pays one Redis round
+        trip for both. The values are None when Redis was not used (memory fallback): the
+        caller then reads them itself."""
+        now = time.time()
         keys: list[str] = []
         ttls: list[int] = []
         windows: list[tuple[int, float]] = []  # (amount, seconds until the window ends)

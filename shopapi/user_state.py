@@ -49,10 +49,9 @@ class UserStates:
     def get(self, user_id: int, load: Callable[[int], State | None]) -> State | None:
         """The user's state: from memory while the listener is live, else from `load`."""
         self._ensure_listener()
-        if self._listening.is_set():
-            entry = self._states.get(user_id)
-            if entry is not None and entry[1] > time.monotonic():
-                return entry[0]
+        state = self.peek(user_id)
+        if state is not None:
+            return state
         generation = self._generation
         state = load(user_id)
         if state is not None and self._listening.is_set():

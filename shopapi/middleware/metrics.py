@@ -14,10 +14,8 @@ import falcon
 from shopapi import metrics
 from shopapi.context import AppContext
 
-# anything else a client invents would be a new series each time
-KNOWN_METHODS = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
-)
+# anything else a client invents would be a new series each time: it counts as "other"
+KNOWN_METHODS = frozenset(falcon.HTTP_METHODS)
 POOL_REFRESH_SECONDS = 1.0
 
 
@@ -28,16 +26,14 @@ class Metrics:
         self._pool_refreshed = float("-inf")
 
     def _bound(self, method: str, route: str, status: int) -> tuple:
+        if method not in KNOWN_METHODS:
+            method = "other"
         key = (method, route, status)
         child = self._children.get(key)
         if child is None:
-            if method not in KNOWN_METHODS:
-                method = "other"
             labels = (method, route, str(status))
             child = (metrics.HTTP_REQUESTS.labels(*labels), metrics.HTTP_DURATION.labels(*labels))
-            # an invented method maps to "other" but keeps its own key: bound the dict anyway
-            if len(self._children) < 10_000:
-                self._children[key] = child
+            self._children[key] = child
         return child
 
     async def process_response(

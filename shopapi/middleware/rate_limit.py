@@ -42,7 +42,7 @@ class RateLimit:
         settings = ctx.settings
         self.limiter = Limiter(settings) if settings.rate_limit_enabled else None
         # a cached read's keys ride in the counters' batch when both live in one database
-        self.prefetch = bool(self.limiter and settings.cache_enabled
+        self.prefetch = bool(self.limiter and cache.enabled(ctx)
                              and self.limiter.same_redis(ctx.redis))
         self.trusted_proxies = settings.trusted_proxies
         self.max_body_bytes = settings.max_body_bytes
