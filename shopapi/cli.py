@@ -40,7 +40,7 @@ def cmd_check_ledger(args: argparse.Namespace) -> int:
     with make_pool(_settings()) as pool:
         mismatches = check_ledger(pool)
     for row in mismatches:
-        print(f"product {row['product_id']}: stock {row['stock']} != ledger {row['ledger']}")
+        print(f"product {row['product_id']}: stock {row['stock']} != ledger {row['ledger_stock']}")
     print("ledger ok" if not mismatches else f"{len(mismatches)} product(s) out of balance")
     return 1 if mismatches else 0
 

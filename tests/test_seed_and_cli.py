@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import psycopg
+
 from shopapi.config import ROOT
 from shopapi.seed import seed
 from tests.conftest import db_rows
@@ -104,3 +106,16 @@ def test_shopapi_dev_migrates_seeds_and_serves(database_url):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_cli_check_ledger_reports_a_product_out_of_balance(database_url, make_product):
+    balanced = _cli(database_url, "check-ledger")
+    assert balanced.returncode == 0, balanced.stderr
+    assert "ledger ok" in balanced.stdout
+    product = make_product(stock=7)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE products SET stock = 9 WHERE id = %s", (product["id"],))
+    result = _cli(database_url, "check-ledger")
+    assert result.returncode == 1, result.stderr
+    assert f"product {product['id']}: stock 9 != ledger 7" in result.stdout
+    assert "1 product(s) out of balance" in result.stdout
