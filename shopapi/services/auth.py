@@ -88,12 +88,12 @@ def refresh(ctx: AppContext, token: str) -> TokenPair:
         # changes, deactivation and reuse detection, which all take it first: whichever
         # commits first, the other's next statement sees what it wrote, so no token issued
         # here can outlive a revocation that raced with it.
-        queries.get_user_for_update(conn, id=user_id)
+        # (the token we signed names its user: the row locked is the token row's user)
+        user = queries.get_user_for_update(conn, id=user_id)
         used = queries.revoke_refresh_token(conn, token_hash=digest)
         if used is not None:
-            state = queries.get_user_state(conn, id=used["user_id"])
-            if state is not None and state["is_active"]:
-                return _issue_pair(ctx, conn, used["user_id"], state["role"], used["family_id"])
+            if user is not None and user["is_active"]:
+                return _issue_pair(ctx, conn, user["id"], user["role"], used["family_id"])
             raise NotAuthenticated("Account disabled")
     # not live: a revoked token coming back means it leaked; end that whole login
     with transaction(ctx.pool) as conn:
