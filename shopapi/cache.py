@@ -237,6 +237,10 @@ def match(header: str, etag: str | None) -> bool:
     return any(tag == "*" or tag == etag for tag in _candidates(header))
 
 
+# for the OpenAPI summaries of the reads `respond` answers
+ETAG_NOTE = " Answers carry an ETag; If-None-Match with it gives 304 and no body."
+
+
 def respond(req: falcon.Request, resp: falcon.Response, answer: Answer) -> None:
     """Send a catalog read: ETag, X-Cache, and 304 with no body when the client is current."""
     resp.set_header("ETag", answer.etag)

@@ -13,6 +13,7 @@ import msgspec
 
 from shopapi.errors import FieldError
 from shopapi.http import Endpoint
+from shopapi.schemas.orders import IDEMPOTENCY_KEY_MAX
 
 METHODS = ("get", "post", "put", "patch", "delete")
 _PARAM_RE = re.compile(r"{(\w+)(?::\w+)?}")
@@ -33,7 +34,7 @@ ERROR_TITLES = {
 
 # what the code checks of each request header an @endpoint may declare
 HEADER_SCHEMAS = {
-    "Idempotency-Key": {"type": "string", "minLength": 1, "maxLength": 255},
+    "Idempotency-Key": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
     "If-Match": {"type": "string", "minLength": 1},  # an ETag or *; blank is 422
 }
 

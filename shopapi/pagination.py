@@ -8,6 +8,7 @@ is a 422.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -57,6 +58,12 @@ class CursorCodec:
                 "cursor", "was issued for other filters or sort; repeat the same ones"
             )
         return values[1:]
+
+
+@functools.lru_cache(maxsize=4)
+def cursor_codec(key: str) -> CursorCodec:
+    """The codec for a signing key, built once (it hashes the key)."""
+    return CursorCodec(key)
 
 
 def fingerprint(**filters: Any) -> str:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_NON_WORD = re.compile(r"[^a-z0-9]+")
+_WORD = re.compile(r"[a-z0-9]+")
 
 
 def slugify(name: str) -> str:
+    """Lower-case ASCII words joined by `-`: accents transliterated (NFKD, then non-ASCII
+    dropped), apostrophes dropped ("Men's" -> "mens"), any other character separates words."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return _NON_WORD.sub("-", ascii_name.lower()).strip("-") or "category"
+    words = _WORD.findall(ascii_name.lower().replace("'", ""))
+    return "-".join(words) or "category"

@@ -17,7 +17,6 @@ from shopapi.schemas.common import PageOf
 from shopapi.services import categories
 
 TAGS = ("categories",)
-ETAG_NOTE = " Answers carry an ETag; If-None-Match with it gives 304 and no body."
 
 
 class Categories:
@@ -25,7 +24,7 @@ class Categories:
         self.ctx = ctx
 
     @endpoint("List categories by id (q: case-insensitive substring of the name; "
-              "next_cursor is always null)." + ETAG_NOTE, query=CategoryListQuery,
+              "next_cursor is always null)." + cache.ETAG_NOTE, query=CategoryListQuery,
               returns=PageOf[CategoryPublic], errors=(422, 429), tags=TAGS)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         cache.respond(req, resp, categories.list_categories(self.ctx, req.context.query))
@@ -36,7 +35,7 @@ class Categories:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         cache.send(resp, categories.create_category(self.ctx, req.context.body))
 
-    @endpoint("Get a category." + ETAG_NOTE, returns=CategoryPublic, errors=(404, 422, 429),
+    @endpoint("Get a category." + cache.ETAG_NOTE, returns=CategoryPublic, errors=(404, 422, 429),
               tags=TAGS)
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, category_id: int) -> None:
         cache.respond(req, resp, categories.get_category(self.ctx, category_id))

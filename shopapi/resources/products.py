@@ -31,14 +31,13 @@ LIST_SUMMARY = (
     "filters, is 422. in_stock=true: only products in stock (false: no stock filter). "
     "min_price_cents above max_price_cents: an empty page."
 )
-ETAG_NOTE = " Answers carry an ETag; If-None-Match with it gives 304 and no body."
 
 
 class Products:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint(LIST_SUMMARY + ETAG_NOTE, query=ProductListQuery, returns=PageOf[ProductPublic],
+    @endpoint(LIST_SUMMARY + cache.ETAG_NOTE, query=ProductListQuery, returns=PageOf[ProductPublic],
               errors=(422, 429), tags=TAGS)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         answer = products.list_products(self.ctx, req.context.user, req.context.query)
@@ -50,7 +49,7 @@ class Products:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         cache.send(resp, products.create_product(self.ctx, req.context.user, req.context.body))
 
-    @endpoint("Get a product (inactive: 404 except for ADMIN/EDITOR)." + ETAG_NOTE,
+    @endpoint("Get a product (inactive: 404 except for ADMIN/EDITOR)." + cache.ETAG_NOTE,
               returns=ProductPublic, errors=(404, 422, 429), tags=TAGS)
     async def on_get_item(self, req: falcon.Request, resp: falcon.Response,
                           product_id: int) -> None:
@@ -85,7 +84,8 @@ class StockMovements:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint("A product's stock ledger, oldest first (next_cursor is always null)." + ETAG_NOTE,
+    @endpoint("A product's stock ledger, oldest first (next_cursor is always null)."
+              + cache.ETAG_NOTE,
               roles=STAFF, query=PageQuery, returns=PageOf[StockMovementPublic],
               errors=(401, 403, 404, 422, 429), tags=TAGS)
     def on_get(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:

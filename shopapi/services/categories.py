@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 
 import msgspec
 import psycopg.errors
@@ -21,21 +20,13 @@ from shopapi.schemas.catalog import (
     CategoryPublic,
     CategoryUpdate,
 )
+from shopapi.slugs import slugify
 
 _encode = msgspec.json.Encoder().encode
-_WORD = re.compile(r"[a-z0-9]+")
 _SUFFIX = re.compile(r"-([0-9]+)$")
-_BLANKS = " \t\r\n"
+BLANKS = " \t\r\n"  # what names, searches and If-Match are trimmed of
 SLUG_CONSTRAINT = "categories_slug_key"
 _SLUG_ATTEMPTS = 5
-
-
-def slugify(name: str) -> str:
-    """Lower-case ASCII words joined by `-`: accents transliterated (NFKD, then non-ASCII
-    dropped), apostrophes dropped ("Men's" -> "mens"), any other character separates words."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    words = _WORD.findall(ascii_name.lower().replace("'", ""))
-    return "-".join(words) or "category"
 
 
 def next_slug(base: str, taken: set[str]) -> str:
@@ -69,7 +60,7 @@ def get_category(ctx: AppContext, category_id: int) -> Answer:
 
 def list_categories(ctx: AppContext, query: CategoryListQuery) -> Answer:
     page = query.page or 1
-    q = query.q.strip(_BLANKS) if query.q else ""
+    q = query.q.strip(BLANKS) if query.q else ""
     pattern = f"%{like_escape(q)}%" if q else None
 
     def load() -> tuple[bytes, list[int]]:
@@ -87,7 +78,7 @@ def list_categories(ctx: AppContext, query: CategoryListQuery) -> Answer:
 
 
 def create_category(ctx: AppContext, body: CategoryCreate) -> Answer:
-    name = body.name.strip(_BLANKS)
+    name = body.name.strip(BLANKS)
     base = slugify(name)
     for _ in range(_SLUG_ATTEMPTS):
         try:
@@ -108,7 +99,7 @@ def create_category(ctx: AppContext, body: CategoryCreate) -> Answer:
 
 
 def update_category(ctx: AppContext, category_id: int, body: CategoryUpdate) -> Answer:
-    name = None if body.name is UNSET else body.name.strip(_BLANKS)
+    name = None if body.name is UNSET else body.name.strip(BLANKS)
     try:
         with transaction(ctx.pool) as conn:
             row = queries.update_category(

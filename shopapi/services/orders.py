@@ -30,7 +30,7 @@ from shopapi.errors import (
     RequestInProgress,
     ValidationFailed,
 )
-from shopapi.pagination import CursorCodec, fingerprint
+from shopapi.pagination import cursor_codec, fingerprint, page_of
 from shopapi.schemas.common import PageOf
 from shopapi.schemas.orders import (
     IDEMPOTENCY_KEY_MAX,
@@ -243,11 +243,11 @@ def list_orders(ctx: AppContext, user: CurrentUser, query: OrderListQuery) -> Pa
     if not user.is_staff:
         if user_id is not None and user_id != user.id:
             # a customer's scope is their own orders: someone else's match nothing
-            return PageOf(items=[], page=None if query.cursor else query.page or 1,
-                          per_page=per_page, total=0, next_cursor=None)
+            return page_of([], OrderPublic, page=None if query.cursor else query.page or 1,
+                           per_page=per_page, total=0)
         user_id = user.id
 
-    codec = CursorCodec(ctx.settings.signing_key)
+    codec = cursor_codec(ctx.settings.signing_key)
     scope = fingerprint(sort=LIST_SORT, status=query.status, user_id=user_id)
     after_created_at: str | None = None
     after_id: int | None = None
@@ -276,9 +276,8 @@ def list_orders(ctx: AppContext, user: CurrentUser, query: OrderListQuery) -> Pa
     if more:
         last = rows[-1]
         next_cursor = codec.encode([last["created_at"], last["id"]], scope)
-    items = msgspec.convert(rows, list[OrderPublic])
-    return PageOf(items=items, page=page, per_page=per_page, total=total,
-                  next_cursor=next_cursor)
+    return page_of(rows, OrderPublic, page=page, per_page=per_page, total=total,
+                   next_cursor=next_cursor)
 
 
 # ------------------------------------------------------------------ status changes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import msgspec
@@ -14,7 +13,7 @@ from shopapi.cache import Answer
 from shopapi.context import AppContext, CurrentUser
 from shopapi.db import aconnection, aqueries, connection, queries, transaction
 from shopapi.errors import NotFound, PreconditionFailed, ValidationFailed
-from shopapi.pagination import CursorCodec, fingerprint, page_of
+from shopapi.pagination import cursor_codec, fingerprint, page_of
 from shopapi.schemas.catalog import (
     ProductCreate,
     ProductListQuery,
@@ -23,10 +22,9 @@ from shopapi.schemas.catalog import (
     StockMovementPublic,
 )
 from shopapi.schemas.common import PageQuery
-from shopapi.services.categories import like_escape
+from shopapi.services.categories import BLANKS, like_escape
 
 _encode = msgspec.json.Encoder().encode
-_BLANKS = " \t\r\n"
 
 # Allow-list: effective ordering -> (page query, the row field its cursor key comes from, type).
 # "relevance" is the order of a search (`q`) without an explicit `sort`.
@@ -40,11 +38,6 @@ ORDERINGS: dict[str, tuple[Any, str, type]] = {
     "relevance": (queries.list_products_by_relevance, "sort_key", float),
 }
 DEFAULT_ORDERING = "-created_at"
-
-
-@functools.lru_cache(maxsize=4)
-def _cursors(key: str) -> CursorCodec:
-    return CursorCodec(key)
 
 
 def _is_staff(user: CurrentUser | None) -> bool:
@@ -110,7 +103,7 @@ def list_products(ctx: AppContext, user: CurrentUser | None, query: ProductListQ
     """A page by offset (`page`) or by keyset (`cursor`); see the endpoint summary for order."""
     if query.page is not None and query.cursor is not None:
         raise ValidationFailed.single("cursor", "cannot be combined with page")
-    q = (query.q or "").strip(_BLANKS) or None
+    q = (query.q or "").strip(BLANKS) or None
     ordering = query.sort or ("relevance" if q else DEFAULT_ORDERING)
     page_query, key_field, key_type = ORDERINGS[ordering]
     filters = {
@@ -124,7 +117,7 @@ def list_products(ctx: AppContext, user: CurrentUser | None, query: ProductListQ
         "prefix": like_escape(q.lower()) + "%" if q else None,
     }
     issued_for = fingerprint(sort=ordering, **filters)
-    codec = _cursors(ctx.settings.signing_key)
+    codec = cursor_codec(ctx.settings.signing_key)
     after_key = after_id = None
     if query.cursor is not None:
         last = codec.decode(query.cursor, issued_for)
@@ -198,7 +191,7 @@ def create_product(ctx: AppContext, user: CurrentUser, body: ProductCreate) -> A
     with transaction(ctx.pool) as conn:
         try:
             product_id = queries.insert_product(
-                conn, name=body.name.strip(_BLANKS), description=body.description,
+                conn, name=body.name.strip(BLANKS), description=body.description,
                 price_cents=body.price_cents, stock=body.stock, image_url=body.image_url,
                 category_id=body.category_id, is_active=body.is_active,
             )["id"]
@@ -218,7 +211,7 @@ def update_product(
 ) -> Answer:
     """Partial update (PUT = PATCH). `if_match` is compared with the locked row's ETag, and a
     `stock` edit writes its delta to the ledger, all in one transaction."""
-    if if_match is not None and not if_match.strip(_BLANKS):
+    if if_match is not None and not if_match.strip(BLANKS):
         raise ValidationFailed.single("If-Match", "must be an entity tag or *")
     with transaction(ctx.pool) as conn:
         current = queries.get_product_for_update(
@@ -233,7 +226,7 @@ def update_product(
         try:
             row = queries.update_product(
                 conn, id=product_id, currency=ctx.settings.currency,
-                name=None if body.name is UNSET else body.name.strip(_BLANKS),
+                name=None if body.name is UNSET else body.name.strip(BLANKS),
                 description=None if body.description is UNSET else body.description,
                 price_cents=None if body.price_cents is UNSET else body.price_cents,
                 stock=None if body.stock is UNSET else body.stock,
