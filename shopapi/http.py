@@ -90,20 +90,13 @@ async def read_raw_body(req: falcon.Request, limit: int) -> bytes:
     hash it for the Idempotency-Key. The server de-chunks a chunked body."""
     raw = getattr(req.context, "raw_body", None)
     if raw is None:
-        length = req.content_length
-        if length is not None and length > limit:
-            raw = b""  # refused unread by decode_body (413)
-        else:
-            raw = await req.stream.read(limit + 1)
-        req.context.raw_body = raw
+        # (a Content-Length over the limit was refused already, by RequestContext)
+        raw = req.context.raw_body = await req.stream.read(limit + 1)
     return raw
 
 
 def decode_body(req: falcon.Request, struct: type, limit: int) -> Any:
     """Decode the raw body into `struct`: 400 for bad JSON, 422 with the field path."""
-    length = req.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes")
     raw = req.context.raw_body
     if len(raw) > limit:
         raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes")

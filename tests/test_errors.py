@@ -78,6 +78,23 @@ def test_body_over_one_mebibyte_is_413(error_client):
     assert_problem(response, 413, "payload_too_large")
 
 
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/api/auth/logout-all"),  # authenticated, no body declared
+    ("GET", "/api/products"),
+    ("DELETE", "/api/users/{own}"),
+])
+def test_a_body_over_one_mebibyte_is_413_on_routes_that_read_no_body(client, customer,
+                                                                      method, path):
+    big = b"x" * (1024 * 1024 + 1)
+    response = client.simulate_request(method, path.format(own=customer.id), body=big,
+                                       headers={**customer.headers,
+                                                "Content-Type": "application/json"})
+    assert_problem(response, 413, "payload_too_large")
+    assert response.headers["x-request-id"]
+    # the request did nothing: the login and the account are still there
+    assert client.simulate_get("/api/auth/me", headers=customer.headers).status_code == 200
+
+
 def test_unknown_fields_are_ignored(error_client):
     response = error_client.simulate_post(
         "/test/echo", json={"email": "a@b.c", "password": "longenough", "role": "ADMIN", "x": [1]})

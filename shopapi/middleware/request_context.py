@@ -12,6 +12,8 @@ from concurrent.futures import Executor
 import falcon
 import msgspec
 
+from shopapi.errors import PayloadTooLarge
+
 _ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _encode_line = msgspec.json.Encoder().encode
 
@@ -42,6 +44,10 @@ class RequestContext:
         # echo a sane client id; anything else (too long, odd characters) gets a fresh one
         req.context.request_id = given if given and _ID_OK.match(given) else os.urandom(8).hex()
         req.context.max_body_bytes = self.max_body_bytes
+        if req.content_length is not None and req.content_length > self.max_body_bytes:
+            # any route, body declared or not (API.md: bodies over the limit are 413); a
+            # chunked body has no length here and is measured as it is read (http.decode_body)
+            raise PayloadTooLarge(f"Request bodies are limited to {self.max_body_bytes} bytes")
         req.context.executor = self.executor
         req.context.user = None
         req.context.auth_error = None
