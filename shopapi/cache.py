@@ -267,13 +267,13 @@ def answer_of(body: bytes) -> Answer:
 # ------------------------------------------------------------------ read-through
 
 
-# Where an entry lives: (script, version keys, arguments), from the *_key functions below.
-Lookup = tuple[str, list[str], list[object]]
+# Where an entry lives: (version keys, [key prefix, "1" for a product list page else "0"]),
+# the KEYS and ARGV of _LUA_GET, from the *_key functions below.
+Lookup = tuple[list[str], list[object]]
 
 
 def read_through(
     ctx: AppContext, lookup: Lookup, load: Callable[[], tuple[bytes, list[int]]],
-    *, list_page: bool = False,
 ) -> tuple[bytes, str | None]:
     """The packed entry of `lookup` at the current versions, from Redis or else from `load`.
 
@@ -283,9 +283,9 @@ def read_through(
     state = _redis(ctx)
     if state is None or not state.usable():
         return _past_the_cache(state, load)
-    script, keys, args = lookup
+    keys, args = lookup
     try:
-        found = getattr(state, script)(keys, args)
+        found = state.get(keys, args)
     except redis.RedisError as exc:
         state.failed(exc, "reading")
         return _past_the_cache(state, load)
@@ -297,7 +297,7 @@ def read_through(
     value, ids = load()
     ttl = ctx.settings.cache_ttl
     try:
-        if list_page:
+        if args[1] == "1":  # a product list page: stored only if its products did not change
             state.store_list(args=[key, gen, ttl, value, *ids])
         else:
             state.client.set(key, value, ex=ttl)
@@ -394,21 +394,21 @@ def product_list_key(query_digest: str, in_stock: bool) -> Lookup:
     versions = [CATALOG_VERSION, LIST_VERSION]
     if in_stock:
         versions.append(STOCK_VERSION)
-    return "get", versions, [f"{PREFIX}pl:{query_digest}", "1"]
+    return versions, [f"{PREFIX}pl:{query_digest}", "1"]
 
 
 def product_total_key(filters_digest: str, in_stock: bool) -> Lookup:
     """The `total` of a product filter set, shared by all its pages and sorts."""
-    script, versions, _ = product_list_key(filters_digest, in_stock)
-    return script, versions, [f"{PREFIX}pt:{filters_digest}", "0"]
+    versions, _ = product_list_key(filters_digest, in_stock)
+    return versions, [f"{PREFIX}pt:{filters_digest}", "0"]
 
 
 def category_key(category_id: int) -> Lookup:
-    return "get", [CATALOG_VERSION], [f"{PREFIX}c:{category_id}", "0"]
+    return [CATALOG_VERSION], [f"{PREFIX}c:{category_id}", "0"]
 
 
 def category_list_key(query_digest: str) -> Lookup:
-    return "get", [CATALOG_VERSION, CATEGORY_LIST_VERSION], [f"{PREFIX}cl:{query_digest}", "0"]
+    return [CATALOG_VERSION, CATEGORY_LIST_VERSION], [f"{PREFIX}cl:{query_digest}", "0"]
 
 
 # ------------------------------------------------------------------ invalidation

@@ -193,9 +193,9 @@ def test_a_list_fill_racing_with_a_product_change_is_not_stored(app, make_produc
             products_changed(app.ctx, product["id"])  # commits while the page is being read
         return cache.pack(b"{}"), [product["id"]]
 
-    assert cache.read_through(app.ctx, lookup, load, list_page=True)[1] == "miss"
-    assert cache.read_through(app.ctx, lookup, load, list_page=True)[1] == "miss"
-    assert cache.read_through(app.ctx, lookup, load, list_page=True)[1] == "hit"
+    assert cache.read_through(app.ctx, lookup, load)[1] == "miss"
+    assert cache.read_through(app.ctx, lookup, load)[1] == "miss"
+    assert cache.read_through(app.ctx, lookup, load)[1] == "hit"
     assert len(loads) == 2
 
 

@@ -150,7 +150,7 @@ def list_products(ctx: AppContext, user: CurrentUser | None, query: ProductListQ
 
     lookup = cache.product_list_key(cache.digest(issued_for, page, per_page, query.cursor),
                                     filters["in_stock"])
-    value, served = cache.read_through(ctx, lookup, load, list_page=True)
+    value, served = cache.read_through(ctx, lookup, load)
     return cache.unpack(value, served)
 
 
