@@ -7,20 +7,28 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from shopapi.schemas.common import Id, PageQuery, PositiveId, PriceCents, Stock, Timestamp
+from shopapi.schemas.common import (
+    NO_NUL,
+    Id,
+    PageQuery,
+    PositiveId,
+    PriceCents,
+    Stock,
+    Timestamp,
+)
 
 # Names are trimmed by the services; the pattern refuses NUL bytes and blank names.
 _NON_BLANK = "^[^\\x00]*[^\\x00 \\t\\r\\n][^\\x00]*$"
 CategoryName = Annotated[str, Meta(min_length=1, max_length=100, pattern=_NON_BLANK)]
 ProductName = Annotated[str, Meta(min_length=1, max_length=200, pattern=_NON_BLANK)]
-Text = Annotated[str, Meta(max_length=5000, pattern="^[^\\x00]*$")]
+Text = Annotated[str, Meta(max_length=5000, pattern=NO_NUL)]
 # an absolute http(s) URL: a host, then an optional path/query/fragment without blanks
 ImageUrl = Annotated[
     str,
     Meta(max_length=2048,
          pattern="^https?://[A-Za-z0-9._~%!$&'()*+,;=:@\\[\\]-]+([/?#][^\\x00-\\x20\\x7f]*)?$"),
 ]
-Search = Annotated[str, Meta(max_length=200, pattern="^[^\\x00]*$")]
+Search = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
 Cursor = Annotated[str, Meta(min_length=1, max_length=1024, pattern="^[A-Za-z0-9_-]+$")]
 ProductSort = Literal["name", "-name", "price_cents", "-price_cents", "created_at", "-created_at"]
 

@@ -17,9 +17,8 @@ PriceCents = Annotated[int, Meta(ge=0, le=10**12)]
 Stock = Annotated[int, Meta(ge=0, le=10**9)]
 Page = Annotated[int, Meta(ge=1, le=10**9)]
 PerPage = Annotated[int, Meta(ge=1, le=100)]
-Description = Annotated[str, Meta(max_length=5000)]
 # hostile strings: NUL bytes are refused by PostgreSQL text, so refuse them here as a 422
-NoNul = Meta(pattern="^[^\\x00]*$")
+NO_NUL = "^[^\\x00]*$"
 
 
 class PageQuery(msgspec.Struct, kw_only=True):

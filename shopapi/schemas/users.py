@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from shopapi.schemas.common import PageQuery, Timestamp
+from shopapi.schemas.common import NO_NUL, PageQuery, Timestamp
 
 EMAIL_MAX = 254
 
@@ -21,8 +21,8 @@ Email = Annotated[
 ]
 # code points, not bytes: "é" * 128 is a valid password (security.py pre-hashes for bcrypt);
 # NUL is refused like everywhere else, so no client library can truncate a password at it
-Password = Annotated[str, Meta(min_length=8, max_length=128, pattern="^[^\\x00]*$")]
-FullName = Annotated[str, Meta(max_length=200, pattern="^[^\\x00]*$")]
+Password = Annotated[str, Meta(min_length=8, max_length=128, pattern=NO_NUL)]
+FullName = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
 Token = Annotated[str, Meta(min_length=1, max_length=4096)]
 
 
@@ -46,7 +46,7 @@ class UserCreate(msgspec.Struct, kw_only=True):
 
 class LoginRequest(msgspec.Struct):
     # lenient (any stored email matches after trimming), but no NUL: PostgreSQL text refuses it
-    email: Annotated[str, Meta(max_length=320, pattern="^[^\\x00]*$")]
+    email: Annotated[str, Meta(max_length=320, pattern=NO_NUL)]
     password: Annotated[str, Meta(max_length=1024)]
 
 
@@ -86,6 +86,6 @@ class UserUpdate(msgspec.Struct, kw_only=True):
 class UserListQuery(PageQuery, kw_only=True):
     role: Role | None = None
     q: Annotated[str, Meta(
-        max_length=200, pattern="^[^\\x00]*$",
+        max_length=200, pattern=NO_NUL,
         description="case-insensitive substring of email or full_name; `%` and `_` are literal",
     )] | None = None
