@@ -253,12 +253,10 @@ def delete_product(ctx: AppContext, product_id: int) -> None:
         )
         if locked is None:
             raise NotFound(f"Product {product_id} not found")
+        # no order line can appear meanwhile: inserting one must first lock this row too
+        # (place_order locks its products FOR UPDATE, the foreign key check FOR KEY SHARE)
         if queries.product_in_orders(conn, id=product_id):
             queries.deactivate_product(conn, id=product_id)
         else:
-            try:
-                with conn.transaction():  # savepoint: an order line may have appeared since
-                    queries.delete_product(conn, id=product_id)
-            except psycopg.errors.ForeignKeyViolation:
-                queries.deactivate_product(conn, id=product_id)
+            queries.delete_product(conn, id=product_id)
     cache.product_written(ctx, product_id)
