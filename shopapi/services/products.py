@@ -176,7 +176,7 @@ def list_stock_movements(ctx: AppContext, product_id: int, query: PageQuery) -> 
             total = rows[0]["total"]
         else:
             found = queries.count_stock_movements(conn, product_id=product_id)
-            if found is None or not found["product_exists"]:
+            if not found["product_exists"]:  # (the query always returns its one row)
                 raise NotFound(f"Product {product_id} not found")
             total = found["total"]
     answer = page_of(rows, StockMovementPublic, page=page, per_page=query.per_page, total=total)
