@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,19 +63,23 @@ def database_url() -> Iterator[str]:
     yield url
 
 
-def make_settings(database_url: str, **overrides: Any) -> Settings:
-    env = {
+def app_env(database_url: str, redis_url: str = REDIS_URL, **overrides: Any) -> dict[str, str]:
+    """The app's environment on the test services (test settings, the test key, cheap bcrypt,
+    no rate limits), `overrides` winning; every value a string."""
+    defaults = {
         "APP_ENV": "test",
         "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
         "SECRET_KEY": TEST_SECRET,
         "BCRYPT_ROUNDS": "4",
         "RATE_LIMIT_ENABLED": "false",
         "LOG_LEVEL": "WARNING",
-        "DB_POOL_MAX": "20",
     }
-    env.update({k: str(v) for k, v in overrides.items()})
-    return Settings.from_env(env=env)
+    return {**defaults, **{key: str(value) for key, value in overrides.items()}}
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    return Settings.from_env(env=app_env(database_url, **{"DB_POOL_MAX": 20, **overrides}))
 
 
 @pytest.fixture(scope="session")
@@ -280,6 +285,108 @@ def db_rows(database_url: str, query: str, params: tuple = ()) -> list[tuple]:
     """Read the database directly, to prove what a request did or did not write."""
     with psycopg.connect(database_url) as conn:
         return conn.execute(query, params or None).fetchall()
+
+
+def stock_of(database_url: str, product_id: int) -> int:
+    return db_rows(database_url, "SELECT stock FROM products WHERE id = %s", (product_id,))[0][0]
+
+
+def order_body(lines: Iterable[tuple[int, int]]) -> dict:
+    """The body of POST /api/orders for `lines` [(product_id, quantity), ...]."""
+    return {"items": [{"product_id": pid, "quantity": qty} for pid, qty in lines]}
+
+
+def backends(url: str, *, waiting_on_lock: bool | None = None) -> list[dict[str, Any]]:
+    """The app's sessions on this database (application_name shopapi), as pg_stat_activity
+    sees them: which are waiting on a lock, what they run, the client's port."""
+    sql = ("SELECT pid, client_port, state, wait_event_type, query FROM pg_stat_activity "
+           "WHERE datname = current_database() AND application_name = 'shopapi'")
+    if waiting_on_lock is not None:
+        sql += " AND wait_event_type = 'Lock'" if waiting_on_lock else \
+            " AND wait_event_type IS DISTINCT FROM 'Lock'"
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql)
+        names = [c.name for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+# ------------------------------------------------------------------ waiting and threads
+
+
+_RAISE = object()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
+             what: str = "condition", default: Any = _RAISE) -> Any:
+    """Poll until `predicate()` is truthy; its value, else after `timeout` s `default` (or
+    AssertionError when there is none)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            if default is not _RAISE:
+                return default
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Background:
+    """`fn()` running in a daemon thread (see in_background)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by join()
+            self._error = exc
+
+    def join(self, timeout: float = 30) -> Any:
+        """fn's result, or its exception re-raised; fails if it still runs after `timeout` s."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the background call still runs after {timeout} s"
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+def in_background(fn: Callable[[], Any]) -> Background:
+    """Start `fn()` in a daemon thread; `.join()` returns its result (or raises its error)."""
+    return Background(fn)
+
+
+def together(count: int, work: Callable[[int], Any], *, timeout: float = 60) -> list:
+    """Run `work(index)` in `count` threads released at once by a barrier; their results in
+    index order. Re-raises the first failure; fails if a thread still runs after `timeout` s.
+    A thread that sends requests through the app makes its own `testing.TestClient(app)`."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+    failures: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = work(index)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the calling thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), f"a racing thread still runs after {timeout} s"
+    if failures:
+        raise failures[0]
+    return results
 
 
 @pytest.fixture()

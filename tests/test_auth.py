@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from tests.conftest import assert_problem, db_rows
+from tests.conftest import assert_problem, db_rows, together
 
 USER_FIELDS = {"id", "email", "full_name", "role", "is_active", "created_at", "updated_at"}
 
@@ -333,18 +331,8 @@ def test_reusing_a_rotated_refresh_token_revokes_that_login_but_not_the_others(c
 def test_concurrent_refreshes_of_one_token_never_fork_the_login(client, database_url, make_user):
     user = make_user()
     pair = login(client, user.email, user.password)
-    start = threading.Barrier(6)
-    statuses: list[int] = []
 
-    def rotate() -> None:
-        start.wait()
-        statuses.append(refresh(client, pair["refresh_token"]).status_code)
-
-    threads = [threading.Thread(target=rotate) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = together(6, lambda _: refresh(client, pair["refresh_token"]).status_code)
     assert sorted(statuses) == [200] + [401] * 5
     # the losers presented a token already rotated: reuse, so the whole login is gone
     live = db_rows(database_url, "SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL")

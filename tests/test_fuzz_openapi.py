@@ -28,7 +28,7 @@ import pytest
 
 from shopapi.db import make_pool
 from shopapi.seed import seed
-from tests.conftest import _CLEAN_SQL, REDIS_URL, TEST_SECRET, db_rows, make_settings
+from tests.conftest import _CLEAN_SQL, app_env, db_rows, make_settings
 from tests.live import LiveServer
 
 pytestmark = [pytest.mark.live, pytest.mark.no_db]  # no_db: the fixture seeds its own data
@@ -101,10 +101,7 @@ def fuzz_target(database_url, _cleaner, redis_client):
         seed(pool, app_settings)
     finally:
         pool.close()
-    env = {"APP_ENV": "test", "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
-           "SECRET_KEY": TEST_SECRET, "BCRYPT_ROUNDS": "4", "RATE_LIMIT_ENABLED": "false",
-           "ACCESS_TOKEN_TTL": "3600", "LOG_LEVEL": "WARNING"}
-    with LiveServer(env, workers=2) as server:
+    with LiveServer(app_env(database_url, ACCESS_TOKEN_TTL=3600), workers=2) as server:
         status, tokens, _ = server.request(
             "POST", "/api/auth/login", {"email": "admin@example.com", "password": "adminpass123"})
         assert status == 200, tokens

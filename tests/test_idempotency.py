@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 
 from falcon import testing
 
 from shopapi.services.orders import purge_idempotency_keys
-from tests.conftest import assert_problem, db_rows
-from tests.test_orders import _ledger_holds, place, stock_of, written  # noqa: F401
+from tests.conftest import assert_problem, db_rows, stock_of, together
+from tests.test_orders import _ledger_holds, place, written  # noqa: F401
 
 
 def post_raw(client, user, raw: str, key: str | None):
@@ -151,24 +150,9 @@ def test_without_a_key_every_request_is_a_new_order(client, customer, make_produ
 
 
 def _race(app, user, body: dict, key: str, racers: int) -> list:
-    barrier = threading.Barrier(racers)
-    responses: list = []
-    lock = threading.Lock()
-
-    def buy() -> None:
-        client = testing.TestClient(app)
-        barrier.wait()
-        response = client.simulate_post(
-            "/api/orders", json=body, headers={**user.headers, "Idempotency-Key": key})
-        with lock:
-            responses.append(response)
-
-    threads = [threading.Thread(target=buy) for _ in range(racers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return responses
+    """`racers` identical requests with one Idempotency-Key, released at once."""
+    return together(racers, lambda _: testing.TestClient(app).simulate_post(
+        "/api/orders", json=body, headers={**user.headers, "Idempotency-Key": key}))
 
 
 def test_racing_requests_with_the_same_key_create_exactly_one_order(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import REDIS_URL, TEST_SECRET
+from tests.conftest import app_env
 from tests.live import LiveServer
 
 pytestmark = pytest.mark.live
@@ -10,10 +10,7 @@ pytestmark = pytest.mark.live
 
 @pytest.fixture()
 def live(database_url):
-    env = {"APP_ENV": "production", "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
-           "SECRET_KEY": TEST_SECRET, "BCRYPT_ROUNDS": "4", "RATE_LIMIT_ENABLED": "false",
-           "LOG_LEVEL": "WARNING"}
-    with LiveServer(env, workers=2) as server:
+    with LiveServer(app_env(database_url, APP_ENV="production"), workers=2) as server:
         yield server
 
 

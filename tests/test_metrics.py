@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shopapi.app import create_app
 from shopapi.db import async_twin
-from tests.conftest import REDIS_URL, TEST_SECRET, make_settings
+from tests.conftest import app_env, make_settings, wait_for
 from tests.live import LiveServer
 
 Series = dict[tuple[str, frozenset], float]
@@ -151,29 +151,13 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def _wait_until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.live
 def test_gunicorn_metrics_add_up_every_worker_including_replaced_ones(database_url):
-    server = LiveServer({
-        "APP_ENV": "test",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
-        "SECRET_KEY": TEST_SECRET,
-        "RATE_LIMIT_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-        "DB_POOL_MAX": "2",
-        # each worker is replaced after 5 requests: the requests below cross at least 4
-        # processes, and the counts of the replaced ones must still be in the total
-        "GUNICORN_MAX_REQUESTS": "5",
-    }, workers=2)
+    # each worker is replaced after 5 requests: the requests below cross at least 4
+    # processes, and the counts of the replaced ones must still be in the total
+    # (BCRYPT_ROUNDS=4 from app_env: nothing here hashes a password)
+    server = LiveServer(app_env(database_url, DB_POOL_MAX=2, GUNICORN_MAX_REQUESTS=5),
+                        workers=2)
     # unset: gunicorn.conf.py makes (and logs, and finally removes) a directory of its own
     server.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     try:
@@ -201,8 +185,8 @@ def test_gunicorn_metrics_add_up_every_worker_including_replaced_ones(database_u
 
         # a replaced worker's pool gauge leaves the sum (child_exit -> mark_process_dead):
         # only the two live workers keep a live-gauge file
-        _wait_until(lambda: len(glob.glob(str(prom_dir / "gauge_livesum_*.db"))) == 2, 10,
-                    "dead workers' gauges to be dropped")
+        wait_for(lambda: len(glob.glob(str(prom_dir / "gauge_livesum_*.db"))) == 2, 10,
+                 interval=0.1, what="dead workers' gauges to be dropped")
         series = parse(_get(f"{server.url}/metrics")[1])
         pooled = value(series, "shopapi_db_pool_connections", state="in_use") + value(
             series, "shopapi_db_pool_connections", state="idle")

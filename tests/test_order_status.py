@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from falcon import testing
 
 from shopapi.services.orders import TRANSITIONS
-from tests.conftest import assert_problem, db_rows
-from tests.test_orders import _ledger_holds, place, stock_of  # noqa: F401  (autouse fixture)
+from tests.conftest import assert_problem, db_rows, stock_of, together
+from tests.test_orders import _ledger_holds, place  # noqa: F401  (autouse fixture)
 
 STATES = ("pending", "paid", "shipped", "delivered", "cancelled")
 # the allowed moves from the contract, spelled out (independent of the code's table)
@@ -174,27 +172,18 @@ def test_racing_cancels_give_the_stock_back_exactly_once(
     client = testing.TestClient(app)
     order = place(client, customer, [(first["id"], 5), (second["id"], 7)]).json
     racers = 12
-    barrier = threading.Barrier(racers)
-    statuses: list[int] = []
-    lock = threading.Lock()
 
-    def cancel(index: int) -> None:
+    def cancel(index: int) -> int:
         own = testing.TestClient(app)
-        barrier.wait()
         if index % 2:
             response = own.simulate_post(f"/api/orders/{order['id']}/cancel",
                                          headers=customer.headers)
         else:
             response = own.simulate_put(f"/api/orders/{order['id']}/status",
                                         json={"status": "cancelled"}, headers=admin.headers)
-        with lock:
-            statuses.append(response.status_code)
+        return response.status_code
 
-    threads = [threading.Thread(target=cancel, args=(i,)) for i in range(racers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = together(racers, cancel)
 
     assert sorted(statuses) == [200] + [409] * (racers - 1)
     assert stock_of(database_url, first["id"]) == 20

@@ -9,7 +9,7 @@ import pytest
 
 from shopapi import metrics
 from shopapi.services.ledger import check_ledger
-from tests.conftest import assert_problem, db_rows
+from tests.conftest import assert_problem, db_rows, stock_of
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -37,10 +37,6 @@ def written(database_url) -> dict:
     stock = dict(db_rows(database_url, "SELECT id, stock FROM products"))
     return {"orders": orders, "items": items, "history": history, "movements": movements,
             "keys": keys, "stock": stock}
-
-
-def stock_of(database_url, product_id: int) -> int:
-    return db_rows(database_url, "SELECT stock FROM products WHERE id = %s", (product_id,))[0][0]
 
 
 def units_held(database_url) -> dict[int, int]:

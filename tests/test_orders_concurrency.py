@@ -4,42 +4,21 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 
 import psycopg
 from falcon import testing
 
-from tests.conftest import db_rows
-from tests.test_orders import _ledger_holds, stock_of, units_held  # noqa: F401
-
-
-def run_threads(count: int, work: Callable[[int, testing.TestClient], None], app) -> None:
-    """Start `count` threads together, each with its own TestClient; re-raise any failure."""
-    barrier = threading.Barrier(count)
-    failures: list[BaseException] = []
-
-    def body(index: int) -> None:
-        client = testing.TestClient(app)
-        barrier.wait()
-        try:
-            work(index, client)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            failures.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
-
-
-def order_body(lines) -> dict:
-    return {"items": [{"product_id": pid, "quantity": qty} for pid, qty in lines]}
+from tests.conftest import (
+    backends,
+    db_rows,
+    in_background,
+    order_body,
+    stock_of,
+    together,
+    wait_for,
+)
+from tests.test_orders import _ledger_holds, units_held  # noqa: F401
 
 
 def test_fifty_buyers_racing_for_ten_units_buy_exactly_ten(
@@ -54,7 +33,7 @@ def test_fifty_buyers_racing_for_ten_units_buy_exactly_ten(
                                         headers=buyers[index].headers)
         answers[(response.status_code, response.json.get("code"))] += 1
 
-    run_threads(50, buy, app)
+    together(50, lambda i: buy(i, testing.TestClient(app)))
 
     assert answers == {(201, None): 10, (409, "insufficient_stock"): 40}
     assert stock_of(database_url, product["id"]) == 0
@@ -80,7 +59,7 @@ def test_multi_line_orders_in_opposite_line_orders_never_deadlock(
                 headers=buyers[index % len(buyers)].headers)
             statuses[response.status_code] += 1
 
-    run_threads(24, buy, app)
+    together(24, lambda i: buy(i, testing.TestClient(app)))
 
     assert statuses == {201: 24 * 6}
     # products are locked in id order, so not even a retried deadlock happened
@@ -129,7 +108,7 @@ def test_mixed_placements_cancels_moves_and_deletes_keep_every_unit_accounted_fo
                 if response.status_code not in (200, 204):
                     unexpected.append((method, response.status_code, response.text))
 
-    run_threads(16, shop, app)
+    together(16, lambda i: shop(i, testing.TestClient(app)))
 
     assert unexpected == []
     held = units_held(database_url)
@@ -139,13 +118,6 @@ def test_mixed_placements_cancels_moves_and_deletes_keep_every_unit_accounted_fo
             product["id"], 0)
 
 
-def _waiting_on_a_lock(database_url: str) -> bool:
-    return db_rows(database_url, """
-        SELECT count(*) FROM pg_stat_activity
-         WHERE datname = current_database() AND application_name = 'shopapi'
-           AND wait_event_type = 'Lock'""")[0][0] > 0
-
-
 def test_an_order_waiting_on_a_restock_sees_the_restocked_units(
     app, customer, make_product, database_url
 ):
@@ -153,25 +125,20 @@ def test_an_order_waiting_on_a_restock_sees_the_restocked_units(
     then must work from the latest stock (not its older snapshot: no false 409, no 500)."""
     product = make_product(stock=1)
     other = make_product(stock=5)
-    answer: dict = {}
 
     with psycopg.connect(database_url) as restock:
         restock.execute("UPDATE products SET stock = stock + 4 WHERE id = %s", (product["id"],))
         restock.execute("INSERT INTO stock_movements (product_id, delta, reason) "
                         "VALUES (%s, 4, 'adjust')", (product["id"],))
-        buyer = threading.Thread(target=lambda: answer.update(response=testing.TestClient(
-            app).simulate_post("/api/orders",
-                               json=order_body([(other["id"], 2), (product["id"], 3)]),
-                               headers=customer.headers)))
-        buyer.start()
-        deadline = time.monotonic() + 10
-        while not _waiting_on_a_lock(database_url):
-            assert time.monotonic() < deadline, "the order never waited for the lock"
-            time.sleep(0.01)
+        buyer = in_background(lambda: testing.TestClient(app).simulate_post(
+            "/api/orders", json=order_body([(other["id"], 2), (product["id"], 3)]),
+            headers=customer.headers))
+        wait_for(lambda: backends(database_url, waiting_on_lock=True), timeout=10,
+                 interval=0.01, what="the order to wait for the lock")
         restock.commit()
-        buyer.join()
+        response = buyer.join()
 
-    assert answer["response"].status_code == 201, answer["response"].text
+    assert response.status_code == 201, response.text
     assert stock_of(database_url, product["id"]) == 2
     assert stock_of(database_url, other["id"]) == 3
 
@@ -184,27 +151,23 @@ def test_a_real_deadlock_is_retried_and_never_reaches_the_client(
     first = make_product(stock=10)
     second = make_product(stock=10)
     caplog.set_level(logging.WARNING, logger="shopapi.orders")
-    answer: dict = {}
 
     with psycopg.connect(database_url) as outsider:
         # the app's statement (deadlock_timeout 1 s) must be the one to find the cycle
         outsider.execute("SET deadlock_timeout = '20s'")
         outsider.execute("SELECT FROM products WHERE id = %s FOR UPDATE", (second["id"],))
-        buyer = threading.Thread(target=lambda: answer.update(response=testing.TestClient(
-            app).simulate_post("/api/orders",
-                               json=order_body([(first["id"], 1), (second["id"], 1)]),
-                               headers=customer.headers)))
-        buyer.start()
-        deadline = time.monotonic() + 10
-        while not _waiting_on_a_lock(database_url):  # the order holds `first`, waits for `second`
-            assert time.monotonic() < deadline, "the order never waited for the lock"
-            time.sleep(0.01)
+        buyer = in_background(lambda: testing.TestClient(app).simulate_post(
+            "/api/orders", json=order_body([(first["id"], 1), (second["id"], 1)]),
+            headers=customer.headers))
+        # the order holds `first`, waits for `second`
+        wait_for(lambda: backends(database_url, waiting_on_lock=True), timeout=10,
+                 interval=0.01, what="the order to wait for the lock")
         # close the cycle; returns once PostgreSQL has aborted the order's statement
         outsider.execute("SELECT FROM products WHERE id = %s FOR UPDATE", (first["id"],))
         outsider.commit()
-        buyer.join()
+        response = buyer.join()
 
-    assert answer["response"].status_code == 201, answer["response"].text
+    assert response.status_code == 201, response.text
     assert "DeadlockDetected" in caplog.text
     assert stock_of(database_url, first["id"]) == 9
     assert stock_of(database_url, second["id"]) == 9

@@ -8,6 +8,8 @@
   problem code, timing, or "no answer") and buyers that retry with their Idempotency-Key.
 - `seed_shop` / `audit`: the shop a test starts from, and the check it ends with: no order lost,
   none half-written, no oversell, every unit of stock accounted for, the ledger empty.
+- `backends`, `order_body`, `wait_for` live in tests/conftest.py (shared with the other tests)
+  and are imported from here too.
 """
 
 from __future__ import annotations
@@ -39,29 +41,17 @@ from redis.retry import Retry
 from shopapi.db import make_pool, migrate, queries
 from shopapi.security import TokenCodec, hash_password
 from shopapi.services.ledger import check_ledger
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import (  # noqa: F401
+    TEST_SECRET,
+    app_env,
+    backends,
+    make_settings,
+    order_body,
+    wait_for,
+)
 from tests.live import LiveServer, free_port
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-_RAISE = object()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
-             what: str = "condition", default: Any = _RAISE) -> Any:
-    """Poll until `predicate()` is truthy; its value, else after `timeout` s `default` (or
-    AssertionError when there is none)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            if default is not _RAISE:
-                return default
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 # ------------------------------------------------------------------ Redis
@@ -198,20 +188,6 @@ class PostgresCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def backends(url: str, *, waiting_on_lock: bool | None = None) -> list[dict[str, Any]]:
-    """The app's sessions on this database (application_name shopapi), as pg_stat_activity
-    sees them: which are waiting on a lock, what they run, the client's port."""
-    sql = ("SELECT pid, client_port, state, wait_event_type, query FROM pg_stat_activity "
-           "WHERE datname = current_database() AND application_name = 'shopapi'")
-    if waiting_on_lock is not None:
-        sql += " AND wait_event_type = 'Lock'" if waiting_on_lock else \
-            " AND wait_event_type IS DISTINCT FROM 'Lock'"
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(sql)
-        names = [c.name for c in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
 # ------------------------------------------------------------------ gunicorn processes
 
 
@@ -289,14 +265,10 @@ def log_tail(server: LiveServer, size: int = 3000) -> str:
 
 def server_env(database_url: str, redis_url: str, **overrides: Any) -> dict[str, str]:
     """Production settings (as deployed), small pools, everything else from `overrides`."""
-    env = {
-        "APP_ENV": "production", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-        "SECRET_KEY": TEST_SECRET, "BCRYPT_ROUNDS": "4", "RATE_LIMIT_ENABLED": "false",
-        "LOG_LEVEL": "WARNING", "GUNICORN_LOG_LEVEL": "warning", "DB_POOL_MIN": "1",
-        "DB_POOL_MAX": "4",
-    }
-    env.update({key: str(value) for key, value in overrides.items()})
-    return env
+    return app_env(database_url, redis_url, **{
+        "APP_ENV": "production", "GUNICORN_LOG_LEVEL": "warning", "DB_POOL_MIN": "1",
+        "DB_POOL_MAX": "4", **overrides,
+    })
 
 
 # ------------------------------------------------------------------ HTTP clients
@@ -478,10 +450,6 @@ def seed_shop(url: str, stocks: list[int], customers: int, price_cents: int = 10
         buyers = [account("CUSTOMER", f"buyer{i}") for i in range(customers)]
         editor = account("EDITOR", "editor")
     return Shop(url, category["id"], stock, price, buyers, editor)
-
-
-def order_body(lines: Iterable[tuple[int, int]]) -> dict:
-    return {"items": [{"product_id": pid, "quantity": qty} for pid, qty in lines]}
 
 
 @dataclass

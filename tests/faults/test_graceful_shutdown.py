@@ -11,6 +11,7 @@ import uuid
 import psycopg
 import pytest
 
+from tests.conftest import in_background
 from tests.faults.helpers import (
     Buyer,
     Clients,
@@ -26,12 +27,6 @@ from tests.faults.helpers import (
 )
 
 pytestmark = pytest.mark.faults
-
-
-def in_thread(target) -> threading.Thread:
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_sigterm_lets_slow_requests_in_flight_finish_and_exits_0(
@@ -51,15 +46,15 @@ def test_sigterm_lets_slow_requests_in_flight_finish_and_exits_0(
         # every statement on products now waits: both workers get a request stuck inside
         # PostgreSQL, a product list (a cache miss) and an order
         locker.execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
-        threads = [in_thread(lambda: traffic.add(
+        threads = [in_background(lambda: traffic.add(
             call(port, "GET", "/api/products?per_page=100", kind="list")))]
         wait_for(lambda: len(backends(database_url, waiting_on_lock=True)) == 1, timeout=10,
                  what="the product list waiting inside PostgreSQL")
-        threads.append(in_thread(lambda: order(shop.customers[0])))
+        threads.append(in_background(lambda: order(shop.customers[0])))
         wait_for(lambda: len(backends(database_url, waiting_on_lock=True)) == 2, timeout=10,
                  what="the order waiting inside PostgreSQL")
         # two more orders: the workers' event loops take them too, and they wait on the lock
-        threads += [in_thread(lambda c=c: order(c)) for c in shop.customers[1:]]
+        threads += [in_background(lambda c=c: order(c)) for c in shop.customers[1:]]
         wait_for(lambda: len(backends(database_url, waiting_on_lock=True)) == 4, timeout=10,
                  what="all four requests waiting inside PostgreSQL")
 

@@ -11,13 +11,13 @@ the same Idempotency-Key, is safe to send again.
 from __future__ import annotations
 
 import random
-import threading
 import time
 import uuid
 
 import psycopg
 import pytest
 
+from tests.conftest import in_background, stock_of
 from tests.faults.helpers import (
     Buyer,
     Clients,
@@ -34,11 +34,6 @@ from tests.faults.helpers import (
 )
 
 pytestmark = pytest.mark.faults
-
-
-def stock_of(url: str, product_id: int) -> int:
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT stock FROM products WHERE id = %s", (product_id,)).fetchone()[0]
 
 
 def test_an_order_stuck_on_a_row_lock_ends_at_the_statement_timeout_with_a_quick_503(
@@ -92,28 +87,26 @@ def test_a_request_that_gets_no_connection_in_time_gets_503_not_a_hang(
     ), workers=1)
     port, (stuck, other) = server.port, shop.product_ids
     customer, traffic = shop.customers[0], Traffic()
-    answer: dict = {}
 
     with psycopg.connect(database_url) as locker:
         locker.execute("SELECT id FROM products WHERE id = %s FOR UPDATE", (stuck,))
-        holder = threading.Thread(target=lambda: answer.update(order=traffic.add(
+        holder = in_background(lambda: traffic.add(
             call(port, "POST", "/api/orders", order_body([(stuck, 1)]),
-                 {**customer.headers, "Idempotency-Key": uuid.uuid4().hex}, kind="order"))))
-        holder.start()
+                 {**customer.headers, "Idempotency-Key": uuid.uuid4().hex}, kind="order")))
         # the order holds the pool's only connection while it waits on the lock
         wait_for(lambda: backends(database_url, waiting_on_lock=True), timeout=10,
                  what="the order holding the connection")
         starved = traffic.add(call(port, "GET", f"/api/products/{other}", kind="read"))
         alive = traffic.add(call(port, "GET", "/healthz", kind="alive"))
         locker.rollback()
-    holder.join(timeout=10)
+    order = holder.join(timeout=10)
     after = traffic.add(call(port, "GET", f"/api/products/{other}", kind="read"))
 
     assert clean_problem(starved, 503, "service_unavailable"), starved.body
     assert starved.headers["retry-after"] == "1"
     assert 0.5 <= starved.elapsed < 1.5
     assert alive.status == 200 and alive.elapsed < 0.5
-    assert answer["order"].status == 201  # the slow request itself completes
+    assert order.status == 201  # the slow request itself completes
     assert after.status == 200 and after.elapsed < 0.5  # the pool is not poisoned
 
     books = audit(shop)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import random
 import signal
-import threading
 import time
 
 import psycopg
 import pytest
 
+from tests.conftest import in_background
 from tests.faults.helpers import (
     Buyer,
     Clients,
@@ -57,12 +57,10 @@ def test_worker_killed_mid_order_and_under_load_leaves_exactly_one_order_per_key
 
     # 1. deterministic: the order is inside PostgreSQL, waiting on a row lock held here, when
     #    its worker dies; its statement is still queued for the lock when the retry arrives
-    victim, answer = buyers[0], {}
+    victim = buyers[0]
     with psycopg.connect(database_url) as locker:
         locker.execute("SELECT id FROM products WHERE id = %s FOR UPDATE", (scarce,))
-        buying = threading.Thread(target=lambda: answer.update(
-            reply=victim.place([(scarce, 2)], key="killed-mid-order")))
-        buying.start()
+        buying = in_background(lambda: victim.place([(scarce, 2)], key="killed-mid-order"))
         orphan = wait_for(lambda: backends(database_url, waiting_on_lock=True), timeout=10,
                           what="the order waiting on the row lock")[0]
         worker = process_with_local_port(worker_pids(master), orphan["client_port"])
@@ -75,8 +73,7 @@ def test_worker_killed_mid_order_and_under_load_leaves_exactly_one_order_per_key
                              for b in backends(database_url, waiting_on_lock=True)),
                  timeout=10, what="the retried order waiting on the row lock")
         locker.rollback()
-    buying.join(timeout=20)
-    first = answer["reply"]
+    first = buying.join(timeout=20)
     assert first.status == 201, first.body
     assert victim.attempts["killed-mid-order"] == 2
     assert traffic.of("order")[0].status is None  # the attempt the kill cut off

@@ -14,7 +14,7 @@ import pytest
 from shopapi.app import routes
 from shopapi.http import Endpoint
 from shopapi.openapi import endpoints
-from tests.conftest import REDIS_URL, TABLES, TEST_SECRET, db_rows
+from tests.conftest import TABLES, app_env, db_rows
 from tests.live import LiveServer
 
 
@@ -36,11 +36,7 @@ def api_endpoints(app) -> list[tuple[str, str, Endpoint]]:
 
 
 def live_env(database_url: str, **overrides: str) -> dict[str, str]:
-    env = {"APP_ENV": "test", "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
-           "SECRET_KEY": TEST_SECRET, "BCRYPT_ROUNDS": "4", "RATE_LIMIT_ENABLED": "false",
-           "LOG_LEVEL": "WARNING"}
-    env.update(overrides)
-    return env
+    return app_env(database_url, **overrides)
 
 
 @pytest.fixture()

@@ -9,7 +9,6 @@ logout-all, password changes and reuse detection, and a real two-worker gunicorn
 
 from __future__ import annotations
 
-import threading
 import time
 from contextlib import contextmanager
 
@@ -18,7 +17,7 @@ import pytest
 from falcon import testing
 
 from shopapi.security import token_digest
-from tests.conftest import assert_problem, db_rows
+from tests.conftest import assert_problem, backends, db_rows, in_background, wait_for
 from tests.test_auth import bearer, login, refresh
 
 
@@ -77,11 +76,6 @@ def test_an_oversized_refresh_token_is_refused_before_any_lookup(client, make_us
 # ------------------------------------------------------------------ revocation races
 
 
-def _waiting_for_locks(database_url: str) -> int:
-    return db_rows(database_url, "SELECT count(*) FROM pg_stat_activity "
-                                 "WHERE datname = current_database() AND wait_event_type = 'Lock'")[0][0]
-
-
 @contextmanager
 def _refresh_token_row_held(database_url: str, token: str):
     """Hold the token's row lock, so a refresh of it stalls mid-transaction until released."""
@@ -92,22 +86,10 @@ def _refresh_token_row_held(database_url: str, token: str):
         conn.rollback()
 
 
-def _in_thread(app, call) -> tuple[threading.Thread, dict]:
-    result: dict = {}
-
-    def run() -> None:
-        result["response"] = call(testing.TestClient(app))
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, result
-
-
 def _until(database_url: str, waiting: int) -> None:
-    deadline = time.monotonic() + 10
-    while _waiting_for_locks(database_url) < waiting:
-        assert time.monotonic() < deadline, "the racing requests never met on a lock"
-        time.sleep(0.01)
+    """Until `waiting` of the app's sessions wait on a lock."""
+    wait_for(lambda: len(backends(database_url, waiting_on_lock=True)) >= waiting, timeout=10,
+             interval=0.01, what="the racing requests to meet on a lock")
 
 
 def _revoker(kind: str, user, pair: dict, old_refresh: str):
@@ -133,19 +115,19 @@ def test_a_refresh_racing_with_a_revocation_leaves_no_live_token(app, client, ma
     revoke = _revoker(kind, user, stolen, first["refresh_token"])
 
     with _refresh_token_row_held(database_url, stolen["refresh_token"]):
-        thief, thiefs = _in_thread(app, lambda c: refresh(c, stolen["refresh_token"]))
+        thief = in_background(lambda: refresh(testing.TestClient(app), stolen["refresh_token"]))
         _until(database_url, 1)
-        owner, owners = _in_thread(app, revoke)
+        owner = in_background(lambda: revoke(testing.TestClient(app)))
         _until(database_url, 2)
-    thief.join(10)
-    owner.join(10)
+    thiefs = thief.join(10)
+    owners = owner.join(10)
 
-    assert owners["response"].status_code in (200, 204, 401), owners["response"].text
-    if thiefs["response"].status_code == 200:
-        rotated = thiefs["response"].json["refresh_token"]
+    assert owners.status_code in (200, 204, 401), owners.text
+    if thiefs.status_code == 200:
+        rotated = thiefs.json["refresh_token"]
         assert_problem(refresh(client, rotated), 401, "not_authenticated")
     else:
-        assert_problem(thiefs["response"], 401, "not_authenticated")
+        assert_problem(thiefs, 401, "not_authenticated")
     live = db_rows(database_url, "SELECT count(*) FROM refresh_tokens "
                                  "WHERE user_id = %s AND revoked_at IS NULL", (user.id,))
     assert live == [(0,)]

@@ -10,7 +10,6 @@ a cancel, and stuffing of many accounts from one address.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 
@@ -19,25 +18,8 @@ from falcon import testing
 
 from shopapi.app import create_app
 from shopapi.services.ledger import check_ledger
-from tests.conftest import assert_problem, db_rows, make_settings
-from tests.test_orders import place, stock_of
-
-
-def _together(count: int, work) -> list:
-    """Run `work(index)` in `count` threads released at once; their results in order."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def run(index: int) -> None:
-        barrier.wait()
-        results[index] = work(index)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
+from tests.conftest import assert_problem, db_rows, make_settings, stock_of, together
+from tests.test_orders import place
 
 
 def test_buyers_spread_over_two_gunicorn_workers_never_oversell(
@@ -48,7 +30,7 @@ def test_buyers_spread_over_two_gunicorn_workers_never_oversell(
     buyers = [make_user() for _ in range(24)]
     body = {"items": [{"product_id": product["id"], "quantity": 1}]}
 
-    answers = _together(24, lambda i: server.request("POST", "/api/orders", body,
+    answers = together(24, lambda i: server.request("POST", "/api/orders", body,
                                                      headers=buyers[i].headers)[:2])
 
     outcome = Counter((status, (reply or {}).get("code")) for status, reply in answers)
@@ -67,7 +49,7 @@ def test_retries_of_one_checkout_spread_over_two_workers_charge_once(
     body = {"items": [{"product_id": product["id"], "quantity": 3}]}
     headers = {**buyer.headers, "Idempotency-Key": "checkout-42"}
 
-    answers = _together(12, lambda i: server.request("POST", "/api/orders", body,
+    answers = together(12, lambda i: server.request("POST", "/api/orders", body,
                                                      headers=headers))
 
     placed = {reply["id"] for status, reply, _ in answers if status == 201}
