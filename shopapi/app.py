@@ -1,34 +1,37 @@
-"""The app factory: routes, middleware, error handlers.
+"""The app factory: the worker's collaborators, routes, middleware, error handlers.
 
 `create_app(settings, pool=..., redis=...)` takes its dependencies so tests can hand in
-real but isolated ones; production (shopapi.asgi) passes nothing.
+real but isolated ones; production (shopapi.asgi) passes nothing, and the app builds one
+pool (plus one for a read replica), one Redis client, the catalog cache and the rate limiter,
+and hands them to whoever needs them. What it built it opens and closes with the ASGI
+lifespan (gunicorn's asgi worker sends it).
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import falcon
 import falcon.asgi
 import msgspec
-import redis as redis_lib
-from psycopg_pool import ConnectionPool
+import redis.asyncio
 
-from shopapi import user_state
+from shopapi.cache import CatalogCache
 from shopapi.config import Settings
 from shopapi.context import AppContext
-from shopapi.db import make_pool
+from shopapi.db import Pool, make_pool
 from shopapi.errors import install_error_handlers
 from shopapi.middleware.auth import Authentication
-from shopapi.middleware.metrics import Metrics
 from shopapi.middleware.rate_limit import RateLimit
 from shopapi.middleware.request_context import JsonLineLogger, RequestContext
+from shopapi.middleware.request_metrics import RequestMetrics
 from shopapi.openapi import build_spec
-from shopapi.redis_clients import async_client_like, make_redis
-from shopapi.resources import auth, categories, docs, health, orders, products, users
-from shopapi.resources import metrics as metrics_resource
-from shopapi.security import TokenCodec
+from shopapi.ratelimits import Limiter
+from shopapi.redis_client import make_redis
+from shopapi.resources import auth, categories, docs, health, orders, products, scrape, users
+from shopapi.security import Passwords, TokenCodec
+from shopapi.user_state import UserStates
 
 
 class ShopApp(falcon.asgi.App):
@@ -49,7 +52,7 @@ def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
     return [
         ("/healthz", health.Liveness(), None),
         ("/readyz", health.Readiness_(ctx), None),
-        ("/metrics", metrics_resource.Metrics(ctx), None),
+        ("/metrics", scrape.MetricsScrape(ctx), None),
         ("/api/auth/register", auth.Register(ctx), None),
         ("/api/auth/login", auth.Login(ctx), None),
         ("/api/auth/refresh", auth.Refresh(ctx), None),
@@ -64,34 +67,66 @@ def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
     ]
 
 
+class Lifespan:
+    """Opens the pools at start-up and closes what the app built at shutdown."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        await self.ctx.start()
+
+    async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        await self.ctx.close()
+
+
+def build_context(
+    settings: Settings, pool: Pool | None = None, redis: redis.asyncio.Redis | None = None
+) -> AppContext:
+    """The worker's collaborators; what is not handed in is built here (and closed at
+    shutdown)."""
+    closers = []
+    if pool is None:
+        pool = make_pool(settings)
+        closers.append(pool.close)
+    read_pool = None
+    if settings.database_read_url:
+        read_pool = make_pool(settings, settings.database_read_url)
+        closers.append(read_pool.close)
+    if redis is None:
+        redis = make_redis(settings)
+        closers.append(redis.aclose)
+    cache_on = settings.cache_enabled and settings.cache_ttl > 0
+    return AppContext(
+        settings=settings,
+        pool=pool,
+        read_pool=read_pool,
+        redis=redis,
+        cache=CatalogCache(redis if cache_on else None, settings.cache_ttl),
+        tokens=TokenCodec(settings.signing_key, settings.access_token_ttl,
+                          settings.refresh_token_ttl),
+        passwords=Passwords(settings.bcrypt_rounds, settings.password_hash_threads),
+        user_states=UserStates(redis),
+        owned_closers=closers,
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
-    pool: ConnectionPool | None = None,
-    redis: redis_lib.Redis | None = None,
+    pool: Pool | None = None,
+    redis: redis.asyncio.Redis | None = None,
 ) -> ShopApp:
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(levelname)s %(name)s %(message)s")
-    redis = redis or make_redis(settings)
-    ctx = AppContext(
-        settings=settings,
-        pool=pool or make_pool(settings),
-        # catalog reads may go to a replica (DATABASE_READ_URL); everything else to the primary
-        read_pool=(make_pool(settings, settings.database_read_url)
-                   if settings.database_read_url else None),
-        redis=redis,
-        aredis=async_client_like(redis),
-        user_states=user_state.for_client(redis),
-        tokens=TokenCodec(settings.signing_key, settings.access_token_ttl,
-                          settings.refresh_token_ttl),
-    )
+    ctx = build_context(settings, pool, redis)
+    limiter = Limiter(settings, ctx.redis) if settings.rate_limit_enabled else None
 
     middleware: list[object] = [
-        # blocking responders get one thread per pooled connection: they never queue for one
-        RequestContext(JsonLineLogger(settings.log_level), settings.max_body_bytes,
-                       ThreadPoolExecutor(settings.db_pool_max, thread_name_prefix="blocking")),
-        Metrics(ctx),
+        Lifespan(ctx),
+        RequestContext(JsonLineLogger(settings.log_level), settings.max_body_bytes),
+        RequestMetrics(ctx),
         # "*" must reach Falcon as the string; an empty list allows no origin at all
         falcon.CORSMiddleware(allow_origins="*" if "*" in settings.cors_origins
                               else list(settings.cors_origins),
@@ -99,7 +134,8 @@ def create_app(
                                               "RateLimit-Limit", "RateLimit-Remaining",
                                               "RateLimit-Reset", "Idempotent-Replayed"]),
         Authentication(ctx),
-        RateLimit(ctx),
+        # a cached product read's keys ride in the counters' Redis round trip
+        RateLimit(settings, limiter, prefetch=products.cached_read_keys(ctx.cache)),
     ]
     app = ShopApp(middleware=middleware, cors_enable=False)
     app.ctx = ctx

@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from shopapi.config import ROOT, Settings
 
 
+T = TypeVar("T")
+
+
 def _settings() -> Settings:
     return Settings.from_env()
+
+
+def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work(pool)` on a pool of its own, in an event loop of its own (the CLI has none)."""
+    from shopapi.db import make_pool
+
+    async def run() -> T:
+        pool = make_pool(settings)
+        try:
+            await pool.ensure_open()
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -22,23 +43,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from shopapi.db import make_pool
     from shopapi.seed import seed
 
     settings = _settings()
-    with make_pool(settings) as pool:
-        created = seed(pool, settings, products=args.products)
+    created = _with_pool(settings, lambda pool: seed(pool, settings, products=args.products))
     print("seeded: " + ", ".join(f"{k} +{v}" for k, v in created.items()))
     return 0
 
 
 def cmd_check_ledger(args: argparse.Namespace) -> int:
     """Exit 1 when any product's stock differs from the sum of its stock movements."""
-    from shopapi.db import make_pool
     from shopapi.services.ledger import check_ledger
 
-    with make_pool(_settings()) as pool:
-        mismatches = check_ledger(pool)
+    mismatches = _with_pool(_settings(), check_ledger)
     for row in mismatches:
         print(f"product {row['product_id']}: stock {row['stock']} != ledger {row['ledger_stock']}")
     print("ledger ok" if not mismatches else f"{len(mismatches)} product(s) out of balance")
@@ -46,12 +63,12 @@ def cmd_check_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from shopapi.db import make_pool
     from shopapi.services.orders import purge_idempotency_keys
 
     settings = _settings()
-    with make_pool(settings) as pool:
-        removed = purge_idempotency_keys(pool, settings.idempotency_key_ttl)
+    removed = _with_pool(
+        settings, lambda pool: purge_idempotency_keys(pool, settings.idempotency_key_ttl)
+    )
     print(f"purged {removed} idempotency key(s)")
     return 0
 

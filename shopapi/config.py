@@ -69,6 +69,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ACCESS_TOKEN_TTL", "900", _positive_int, "access token lifetime, seconds"),
     Setting("REFRESH_TOKEN_TTL", "2592000", _positive_int, "refresh token lifetime, seconds"),
     Setting("BCRYPT_ROUNDS", "12", int, "password hashing cost (4..31)"),
+    Setting("PASSWORD_HASH_THREADS", "2", int, "threads that hash and check passwords"),
     Setting("RATE_LIMIT_ENABLED", "true", _bool, "all rate limits on or off"),
     Setting("RATE_LIMIT_DEFAULT", "300/minute", str, "general limit, per IP and per user"),
     Setting("RATE_LIMIT_LOGIN", "10/minute", str, "login attempts per IP + email"),
@@ -102,6 +103,7 @@ class Settings:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 2592000
     bcrypt_rounds: int = 12
+    password_hash_threads: int = 2
     rate_limit_enabled: bool = True
     rate_limit_default: str = "300/minute"
     rate_limit_login: str = "10/minute"

@@ -1,47 +1,55 @@
-"""What services need from the outside world, built once per worker by `create_app`.
-
-Blocking code (on the thread pool) uses `pool`, `reader` and `redis`; code on the event loop
-uses their asyncio twins `apool`, `areader` and `aredis`, which reach the same servers.
-"""
+"""What services need from the outside world, built once per worker by `create_app`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-import redis
 import redis.asyncio
-from psycopg_pool import ConnectionPool
 
+from shopapi.cache import CatalogCache
 from shopapi.config import Settings
-from shopapi.db import AsyncPool, async_twin
-from shopapi.security import TokenCodec
+from shopapi.db import Pool
+from shopapi.security import Passwords, TokenCodec
 from shopapi.user_state import UserStates
 
 
 @dataclass
 class AppContext:
     settings: Settings
-    pool: ConnectionPool
-    redis: redis.Redis
+    pool: Pool
+    redis: redis.asyncio.Redis
+    cache: CatalogCache
     tokens: TokenCodec
+    passwords: Passwords
     user_states: UserStates
-    # the read replica for catalog reads when DATABASE_READ_URL is set, else the primary
-    read_pool: ConnectionPool | None = None
-    aredis: redis.asyncio.Redis | None = None
-    extra: dict[str, Any] | None = None
+    # the read replica for catalog reads when DATABASE_READ_URL is set
+    read_pool: Pool | None = None
+    # what create_app built itself (not what a caller handed in): closed at shutdown
+    owned_closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
-    def reader(self) -> ConnectionPool:
+    def reader(self) -> Pool:
+        """Where catalog reads go: the replica if there is one, else the primary."""
         return self.read_pool or self.pool
 
     @property
-    def apool(self) -> AsyncPool:
-        return async_twin(self.pool)
+    def pools(self) -> tuple[Pool, ...]:
+        return (self.pool,) if self.read_pool is None else (self.pool, self.read_pool)
 
-    @property
-    def areader(self) -> AsyncPool:
-        return async_twin(self.reader)
+    async def start(self) -> None:
+        """ASGI lifespan start-up: open the pools (without waiting for the database)."""
+        for pool in self.pools:
+            await pool.ensure_open()
+
+    async def close(self) -> None:
+        """ASGI lifespan shutdown: stop the listener, close what this app opened."""
+        await self.user_states.close()
+        self.passwords.close()
+        for close in self.owned_closers:
+            with contextlib.suppress(Exception):
+                await close()
 
 
 @dataclass(frozen=True)

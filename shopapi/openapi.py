@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from shopapi.errors import FieldError
-from shopapi.http import Endpoint
+from shopapi.endpoint import Endpoint
 from shopapi.schemas.orders import IDEMPOTENCY_KEY_MAX
 
 METHODS = ("get", "post", "put", "patch", "delete")

@@ -10,7 +10,7 @@ How a request is counted:
   `(window + 1) * length - now`: no read at all. The price, shared by every fixed window, is
   that a client can spend two windows' worth across one boundary.
 - **One round trip per request.** Every counter a request touches (IP, user, login) is
-  incremented in one batch of commands (`shopapi.redis_clients.Batches`, cheaper than a redis-py
+  incremented in one batch of commands (`shopapi.redis_client.Batches`, cheaper than a redis-py
   Pipeline): `INCR` + `EXPIRE NX` per key. The TTL (rest of the window + 1 s) only cleans up: an
   old window's key is never read again. No Lua script (measured slower than the batch), so no
   `EVALSHA`/`NOSCRIPT` dance either.
@@ -42,8 +42,8 @@ from limits.storage import MemoryStorage
 from redis.asyncio import Redis as AsyncRedis
 
 from shopapi.config import ConfigError, Settings
-from shopapi.redis_clients import Batches, make_async_redis
-from shopapi.services.auth import normalize_email
+from shopapi.redis_client import Batches
+from shopapi.text import normalize_email
 
 log = logging.getLogger("shopapi.ratelimits")
 
@@ -104,12 +104,11 @@ class Usage:
 
 
 class Limiter:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, client: AsyncRedis) -> None:
         self.rules: dict[str, tuple[RateLimitItem, ...]] = {
             name: _parse(attr, getattr(settings, attr)) for name, attr in LIMITS.items()
         }
-        self.redis: AsyncRedis = make_async_redis(settings)
-        self.batches = Batches(self.redis)
+        self.batches = Batches(client)  # on the worker's one client's connection settings
         self.memory: MemoryStorage | None = None  # created on the first Redis failure
         self.redis_retry_seconds = REDIS_RETRY_SECONDS
         self.redis_down = False
@@ -165,13 +164,6 @@ class Limiter:
         replies = await self.batches.execute(commands)
         counted = replies[: 2 * len(keys)]
         return [int(count) for count in counted[::2]], (replies[-1] if fetch else None)
-
-    def same_redis(self, client) -> bool:
-        """Whether `client` talks to the very database the counters live in."""
-        mine = self.redis.connection_pool.connection_kwargs
-        theirs = client.connection_pool.connection_kwargs
-        fields = ("host", "port", "db", "path", "username")
-        return all(mine.get(f) == theirs.get(f) for f in fields)
 
     def _count_in_memory(self, keys: list[str], ttls: list[int]) -> list[int]:
         if self.memory is None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,19 +38,34 @@ def check_password(password: str, password_hash: str) -> bool:
         return False
 
 
-class DummyHash:
-    """A hash to check against when the email is unknown, so both paths cost the same."""
+class Passwords:
+    """bcrypt off the event loop, on a few threads of its own (PASSWORD_HASH_THREADS): a hash
+    costs ~0.24 s at cost 12, and bcrypt releases the GIL, so a burst of logins waits for
+    these threads while the loop and the pool keep serving everything else."""
 
-    def __init__(self) -> None:
-        self._by_rounds: dict[int, str] = {}
+    def __init__(self, rounds: int, threads: int) -> None:
+        self.rounds = rounds
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="bcrypt")
+        # checked against when the email is unknown, so both paths cost the same
+        self._dummy: str | None = None
 
-    def for_rounds(self, rounds: int) -> str:
-        if rounds not in self._by_rounds:
-            self._by_rounds[rounds] = hash_password(os.urandom(16).hex(), rounds)
-        return self._by_rounds[rounds]
+    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    async def hash(self, password: str) -> str:
+        return await self._run(hash_password, password, self.rounds)
 
-dummy_hash = DummyHash()
+    async def check(self, password: str, password_hash: str) -> bool:
+        return await self._run(check_password, password, password_hash)
+
+    async def check_nobody(self, password: str) -> None:
+        """Spend a check's time on no account (an unknown email: no enumeration by timing)."""
+        if self._dummy is None:
+            self._dummy = await self.hash(os.urandom(16).hex())
+        await self.check(password, self._dummy)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def token_digest(token: str) -> bytes:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from psycopg_pool import ConnectionPool
-
 from shopapi.config import Settings
-from shopapi.db import queries, transaction
+from shopapi.db import Pool, queries, transaction
 from shopapi.security import hash_password
 from shopapi.slugs import slugify
 
@@ -44,30 +42,33 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def seed(pool: ConnectionPool, settings: Settings, *, products: int = 0) -> dict[str, int]:
+async def seed(pool: Pool, settings: Settings, *, products: int = 0) -> dict[str, int]:
+    """Run by `shopapi seed` (bin/seed) in an event loop of its own; bcrypt runs inline, as
+    nothing else is served meanwhile."""
     created = {"users": 0, "products": 0, "generated": 0}
-    with transaction(pool) as conn:
+    async with transaction(pool) as conn:
         for email, password, name, role in USERS:
-            if queries.get_login(conn, email=email) is None:
-                queries.seed_user(conn, email=email, full_name=name, role=role,
-                                  password_hash=hash_password(password, settings.bcrypt_rounds))
+            if await queries.get_login(conn, email=email) is None:
+                await queries.seed_user(
+                    conn, email=email, full_name=name, role=role,
+                    password_hash=hash_password(password, settings.bcrypt_rounds))
                 created["users"] += 1
         category_ids = []
         for category, items in CATALOG.items():
-            category_ids.append(queries.seed_category(
+            category_ids.append(await queries.seed_category(
                 conn, name=category, slug=slugify(category), description=f"{category} we love."))
             for name, description, price, stock in items:
-                created["products"] += queries.seed_product(
+                created["products"] += await queries.seed_product(
                     conn, name=name, description=description, price_cents=price, stock=stock,
                     category_id=category_ids[-1])
     if products > 0:
-        with transaction(pool) as conn:
-            have = queries.count_generated_products(conn)
+        async with transaction(pool) as conn:
+            have = await queries.count_generated_products(conn)
         done = have
         while done < products:
             last = min(done + BATCH, products)
-            with transaction(pool) as conn:
-                created["generated"] += queries.seed_generated_products(
+            async with transaction(pool) as conn:
+                created["generated"] += await queries.seed_generated_products(
                     conn, first=done + 1, last=last, category_ids=category_ids)
             done = last
             _progress(done, products)

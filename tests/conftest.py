@@ -21,13 +21,14 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+import redis.asyncio
 from falcon import testing
 from psycopg import sql
 
 from shopapi import user_state
 from shopapi.app import create_app
 from shopapi.config import Settings
-from shopapi.db import async_twin, make_pool, migrate, queries, transaction
+from shopapi.db import Pool, make_pool, migrate, queries, transaction
 from shopapi.security import hash_password
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -87,24 +88,14 @@ def settings(database_url: str) -> Settings:
     return make_settings(database_url)
 
 
-class QueryCounter(psycopg.Cursor):
+class QueryCounter(psycopg.AsyncCursor):
     """Counts statements sent through the app's pool (for the no-N+1 tests)."""
 
     count = 0
     lock = threading.Lock()
 
-    def execute(self, query, params=None, **kwargs):
-        if query:  # the pool's connection check sends an empty query: not a statement
-            with QueryCounter.lock:
-                QueryCounter.count += 1
-        return super().execute(query, params, **kwargs)
-
-
-class AsyncQueryCounter(psycopg.AsyncCursor):
-    """QueryCounter for the app's event-loop pool (shopapi.db.async_twin)."""
-
     async def execute(self, query, params=None, **kwargs):
-        if query:
+        if query:  # the pool's connection check sends an empty query: not a statement
             with QueryCounter.lock:
                 QueryCounter.count += 1
         return await super().execute(query, params, **kwargs)
@@ -141,20 +132,46 @@ def app_loop() -> Iterator[AppLoop]:
     app_loop.loop.call_soon_threadsafe(app_loop.loop.stop)
 
 
+def open_pool(app_loop: AppLoop, settings: Settings, conninfo: str | None = None,
+              **connect_kwargs: Any) -> Pool:
+    """A pool of the app's kind, opened on the app loop (close it with `app_loop.run(p.close)`)."""
+    pool = make_pool(settings, conninfo, **connect_kwargs)
+    app_loop.run(pool.ensure_open)
+    return pool
+
+
 @pytest.fixture(scope="session")
-def pool(settings: Settings, app_loop: AppLoop):
-    pool = make_pool(settings, cursor_factory=QueryCounter)
-    twin = async_twin(pool, cursor_factory=AsyncQueryCounter)
+def pool(settings: Settings, app_loop: AppLoop) -> Iterator[Pool]:
+    pool = open_pool(app_loop, settings, cursor_factory=QueryCounter)
     yield pool
-    app_loop.run(twin.close)
-    pool.close()
+    app_loop.run(pool.close)
 
 
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
+    """For tests to look into Redis (and flush it); the app has its asyncio client."""
     client = redis.Redis.from_url(REDIS_URL)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def async_redis(app_loop: AppLoop) -> Iterator[redis.asyncio.Redis]:
+    """The app's kind of Redis client (its connections live on the app loop), shared by every
+    app the tests build on the test database."""
+    client = redis.asyncio.Redis.from_url(REDIS_URL, socket_timeout=2)
+    yield client
+    app_loop.run(client.aclose)
+
+
+def run_sql(app_loop: AppLoop, pool: Pool, work: Callable[[Any], Any]) -> Any:
+    """`await work(conn)` in one transaction on `pool`, from a test (on the app loop)."""
+
+    async def run() -> Any:
+        async with transaction(pool) as conn:
+            return await work(conn)
+
+    return app_loop.run(run)
 
 
 # DELETE + identity restart: ~3 ms a test, where TRUNCATE ... RESTART IDENTITY costs ~60 ms
@@ -189,8 +206,10 @@ def _clean_state(request, _cleaner, redis_client: redis.Redis) -> None:
 
 
 @pytest.fixture()
-def app(settings: Settings, pool, redis_client):
-    return create_app(settings, pool=pool, redis=redis_client)
+def app(settings: Settings, pool, async_redis, app_loop):
+    app = create_app(settings, pool=pool, redis=async_redis)
+    yield app
+    app_loop.run(app.ctx.close)  # its listener task and bcrypt threads
 
 
 @pytest.fixture()
@@ -234,7 +253,7 @@ class User:
 
 
 @pytest.fixture()
-def make_user(app, pool):
+def make_user(app, pool, app_loop):
     """`make_user(role="EDITOR")`: a user in the database with a valid access token."""
     counter = iter(range(1, 1_000_000))
 
@@ -242,12 +261,16 @@ def make_user(app, pool):
              password: str = "password123", full_name: str = "Test User",
              is_active: bool = True) -> User:
         email = email or f"user{next(counter)}-{role.lower()}@example.com"
-        with transaction(pool) as conn:
-            row = queries.insert_user(conn, email=email, password_hash=hash_password(password, 4),
-                                      full_name=full_name, role=role)
+
+        async def insert(conn):
+            row = await queries.insert_user(conn, email=email, full_name=full_name, role=role,
+                                            password_hash=hash_password(password, 4))
             if not is_active:
-                queries.update_user(conn, id=row["id"], email=None, full_name=None, role=None,
-                                    is_active=False, password_hash=None)
+                await queries.update_user(conn, id=row["id"], email=None, full_name=None,
+                                          role=None, is_active=False, password_hash=None)
+            return row
+
+        row = run_sql(app_loop, pool, insert)
         token = app.ctx.tokens.issue_access(row["id"], role)
         return User(row["id"], email, password, role, token)
 
@@ -390,21 +413,21 @@ def together(count: int, work: Callable[[int], Any], *, timeout: float = 60) -> 
 
 
 @pytest.fixture()
-def make_category(pool):
+def make_category(pool, app_loop):
     """`make_category(name="Books")`: a category row (slug derived naively)."""
     counter = iter(range(1, 1_000_000))
 
     def make(name: str | None = None, description: str = "") -> dict:
         name = name or f"Category {next(counter)}"
         slug = "-".join(name.lower().split())
-        with transaction(pool) as conn:
-            return queries.insert_category(conn, name=name, slug=slug, description=description)
+        return run_sql(app_loop, pool, lambda conn: queries.insert_category(
+            conn, name=name, slug=slug, description=description))
 
     return make
 
 
 @pytest.fixture()
-def make_product(pool, make_category):
+def make_product(pool, make_category, app_loop):
     """`make_product(stock=10, price_cents=1999)`: an active product with its ledger row."""
     counter = iter(range(1, 1_000_000))
     default_category: dict = {}
@@ -417,14 +440,19 @@ def make_product(pool, make_category):
                 default_category.update(make_category("Default"))
             category_id = default_category["id"]
         name = name or f"Product {next(counter)}"
-        with transaction(pool) as conn:
-            row = queries.insert_product(
+
+        async def insert(conn):
+            row = await queries.insert_product(
                 conn, name=name, description=description, price_cents=price_cents, stock=stock,
                 image_url=image_url, category_id=category_id, is_active=is_active,
             )
             if stock:
-                queries.insert_stock_movement(conn, product_id=row["id"], delta=stock,
-                                              reason="adjust", order_id=None, by_user_id=None)
+                await queries.insert_stock_movement(conn, product_id=row["id"], delta=stock,
+                                                    reason="adjust", order_id=None,
+                                                    by_user_id=None)
+            return row
+
+        row = run_sql(app_loop, pool, insert)
         return {"id": row["id"], "name": name, "price_cents": price_cents, "stock": stock,
                 "category_id": category_id}
 

@@ -32,10 +32,10 @@ def sends(monkeypatch):
     return calls
 
 
-def _client(database_url, pool, redis_client, **overrides):
+def _client(async_redis, database_url, pool, redis_client, **overrides):
     settings = make_settings(database_url, RATE_LIMIT_ENABLED="true", CACHE_ENABLED="true",
                              RATE_LIMIT_DEFAULT="1000/minute", **overrides)
-    return testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+    return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
 
 
 def test_cached_product_read_is_one_redis_round_trip_with_rate_limits_on(

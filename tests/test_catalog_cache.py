@@ -5,26 +5,30 @@ import time
 from dataclasses import replace
 
 import pytest
-import redis
+import redis.asyncio
 from falcon import testing
 
 from shopapi import cache
 from shopapi.app import create_app
-from shopapi.cache import products_changed
-from shopapi.metrics import CACHE_HIT, CACHE_MISS
+from shopapi.instruments import CACHE_HIT, CACHE_MISS
 from tests.conftest import REDIS_URL, db_rows
 
 
-class CountingRedis(redis.Redis):
+class CountingRedis(redis.asyncio.Redis):
     """A real client that counts the commands it sends (one per round trip here)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.calls = 0
 
-    def execute_command(self, *args, **options):
+    async def execute_command(self, *args, **options):
         self.calls += 1
-        return super().execute_command(*args, **options)
+        return await super().execute_command(*args, **options)
+
+
+def products_changed(app_loop, app, *product_ids: int) -> None:
+    """What an order tells the cache after its commit: these products' stock moved."""
+    app_loop.run(app.ctx.cache.invalidate, *cache.stock_keys(product_ids))
 
 
 def set_stock(database_url, product_id: int, stock: int) -> None:
@@ -40,9 +44,9 @@ def get(client, url, **params):
 
 
 @pytest.fixture()
-def second_client(settings, pool, redis_client):
+def second_client(async_redis, settings, pool, redis_client):
     """Another worker: its own app on the same PostgreSQL and Redis."""
-    return testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+    return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
 
 
 def test_product_detail_is_a_miss_then_a_hit(client, make_product):
@@ -60,7 +64,7 @@ def test_product_detail_is_a_miss_then_a_hit(client, make_product):
 
 
 def test_a_cached_read_touches_no_database_and_makes_one_redis_round_trip(
-    settings, pool, make_product, query_counter
+    settings, pool, make_product, query_counter, app_loop
 ):
     product = make_product()
     counting = CountingRedis.from_url(REDIS_URL)
@@ -75,7 +79,7 @@ def test_a_cached_read_touches_no_database_and_makes_one_redis_round_trip(
         assert response.headers["x-cache"] == "hit"
         assert counted.n == 0
         assert counting.calls - before == 1
-    counting.close()
+    app_loop.run(counting.aclose)
 
 
 def test_lists_and_categories_are_cached_too(client, make_product, make_category):
@@ -127,7 +131,7 @@ def test_deactivated_product_leaves_detail_and_lists_at_once(client, editor, mak
 
 
 def test_products_changed_invalidates_only_what_shows_those_products(client, app, make_product,
-                                                                     database_url):
+                                                                     database_url, app_loop):
     older = make_product(stock=5)
     newer = make_product(stock=5)
     pages = [("/api/products", {"per_page": 1, "page": n}) for n in (1, 2)]
@@ -137,7 +141,7 @@ def test_products_changed_invalidates_only_what_shows_those_products(client, app
     get(client, f"/api/products/{newer['id']}")
 
     set_stock(database_url, older["id"], 2)  # an order committed...
-    products_changed(app.ctx, older["id"])  # ...and told the cache
+    products_changed(app_loop, app, older["id"])  # ...and told the cache
 
     detail = get(client, f"/api/products/{older['id']}")
     assert detail.json["stock"] == 2 and detail.headers["x-cache"] == "miss"
@@ -149,12 +153,13 @@ def test_products_changed_invalidates_only_what_shows_those_products(client, app
     assert get(client, "/api/products", per_page=1, page=1).headers["x-cache"] == "hit"
 
 
-def test_in_stock_lists_follow_stock_changed_by_orders(client, app, make_product, database_url):
+def test_in_stock_lists_follow_stock_changed_by_orders(client, app, make_product, database_url,
+                                                       app_loop):
     selling = make_product(stock=1)
     other = make_product(stock=3)
     assert get(client, "/api/products", in_stock="true", per_page=1).json["total"] == 2
     set_stock(database_url, selling["id"], 0)
-    products_changed(app.ctx, selling["id"])
+    products_changed(app_loop, app, selling["id"])
     # `selling` was not on that page, but it left the list: the total moved
     page = get(client, "/api/products", in_stock="true", per_page=1)
     assert page.json["total"] == 1 and page.json["items"][0]["id"] == other["id"]
@@ -182,20 +187,20 @@ def test_new_category_shows_in_cached_category_lists(client, editor, make_catego
     assert listed.json["total"] == 2 and listed.headers["x-cache"] == "miss"
 
 
-def test_a_list_fill_racing_with_a_product_change_is_not_stored(app, make_product):
+def test_a_list_fill_racing_with_a_product_change_is_not_stored(app, make_product, app_loop):
     product = make_product()
     lookup = cache.product_list_key("race-test", False)
     loads = []
 
-    def load():
+    async def load():
         loads.append(1)
-        if len(loads) == 1:
-            products_changed(app.ctx, product["id"])  # commits while the page is being read
+        if len(loads) == 1:  # an order commits while the page is being read
+            await app.ctx.cache.invalidate(*cache.stock_keys([product["id"]]))
         return cache.pack(b"{}"), [product["id"]]
 
-    assert cache.read_through(app.ctx, lookup, load)[1] == "miss"
-    assert cache.read_through(app.ctx, lookup, load)[1] == "miss"
-    assert cache.read_through(app.ctx, lookup, load)[1] == "hit"
+    assert app_loop.run(app.ctx.cache.read_through, lookup, load)[1] == "miss"
+    assert app_loop.run(app.ctx.cache.read_through, lookup, load)[1] == "miss"
+    assert app_loop.run(app.ctx.cache.read_through, lookup, load)[1] == "hit"
     assert len(loads) == 2
 
 
@@ -235,10 +240,10 @@ def test_etag_changes_when_the_product_changes(client, editor, make_product):
     assert client.simulate_get(url, headers={"If-None-Match": etag}).status_code == 200
 
 
-def test_cache_disabled_reads_from_postgres_only(settings, pool, redis_client, make_product):
+def test_cache_disabled_reads_from_postgres_only(async_redis, settings, pool, redis_client, make_product):
     product = make_product()
     off = testing.TestClient(create_app(replace(settings, cache_enabled=False), pool=pool,
-                                        redis=redis_client))
+                                        redis=async_redis))
     for _ in range(2):
         response = get(off, f"/api/products/{product['id']}")
         assert "x-cache" not in response.headers
@@ -248,11 +253,11 @@ def test_cache_disabled_reads_from_postgres_only(settings, pool, redis_client, m
 
 
 @pytest.fixture()
-def dead_redis_client(settings, pool):
-    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2,
-                                socket_timeout=0.2)
+def dead_redis_client(settings, pool, app_loop):
+    dead = redis.asyncio.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2,
+                                        socket_timeout=0.2)
     yield testing.TestClient(create_app(settings, pool=pool, redis=dead))
-    dead.close()
+    app_loop.run(dead.aclose)
 
 
 def test_redis_down_serves_reads_from_postgres_and_logs_a_warning(
@@ -283,11 +288,11 @@ def test_redis_down_does_not_block_writes(dead_redis_client, make_user, make_cat
 
 
 def test_lost_invalidation_is_caught_up_before_the_cache_is_used_again(
-    settings, pool, redis_client, make_user, make_product, monkeypatch
+    settings, pool, redis_client, make_user, make_product, monkeypatch, app_loop
 ):
     """A bump that fails (Redis unreachable) must not leave the old entry to be served later."""
-    monkeypatch.setattr(cache, "_BACKOFF", 0.01)
-    fragile = redis.Redis.from_url(REDIS_URL, socket_timeout=0.2, socket_connect_timeout=0.2)
+    monkeypatch.setattr(cache, "BACKOFF", 0.01)
+    fragile = redis.asyncio.Redis.from_url(REDIS_URL, socket_timeout=0.2, socket_connect_timeout=0.2)
     app_client = testing.TestClient(create_app(settings, pool=pool, redis=fragile))
     admin = make_user("ADMIN")
     product = make_product(price_cents=100)
@@ -305,11 +310,11 @@ def test_lost_invalidation_is_caught_up_before_the_cache_is_used_again(
     time.sleep(0.02)  # past the back-off
     response = get(app_client, url)
     assert response.json["price_cents"] == 300
-    fragile.close()
+    app_loop.run(fragile.aclose)
 
 
 def test_list_totals_are_cached_apart_from_pages(client, app, editor, make_product,
-                                                 query_counter):
+                                                 query_counter, app_loop):
     newest = None
     for _ in range(3):
         newest = make_product()
@@ -321,7 +326,7 @@ def test_list_totals_are_cached_apart_from_pages(client, app, editor, make_produ
         get(client, "/api/products", per_page=1, page=1, min_price_cents=1)
     assert counted.n == count_too.n - 1  # page 2 reused page 1's total
     # an order touching the newest product refills its page, not the total
-    products_changed(app.ctx, newest["id"])
+    products_changed(app_loop, app, newest["id"])
     with query_counter() as refill:
         first = get(client, "/api/products", per_page=1)
     assert first.headers["x-cache"] == "miss" and refill.n == counted.n

@@ -90,12 +90,12 @@ def _gunicorn_variables() -> set[str]:
     return set(re.findall(r"(?:environ(?:\.get)?\(|environ\[|_int_env\()[\"']([A-Z_]+)[\"']", conf))
 
 
-def test_production_app_hides_the_docs(settings, pool, redis_client):
+def test_production_app_hides_the_docs(async_redis, settings, pool, redis_client):
     from falcon import testing
 
     prod = Settings.from_env(env=prod_env(DATABASE_URL=settings.database_url,
                                           REDIS_URL=settings.redis_url, LOG_LEVEL="WARNING"))
-    client = testing.TestClient(create_app(prod, pool=pool, redis=redis_client))
+    client = testing.TestClient(create_app(prod, pool=pool, redis=async_redis))
     assert client.simulate_get("/api/docs/openapi.json").status_code == 404
     assert client.simulate_get("/api/docs/swagger-ui/").status_code == 404
     assert client.simulate_get("/healthz").status_code == 200

@@ -17,10 +17,10 @@ EVIL = "https://evil.example.com"
 
 
 @pytest.fixture()
-def cors_client(database_url, pool, redis_client):
+def cors_client(async_redis, database_url, pool, redis_client):
     def build(**overrides) -> testing.TestClient:
         settings = make_settings(database_url, **overrides)
-        return testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+        return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
 
     return build
 
@@ -105,14 +105,14 @@ def test_cors_answers_vary_by_origin(client):
     assert "Origin" in response.headers.get("vary", "")
 
 
-def test_star_origin_means_any_origin(settings, pool, redis_client):
+def test_star_origin_means_any_origin(async_redis, settings, pool, redis_client):
     from falcon import testing
 
     from shopapi.app import create_app
     from tests.conftest import make_settings
 
     app = create_app(make_settings(settings.database_url, CORS_ORIGINS="*"), pool=pool,
-                     redis=redis_client)
+                     redis=async_redis)
     response = testing.TestClient(app).simulate_get(
         "/healthz", headers={"Origin": "https://anything.example"})
     assert response.headers["access-control-allow-origin"] in ("*", "https://anything.example")

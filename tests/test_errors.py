@@ -4,20 +4,20 @@ import json
 
 import pytest
 
-from shopapi.http import endpoint
+from shopapi.endpoint import endpoint
 from shopapi.schemas.users import UserCreate
 from tests.conftest import assert_problem
 
 
 class Boom:
     @endpoint("always fails")
-    def on_get(self, req, resp):
+    async def on_get(self, req, resp):
         raise RuntimeError("secret internals: SELECT password_hash FROM users")
 
 
 class Echo:
     @endpoint("echo a user body", body=UserCreate)
-    def on_post(self, req, resp):
+    async def on_post(self, req, resp):
         resp.media = {"email": req.context.body.email}
 
 
@@ -107,23 +107,22 @@ def test_id_beyond_signed_64_bit_is_422(error_client, admin):
     assert_problem(response, 422, "validation_error")
 
 
-def test_database_down_is_503_problem(settings, redis_client):
+def test_database_down_is_503_problem(async_redis, settings, app_loop):
     from falcon import testing
 
     from shopapi.app import create_app
-    from shopapi.db import make_pool
-    from tests.conftest import make_settings
+    from tests.conftest import make_settings, open_pool
 
     dead = make_settings(settings.database_url, DB_POOL_TIMEOUT="0.5", DB_POOL_MIN="0")
-    pool = make_pool(dead, "postgresql://postgres@127.0.0.1:1/none", open=True)
+    pool = open_pool(app_loop, dead, "postgresql://postgres@127.0.0.1:1/none")
     try:
-        client = testing.TestClient(create_app(dead, pool=pool, redis=redis_client))
+        client = testing.TestClient(create_app(dead, pool=pool, redis=async_redis))
         response = client.simulate_post("/api/auth/login",
                                         json={"email": "a@b.c", "password": "whatever1"})
         assert_problem(response, 503, "service_unavailable")
         assert response.headers["retry-after"] == "1"
     finally:
-        pool.close()
+        app_loop.run(pool.close)
 
 
 def test_unknown_http_method_is_405_not_invalid_json(error_client):

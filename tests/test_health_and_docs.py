@@ -5,12 +5,12 @@ from falcon import testing
 
 from shopapi.app import create_app
 from shopapi.db import make_pool
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_pool
 
 
-def test_healthz_needs_no_database(settings, redis_client):
-    pool = make_pool(settings, "postgresql://postgres@127.0.0.1:1/none", open=False)
-    client = testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+def test_healthz_needs_no_database(async_redis, settings):
+    pool = make_pool(settings, "postgresql://postgres@127.0.0.1:1/none")  # never opened
+    client = testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
     response = client.simulate_get("/healthz")
     assert response.status_code == 200 and response.json == {"status": "ok"}
 
@@ -21,22 +21,22 @@ def test_readyz_is_200_when_database_and_redis_answer(client):
     assert response.json == {"status": "ready", "database": "ok", "redis": "ok"}
 
 
-def test_readyz_is_503_when_postgres_is_unreachable(settings, redis_client):
+def test_readyz_is_503_when_postgres_is_unreachable(async_redis, settings, app_loop):
     dead = make_settings(settings.database_url, DB_POOL_TIMEOUT="0.5", DB_POOL_MIN="0")
-    pool = make_pool(dead, "postgresql://postgres@127.0.0.1:1/none")
+    pool = open_pool(app_loop, dead, "postgresql://postgres@127.0.0.1:1/none")
     try:
-        client = testing.TestClient(create_app(dead, pool=pool, redis=redis_client))
+        client = testing.TestClient(create_app(dead, pool=pool, redis=async_redis))
         response = client.simulate_get("/readyz")
         assert response.status_code == 503
         assert response.json == {"status": "unready", "database": "down", "redis": "ok"}
     finally:
-        pool.close()
+        app_loop.run(pool.close)
 
 
 def test_readyz_stays_200_when_only_redis_is_down(settings, pool):
-    import redis
+    import redis.asyncio
 
-    dead_redis = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2,
+    dead_redis = redis.asyncio.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2,
                                       socket_timeout=0.2)
     client = testing.TestClient(create_app(settings, pool=pool, redis=dead_redis))
     response = client.simulate_get("/readyz")

@@ -14,7 +14,6 @@ from falcon import testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from shopapi.app import create_app
-from shopapi.db import async_twin
 from tests.conftest import app_env, make_settings, wait_for
 from tests.live import LiveServer
 
@@ -117,9 +116,8 @@ def test_metrics_exposes_the_shops_own_series(client, pool):
     in_use = value(series, "shopapi_db_pool_connections", state="in_use")
     idle = value(series, "shopapi_db_pool_connections", state="idle")
     assert in_use >= 0 and idle >= 1
-    # both pools of the worker: the thread pool's and the event loop's
-    sizes = [p.get_stats()["pool_size"] for p in (pool, async_twin(pool))]
-    assert in_use + idle == sum(sizes)
+    # the worker's pool (no replica configured here)
+    assert in_use + idle == pool.get_stats()["pool_size"]
 
 
 def test_metrics_can_be_negotiated_as_openmetrics(client):
@@ -130,10 +128,10 @@ def test_metrics_can_be_negotiated_as_openmetrics(client):
     assert response.text.rstrip().endswith("# EOF")
 
 
-def test_metrics_needs_no_token_and_is_never_rate_limited(database_url, pool, redis_client):
+def test_metrics_needs_no_token_and_is_never_rate_limited(async_redis, database_url, pool, redis_client):
     settings = make_settings(database_url, RATE_LIMIT_ENABLED="true",
                              RATE_LIMIT_DEFAULT="2/minute")
-    client = testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+    client = testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
     for _ in range(5):
         response = client.simulate_get("/metrics")
         assert response.status_code == 200

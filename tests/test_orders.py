@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from shopapi import metrics
+from shopapi import instruments
 from shopapi.services.ledger import check_ledger
 from tests.conftest import assert_problem, db_rows, stock_of
 
@@ -152,12 +152,12 @@ def test_place_order_may_take_the_last_unit(client, customer, make_product, data
 
 def test_place_order_counts_placed_orders_in_metrics(client, customer, make_product):
     product = make_product(stock=5)
-    before = metrics.ORDERS_PLACED._value.get()
+    before = instruments.ORDERS_PLACED._value.get()
 
     place(client, customer, [(product["id"], 1)])
     assert_problem(place(client, customer, [(product["id"], 99)]), 409, "insufficient_stock")
 
-    assert metrics.ORDERS_PLACED._value.get() == before + 1
+    assert instruments.ORDERS_PLACED._value.get() == before + 1
 
 
 def test_place_order_requires_a_token(client, make_product):

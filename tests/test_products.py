@@ -63,7 +63,7 @@ def test_product_created_with_stock_writes_an_adjust_movement(client, admin, mak
     ]
 
 
-def test_currency_comes_from_the_settings(settings, pool, redis_client, make_product, database_url):
+def test_currency_comes_from_the_settings(async_redis, settings, pool, redis_client, make_product, database_url):
     from dataclasses import replace
 
     from falcon import testing
@@ -71,7 +71,7 @@ def test_currency_comes_from_the_settings(settings, pool, redis_client, make_pro
     from shopapi.app import create_app
 
     product = make_product()
-    app = create_app(replace(settings, currency="EUR"), pool=pool, redis=redis_client)
+    app = create_app(replace(settings, currency="EUR"), pool=pool, redis=async_redis)
     response = testing.TestClient(app).simulate_get(f"/api/products/{product['id']}")
     assert response.json["currency"] == "EUR"
 
@@ -567,7 +567,7 @@ def test_cursor_misuse_returns_422(client, make_product):
     assert get("/api/products", params={"cursor": cursor, "per_page": 5}).status_code == 200
 
 
-def test_list_runs_a_constant_number_of_statements(client, make_product, query_counter,
+def test_list_runs_a_constant_number_of_statements(async_redis, client, make_product, query_counter,
                                                    settings, pool, redis_client):
     from dataclasses import replace
 
@@ -578,7 +578,7 @@ def test_list_runs_a_constant_number_of_statements(client, make_product, query_c
     for _ in range(30):
         make_product()
     uncached = testing.TestClient(create_app(replace(settings, cache_enabled=False), pool=pool,
-                                             redis=redis_client))
+                                             redis=async_redis))
     counts = []
     for params in ({"per_page": 1}, {"per_page": 25}, {"per_page": 100},
                    {"per_page": 5, "page": 3}, {"per_page": 10, "q": "product"}):

@@ -23,13 +23,13 @@ ME = "/api/auth/me"  # a limited route; anonymous callers get 401 until the limi
 
 
 @pytest.fixture()
-def limited(database_url, pool, redis_client):
+def limited(async_redis, database_url, pool, redis_client):
     """`limited(RATE_LIMIT_LOGIN="3/hour", ...)`: a TestClient on an app with limits on."""
 
     def build(**overrides) -> testing.TestClient:
         overrides.setdefault("RATE_LIMIT_DEFAULT", "5/hour")
         settings = make_settings(database_url, RATE_LIMIT_ENABLED="true", **overrides)
-        return testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+        return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
 
     return build
 
@@ -148,14 +148,14 @@ def test_cors_preflights_are_not_counted(limited):
     assert get_me(client).headers["ratelimit-remaining"] == "4"
 
 
-def test_rate_limit_disabled_sends_no_headers_and_refuses_nothing(database_url, pool, redis_client):
+def test_rate_limit_disabled_sends_no_headers_and_refuses_nothing(async_redis, database_url, pool, redis_client):
     settings = make_settings(
         database_url,
         RATE_LIMIT_ENABLED="false",
         RATE_LIMIT_DEFAULT="1/hour",
         RATE_LIMIT_LOGIN="1/hour",
     )
-    client = testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+    client = testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
     for _ in range(3):
         response = get_me(client)
         assert response.status_code == 401
@@ -164,10 +164,10 @@ def test_rate_limit_disabled_sends_no_headers_and_refuses_nothing(database_url, 
     assert redis_client.keys(f"{ratelimits.KEY_PREFIX}:*") == []
 
 
-def test_unparsable_rate_refuses_to_start(database_url, pool, redis_client):
+def test_unparsable_rate_refuses_to_start(async_redis, database_url, pool, redis_client):
     settings = make_settings(database_url, RATE_LIMIT_ENABLED="true", RATE_LIMIT_LOGIN="lots")
     with pytest.raises(ConfigError, match="RATE_LIMIT_LOGIN"):
-        create_app(settings, pool=pool, redis=redis_client)
+        create_app(settings, pool=pool, redis=async_redis)
 
 
 def test_several_rates_in_one_setting_each_count(limited):
@@ -380,7 +380,7 @@ def test_batches_replace_a_kept_connection_that_redis_closed(app_loop, redis_cli
     """Redis restarted or dropped the idle connection: the batch goes out once, on a new one."""
     from redis.asyncio import Redis as AsyncRedis
 
-    from shopapi.redis_clients import Batches
+    from shopapi.redis_client import Batches
     from tests.conftest import REDIS_URL
 
     batches = Batches(AsyncRedis.from_url(REDIS_URL))
@@ -398,7 +398,7 @@ def test_batches_close_a_connection_left_with_unread_replies(app_loop, redis_cli
     and the next batch is answered correctly (not with the previous batch's leftovers)."""
     from redis.asyncio import Redis as AsyncRedis
 
-    from shopapi.redis_clients import Batches
+    from shopapi.redis_client import Batches
     from tests.conftest import REDIS_URL
 
     redis_client.set("batches:text", "not a number")

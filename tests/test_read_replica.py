@@ -22,12 +22,12 @@ def replica_url():
     recreate_database(name, drop_only=True)
 
 
-def test_catalog_reads_use_the_replica_and_writes_the_primary(settings, pool, redis_client,
+def test_catalog_reads_use_the_replica_and_writes_the_primary(async_redis, settings, pool, redis_client,
                                                               replica_url, make_category,
                                                               editor, database_url):
     replica_settings = make_settings(settings.database_url, DATABASE_READ_URL=replica_url,
                                      CACHE_ENABLED="false")
-    app = create_app(replica_settings, pool=pool, redis=redis_client)
+    app = create_app(replica_settings, pool=pool, redis=async_redis)
     assert app.ctx.read_pool is not None
     client = testing.TestClient(app)
     try:

@@ -77,12 +77,12 @@ def test_refresh_token_is_a_refresh_type_token_with_the_refresh_lifetime(client,
     assert claims["exp"] - claims["iat"] == 2592000
 
 
-def test_token_lifetimes_and_expires_in_follow_the_settings(database_url, pool, redis_client,
+def test_token_lifetimes_and_expires_in_follow_the_settings(async_redis, database_url, pool, redis_client,
                                                            make_user):
     from falcon import testing
 
     settings = make_settings(database_url, ACCESS_TOKEN_TTL=60, REFRESH_TOKEN_TTL=3600)
-    client = testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+    client = testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
     user = make_user()
     pair = login(client, user.email, user.password)
     assert pair["expires_in"] == 60
@@ -204,13 +204,13 @@ def test_a_forged_or_expired_refresh_token_at_refresh_returns_401(client, databa
     assert db_state(database_url) == before
 
 
-def test_an_access_token_stops_working_when_it_expires_even_after_being_verified(
+def test_an_access_token_stops_working_when_it_expires_even_after_being_verified(async_redis, 
     database_url, pool, redis_client, make_user
 ):
     from falcon import testing
 
     settings = make_settings(database_url, ACCESS_TOKEN_TTL=1)
-    client = testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+    client = testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
     user = make_user()
     token = login(client, user.email, user.password)["access_token"]
     exp = jwt.decode(token, TEST_SECRET, algorithms=["HS256"])["exp"]

@@ -3,18 +3,15 @@
 A bad token does not fail public routes; the 401 is raised by `@endpoint(roles=...)`
 only where a caller is required. The caller's role and is_active come from this worker's
 memory (kept true by Redis pub/sub); only a user it has not seen yet is read from
-PostgreSQL, on the thread pool.
+PostgreSQL.
 """
 
 from __future__ import annotations
-
-import functools
 
 import falcon
 
 from shopapi.context import AppContext
 from shopapi.errors import NotAuthenticated
-from shopapi.http import run_blocking
 from shopapi.services.auth import authenticate, remembered_caller
 
 
@@ -34,7 +31,7 @@ class Authentication:
         try:
             user = remembered_caller(self.ctx, token)
             if user is None:
-                user = await run_blocking(req, functools.partial(authenticate, self.ctx, token))
+                user = await authenticate(self.ctx, token)
             req.context.user = user
         except NotAuthenticated as exc:
             req.context.auth_error = exc

@@ -8,17 +8,17 @@ they are counted, live in `shopapi.ratelimits`. Every limited answer, 429 or not
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import falcon
 import msgspec
 
-from shopapi import cache
 from shopapi.client_ip import client_ip
-from shopapi.context import AppContext
+from shopapi.config import Settings
+from shopapi.endpoint import read_raw_body
 from shopapi.errors import RateLimited
-from shopapi.http import read_raw_body
-from shopapi.metrics import RATE_LIMITED
+from shopapi.instruments import RATE_LIMITED
 from shopapi.ratelimits import (
     LOGIN_ROUTE,
     REGISTER_ROUTE,
@@ -37,13 +37,17 @@ class _LoginEmail(msgspec.Struct):
 _decode_login = msgspec.json.Decoder(_LoginEmail).decode
 
 
+# the Redis keys a request will read anyway (a cached read's), given the request and its path
+# parameters; None when it reads none
+Prefetch = Callable[[falcon.Request, dict[str, Any]], list[str] | None]
+
+
 class RateLimit:
-    def __init__(self, ctx: AppContext) -> None:
-        settings = ctx.settings
-        self.limiter = Limiter(settings) if settings.rate_limit_enabled else None
-        # a cached read's keys ride in the counters' batch when both live in one database
-        self.prefetch = bool(self.limiter and cache.enabled(ctx)
-                             and self.limiter.same_redis(ctx.redis))
+    def __init__(self, settings: Settings, limiter: Limiter | None,
+                 prefetch: Prefetch | None = None) -> None:
+        self.limiter = limiter
+        # the keys ride in the counters' batch: that read then costs no round trip of its own
+        self.prefetch = prefetch
         self.trusted_proxies = settings.trusted_proxies
         self.max_body_bytes = settings.max_body_bytes
 
@@ -64,7 +68,7 @@ class RateLimit:
         elif route == REGISTER_ROUTE:
             checks.append(("auth.register.ip", ip))
 
-        fetch = cache.prefetch_keys(req.method, req.uri_template, params) if self.prefetch else None
+        fetch = self.prefetch(req, params) if self.prefetch is not None else None
         usage, fetched = await self.limiter.hit_and_fetch(checks, fetch)
         if fetched is not None:
             req.context.cache_prefetch = fetched

@@ -7,7 +7,6 @@ import os
 import re
 import sys
 import time
-from concurrent.futures import Executor
 
 import falcon
 import msgspec
@@ -32,11 +31,9 @@ class JsonLineLogger:
 
 
 class RequestContext:
-    def __init__(self, access_log: JsonLineLogger, max_body_bytes: int,
-                 executor: Executor | None = None) -> None:
+    def __init__(self, access_log: JsonLineLogger, max_body_bytes: int) -> None:
         self.access_log = access_log
         self.max_body_bytes = max_body_bytes
-        self.executor = executor  # where blocking responders run (shopapi.http.run_blocking)
 
     async def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -46,9 +43,8 @@ class RequestContext:
         req.context.max_body_bytes = self.max_body_bytes
         if req.content_length is not None and req.content_length > self.max_body_bytes:
             # any route, body declared or not (API.md: bodies over the limit are 413); a
-            # chunked body has no length here and is measured as it is read (http.decode_body)
+            # chunked body has no length here and is measured as it is read (endpoint.decode_body)
             raise PayloadTooLarge(f"Request bodies are limited to {self.max_body_bytes} bytes")
-        req.context.executor = self.executor
         req.context.user = None
         req.context.auth_error = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from shopapi.context import AppContext
-from shopapi.http import AUTHENTICATED, endpoint
+from shopapi.endpoint import AUTHENTICATED, endpoint
 from shopapi.schemas.users import LoginRequest, RefreshRequest, TokenPair, UserCreate, UserPublic
 from shopapi.services import auth, users
 
@@ -18,8 +18,8 @@ class Register:
 
     @endpoint("Register a customer account", body=UserCreate, returns=UserPublic, status=201,
               errors=(400, 409, 413, 422, 429), tags=TAGS)
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = auth.register(self.ctx, req.context.body)
+    async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = await auth.register(self.ctx, req.context.body)
 
 
 class Login:
@@ -28,8 +28,8 @@ class Login:
 
     @endpoint("Exchange email and password for a token pair", body=LoginRequest,
               returns=TokenPair, errors=(400, 401, 413, 422, 429), tags=TAGS)
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = auth.login(self.ctx, req.context.body)
+    async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = await auth.login(self.ctx, req.context.body)
 
 
 class Refresh:
@@ -38,8 +38,8 @@ class Refresh:
 
     @endpoint("Rotate a refresh token into a new pair (reuse revokes the login)",
               body=RefreshRequest, returns=TokenPair, errors=(400, 401, 413, 422, 429), tags=TAGS)
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = auth.refresh(self.ctx, req.context.body.refresh_token)
+    async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = await auth.refresh(self.ctx, req.context.body.refresh_token)
 
 
 class Logout:
@@ -48,8 +48,8 @@ class Logout:
 
     @endpoint("Revoke one refresh token", body=RefreshRequest, status=204,
               errors=(400, 401, 413, 422, 429), tags=TAGS)
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        auth.logout(self.ctx, req.context.body.refresh_token)
+    async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        await auth.logout(self.ctx, req.context.body.refresh_token)
 
 
 class LogoutAll:
@@ -58,8 +58,8 @@ class LogoutAll:
 
     @endpoint("Revoke every refresh token of the caller", roles=AUTHENTICATED, status=204,
               errors=(401, 429), tags=TAGS)
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        auth.logout_all(self.ctx, req.context.user)
+    async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        await auth.logout_all(self.ctx, req.context.user)
 
 
 class Me:
@@ -68,6 +68,6 @@ class Me:
 
     @endpoint("The caller's own user", roles=AUTHENTICATED, returns=UserPublic,
               errors=(401, 429), tags=TAGS)
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         user = req.context.user
-        resp.media = users.get_user(self.ctx, user, user.id)
+        resp.media = await users.get_user(self.ctx, user, user.id)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import falcon
 
-from shopapi import cache
 from shopapi.context import AppContext
-from shopapi.http import STAFF, endpoint
+from shopapi.endpoint import STAFF, endpoint
+from shopapi.resources.conditional import ETAG_NOTE, respond, send
 from shopapi.schemas.catalog import (
     CategoryCreate,
     CategoryListQuery,
@@ -24,34 +24,34 @@ class Categories:
         self.ctx = ctx
 
     @endpoint("List categories by id (q: case-insensitive substring of the name; "
-              "next_cursor is always null)." + cache.ETAG_NOTE, query=CategoryListQuery,
+              "next_cursor is always null)." + ETAG_NOTE, query=CategoryListQuery,
               returns=PageOf[CategoryPublic], errors=(422, 429), tags=TAGS)
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        cache.respond(req, resp, categories.list_categories(self.ctx, req.context.query))
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        respond(req, resp, await categories.list_categories(self.ctx, req.context.query))
 
     @endpoint("Create a category (slug derived from the name; duplicate name: 409 name_taken)",
               roles=STAFF, body=CategoryCreate, returns=CategoryPublic, status=201,
               errors=(400, 401, 403, 409, 413, 422, 429), tags=TAGS)
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        cache.send(resp, categories.create_category(self.ctx, req.context.body))
+    async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        send(resp, await categories.create_category(self.ctx, req.context.body))
 
-    @endpoint("Get a category." + cache.ETAG_NOTE, returns=CategoryPublic, errors=(404, 422, 429),
+    @endpoint("Get a category." + ETAG_NOTE, returns=CategoryPublic, errors=(404, 422, 429),
               tags=TAGS)
-    def on_get_item(self, req: falcon.Request, resp: falcon.Response, category_id: int) -> None:
-        cache.respond(req, resp, categories.get_category(self.ctx, category_id))
+    async def on_get_item(self, req: falcon.Request, resp: falcon.Response, category_id: int) -> None:
+        respond(req, resp, await categories.get_category(self.ctx, category_id))
 
     @endpoint("Update a category (partial; the slug stays)", roles=STAFF, body=CategoryUpdate,
               returns=CategoryPublic, errors=(400, 401, 403, 404, 409, 413, 422, 429), tags=TAGS)
-    def on_put_item(self, req: falcon.Request, resp: falcon.Response, category_id: int) -> None:
-        cache.send(resp, categories.update_category(self.ctx, category_id, req.context.body))
+    async def on_put_item(self, req: falcon.Request, resp: falcon.Response, category_id: int) -> None:
+        send(resp, await categories.update_category(self.ctx, category_id, req.context.body))
 
     on_patch_item = on_put_item
 
     @endpoint("Delete a category (one with products: 409 category_in_use)", roles=STAFF,
               status=204, errors=(401, 403, 404, 409, 422, 429), tags=TAGS)
-    def on_delete_item(self, req: falcon.Request, resp: falcon.Response,
+    async def on_delete_item(self, req: falcon.Request, resp: falcon.Response,
                        category_id: int) -> None:
-        categories.delete_category(self.ctx, category_id)
+        await categories.delete_category(self.ctx, category_id)
 
 
 def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from shopapi.context import AppContext
-from shopapi.http import endpoint
+from shopapi.endpoint import endpoint
 from shopapi.schemas.common import Readiness, Status
 from shopapi.services import health
 
@@ -23,7 +23,7 @@ class Readiness_:
 
     @endpoint("Readiness: PostgreSQL answers (Redis down only degrades)",
               returns=Readiness, errors=(503,), tags=("operations",))
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        report = health.readiness(self.ctx)
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        report = await health.readiness(self.ctx)
         resp.media = report
         resp.status = 200 if report.status == "ready" else 503

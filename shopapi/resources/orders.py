@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from shopapi.context import AppContext
-from shopapi.http import ADMIN, AUTHENTICATED, STAFF, endpoint
+from shopapi.endpoint import ADMIN, AUTHENTICATED, STAFF, endpoint
 from shopapi.schemas.common import PageOf
 from shopapi.schemas.orders import OrderCreate, OrderListQuery, OrderPublic, OrderStatusUpdate
 from shopapi.services import orders
@@ -20,8 +20,8 @@ class Orders:
     @endpoint("List orders, newest first (customers: their own; staff: all, filter user_id)",
               roles=AUTHENTICATED, query=OrderListQuery, returns=PageOf[OrderPublic],
               errors=(401, 422, 429), tags=TAGS)
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = orders.list_orders(self.ctx, req.context.user, req.context.query)
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = await orders.list_orders(self.ctx, req.context.user, req.context.query)
 
     @endpoint("Place an order (all or nothing; Idempotency-Key makes retries safe)",
               roles=AUTHENTICATED, body=OrderCreate, returns=OrderPublic, status=201,
@@ -39,26 +39,26 @@ class Orders:
 
     @endpoint("Get an order (owner, ADMIN or EDITOR)", roles=AUTHENTICATED, returns=OrderPublic,
               errors=(401, 404, 422, 429), tags=TAGS)
-    def on_get_item(self, req: falcon.Request, resp: falcon.Response, order_id: int) -> None:
-        resp.media = orders.get_order(self.ctx, req.context.user, order_id)
+    async def on_get_item(self, req: falcon.Request, resp: falcon.Response, order_id: int) -> None:
+        resp.media = await orders.get_order(self.ctx, req.context.user, order_id)
 
     @endpoint("Delete an order (stock still held goes back)", roles=ADMIN, status=204,
               errors=(401, 403, 404, 422, 429), tags=TAGS)
-    def on_delete_item(self, req: falcon.Request, resp: falcon.Response, order_id: int) -> None:
-        orders.delete_order(self.ctx, req.context.user, order_id)
+    async def on_delete_item(self, req: falcon.Request, resp: falcon.Response, order_id: int) -> None:
+        await orders.delete_order(self.ctx, req.context.user, order_id)
 
     @endpoint("Move an order along pending → paid → shipped → delivered, or cancel it",
               roles=STAFF, body=OrderStatusUpdate, returns=OrderPublic,
               errors=(400, 401, 403, 404, 409, 413, 422, 429), tags=TAGS)
-    def on_put_status(self, req: falcon.Request, resp: falcon.Response, order_id: int) -> None:
-        resp.media = orders.change_status(
+    async def on_put_status(self, req: falcon.Request, resp: falcon.Response, order_id: int) -> None:
+        resp.media = await orders.change_status(
             self.ctx, req.context.user, order_id, req.context.body.status
         )
 
     @endpoint("Cancel your own pending order (stock goes back)", roles=AUTHENTICATED,
               returns=OrderPublic, errors=(401, 404, 409, 422, 429), tags=TAGS)
-    def on_post_cancel(self, req: falcon.Request, resp: falcon.Response, order_id: int) -> None:
-        resp.media = orders.cancel_own_order(self.ctx, req.context.user, order_id)
+    async def on_post_cancel(self, req: falcon.Request, resp: falcon.Response, order_id: int) -> None:
+        resp.media = await orders.cancel_own_order(self.ctx, req.context.user, order_id)
 
 
 def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
+from typing import Any
 
 import falcon
 
-from shopapi import cache
+from shopapi.cache import CatalogCache
 from shopapi.context import AppContext
-from shopapi.http import STAFF, endpoint, run_blocking
+from shopapi.endpoint import STAFF, endpoint
+from shopapi.resources.conditional import ETAG_NOTE, respond, send
 from shopapi.schemas.catalog import (
     ProductCreate,
     ProductListQuery,
@@ -37,47 +39,44 @@ class Products:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint(LIST_SUMMARY + cache.ETAG_NOTE, query=ProductListQuery, returns=PageOf[ProductPublic],
+    @endpoint(LIST_SUMMARY + ETAG_NOTE, query=ProductListQuery, returns=PageOf[ProductPublic],
               errors=(422, 429), tags=TAGS)
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        answer = products.list_products(self.ctx, req.context.user, req.context.query)
-        cache.respond(req, resp, answer)
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        answer = await products.list_products(self.ctx, req.context.user, req.context.query)
+        respond(req, resp, answer)
 
     @endpoint("Create a product (its initial stock is written to the ledger)", roles=STAFF,
               body=ProductCreate, returns=ProductPublic, status=201,
               errors=(400, 401, 403, 413, 422, 429), tags=TAGS)
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        cache.send(resp, products.create_product(self.ctx, req.context.user, req.context.body))
+    async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        send(resp, await products.create_product(self.ctx, req.context.user, req.context.body))
 
-    @endpoint("Get a product (inactive: 404 except for ADMIN/EDITOR)." + cache.ETAG_NOTE,
+    @endpoint("Get a product (inactive: 404 except for ADMIN/EDITOR)." + ETAG_NOTE,
               returns=ProductPublic, errors=(404, 422, 429), tags=TAGS)
     async def on_get_item(self, req: falcon.Request, resp: falcon.Response,
                           product_id: int) -> None:
-        # the hottest read: a cache hit is answered on the event loop from the values the
-        # rate limiter fetched (middleware/rate_limit.py); a miss fills the cache on a thread
-        user, prefetched = req.context.user, getattr(req.context, "cache_prefetch", None)
-        answer = await products.get_product_unblocked(self.ctx, user, product_id, prefetched)
-        if answer is None:
-            answer = await run_blocking(req, functools.partial(
-                products.get_product, self.ctx, user, product_id, prefetched))
-        cache.respond(req, resp, answer)
+        # the hottest read: a cache hit is answered from the values the rate limiter fetched
+        # in its own round trip (cached_read_keys below)
+        prefetched = getattr(req.context, "cache_prefetch", None)
+        answer = await products.get_product(self.ctx, req.context.user, product_id, prefetched)
+        respond(req, resp, answer)
 
     @endpoint("Update a product (partial). If-Match with the ETag of a GET guards against lost "
               "updates (412 when it changed since). A stock edit is written to the ledger.",
               roles=STAFF, body=ProductUpdate, returns=ProductPublic,
               errors=(400, 401, 403, 404, 412, 413, 422, 429), headers=("If-Match",), tags=TAGS)
-    def on_put_item(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
-        answer = products.update_product(self.ctx, req.context.user, product_id,
+    async def on_put_item(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
+        answer = await products.update_product(self.ctx, req.context.user, product_id,
                                          req.context.body, req.get_header("If-Match"))
-        cache.send(resp, answer)
+        send(resp, answer)
 
     on_patch_item = on_put_item
 
     @endpoint("Delete a product (one that appears in an order is deactivated instead)",
               roles=STAFF, status=204, errors=(401, 403, 404, 422, 429), tags=TAGS)
-    def on_delete_item(self, req: falcon.Request, resp: falcon.Response,
+    async def on_delete_item(self, req: falcon.Request, resp: falcon.Response,
                        product_id: int) -> None:
-        products.delete_product(self.ctx, product_id)
+        await products.delete_product(self.ctx, product_id)
 
 
 class StockMovements:
@@ -85,18 +84,39 @@ class StockMovements:
         self.ctx = ctx
 
     @endpoint("A product's stock ledger, oldest first (next_cursor is always null)."
-              + cache.ETAG_NOTE,
+              + ETAG_NOTE,
               roles=STAFF, query=PageQuery, returns=PageOf[StockMovementPublic],
               errors=(401, 403, 404, 422, 429), tags=TAGS)
-    def on_get(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
-        answer = products.list_stock_movements(self.ctx, product_id, req.context.query)
-        cache.respond(req, resp, answer)
+    async def on_get(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
+        answer = await products.list_stock_movements(self.ctx, product_id, req.context.query)
+        respond(req, resp, answer)
+
+
+ITEM_ROUTE = "/api/products/{product_id}"
+
+
+def cached_read_keys(
+    cache: CatalogCache,
+) -> Callable[[falcon.Request, dict[str, Any]], list[str] | None]:
+    """For the rate limiter: the cache keys a product read is about to MGET, so they ride in
+    the counters' round trip (a hit then costs one Redis round trip in all)."""
+
+    def keys(req: falcon.Request, params: dict[str, Any]) -> list[str] | None:
+        if req.method != "GET" or req.uri_template != ITEM_ROUTE:
+            return None
+        raw = params.get("product_id")
+        # only what @endpoint will accept as an id: ASCII digits, in range
+        if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) < 19:
+            return cache.prefetch_keys(int(raw))
+        return None
+
+    return keys
 
 
 def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
     resource = Products(ctx)
     return [
         ("/api/products", resource, None),
-        ("/api/products/{product_id}", resource, "item"),
+        (ITEM_ROUTE, resource, "item"),
         ("/api/products/{product_id}/stock-movements", StockMovements(ctx), None),
     ]

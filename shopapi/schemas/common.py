@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -42,3 +42,10 @@ class Readiness(msgspec.Struct):
     status: str
     database: str
     redis: str
+
+
+def sent_fields(body: msgspec.Struct, *names: str) -> dict[str, Any]:
+    """A partial update's values for `names`, each None when the client did not send it (the
+    update queries keep a column whose parameter is NULL)."""
+    return {name: None if (value := getattr(body, name)) is msgspec.UNSET else value
+            for name in names}

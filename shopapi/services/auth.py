@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import msgspec
 import psycopg.errors
@@ -11,17 +12,8 @@ from shopapi.context import AppContext, CurrentUser
 from shopapi.db import connection, queries, transaction
 from shopapi.errors import EmailTaken, InvalidCredentials, NotAuthenticated, ValidationFailed
 from shopapi.schemas.users import EMAIL_MAX, LoginRequest, TokenPair, UserCreate, UserPublic
-from shopapi.security import (
-    AccessClaims,
-    check_password,
-    dummy_hash,
-    hash_password,
-    token_digest,
-)
-
-
-def normalize_email(email: str) -> str:
-    return email.strip().lower()
+from shopapi.security import AccessClaims, token_digest
+from shopapi.text import normalize_email
 
 
 def storable_email(email: str) -> str:
@@ -37,13 +29,13 @@ def storable_email(email: str) -> str:
     return email
 
 
-def register(ctx: AppContext, body: UserCreate) -> UserPublic:
+async def register(ctx: AppContext, body: UserCreate) -> UserPublic:
     """Role is always CUSTOMER: a `role` in the body is ignored like any unknown field."""
     email = storable_email(body.email)
-    password_hash = hash_password(body.password, ctx.settings.bcrypt_rounds)
+    password_hash = await ctx.passwords.hash(body.password)
     try:
-        with transaction(ctx.pool) as conn:
-            row = queries.insert_user(
+        async with transaction(ctx.pool) as conn:
+            row = await queries.insert_user(
                 conn, email=email, password_hash=password_hash,
                 full_name=body.full_name, role="CUSTOMER",
             )
@@ -52,9 +44,11 @@ def register(ctx: AppContext, body: UserCreate) -> UserPublic:
     return msgspec.convert(row, UserPublic)
 
 
-def _issue_pair(ctx: AppContext, conn, user_id: int, role: str, family: uuid.UUID) -> TokenPair:
+async def _issue_pair(
+    ctx: AppContext, conn: Any, user_id: int, role: str, family: uuid.UUID
+) -> TokenPair:
     refresh, expires_at = ctx.tokens.issue_refresh(user_id, family)
-    queries.insert_refresh_token(
+    await queries.insert_refresh_token(
         conn, user_id=user_id, family_id=family, token_hash=token_digest(refresh),
         expires_at=expires_at,
     )
@@ -66,68 +60,68 @@ def _issue_pair(ctx: AppContext, conn, user_id: int, role: str, family: uuid.UUI
     )
 
 
-def login(ctx: AppContext, body: LoginRequest) -> TokenPair:
-    with connection(ctx.pool) as conn:
-        row = queries.get_login(conn, email=normalize_email(body.email))
+async def login(ctx: AppContext, body: LoginRequest) -> TokenPair:
+    async with connection(ctx.pool) as conn:
+        row = await queries.get_login(conn, email=normalize_email(body.email))
     if row is None:
         # same bcrypt cost as a real check: no user enumeration by timing
-        check_password(body.password, dummy_hash.for_rounds(ctx.settings.bcrypt_rounds))
+        await ctx.passwords.check_nobody(body.password)
         raise InvalidCredentials("Wrong email or password")
-    if not check_password(body.password, row["password_hash"]) or not row["is_active"]:
+    if not await ctx.passwords.check(body.password, row["password_hash"]) or not row["is_active"]:
         raise InvalidCredentials("Wrong email or password")
-    with transaction(ctx.pool) as conn:
-        return _issue_pair(ctx, conn, row["id"], row["role"], uuid.uuid4())
+    async with transaction(ctx.pool) as conn:
+        return await _issue_pair(ctx, conn, row["id"], row["role"], uuid.uuid4())
 
 
-def refresh(ctx: AppContext, token: str) -> TokenPair:
+async def refresh(ctx: AppContext, token: str) -> TokenPair:
     """Rotate: the presented token is revoked and a new pair of the same login is issued."""
     user_id = int(ctx.tokens.verify_refresh(token)["sub"])
     digest = token_digest(token)
-    with transaction(ctx.pool) as conn:
+    async with transaction(ctx.pool) as conn:
         # The user's row lock puts a rotation in line with logout-all, password and role
         # changes, deactivation and reuse detection, which all take it first: whichever
         # commits first, the other's next statement sees what it wrote, so no token issued
         # here can outlive a revocation that raced with it.
         # (the token we signed names its user: the row locked is the token row's user)
-        user = queries.get_user_for_update(conn, id=user_id)
-        used = queries.revoke_refresh_token(conn, token_hash=digest)
+        user = await queries.get_user_for_update(conn, id=user_id)
+        used = await queries.revoke_refresh_token(conn, token_hash=digest)
         if used is not None:
             if user is not None and user["is_active"]:
-                return _issue_pair(ctx, conn, user["id"], user["role"], used["family_id"])
+                return await _issue_pair(ctx, conn, user["id"], user["role"], used["family_id"])
             raise NotAuthenticated("Account disabled")
     # not live: a revoked token coming back means it leaked; end that whole login
-    with transaction(ctx.pool) as conn:
-        queries.get_user_for_update(conn, id=user_id)
-        known = queries.get_refresh_token(conn, token_hash=digest)
+    async with transaction(ctx.pool) as conn:
+        await queries.get_user_for_update(conn, id=user_id)
+        known = await queries.get_refresh_token(conn, token_hash=digest)
         if known is not None and known["revoked"]:
-            queries.revoke_refresh_family(conn, family_id=known["family_id"])
+            await queries.revoke_refresh_family(conn, family_id=known["family_id"])
     raise NotAuthenticated("Refresh token revoked or unknown")
 
 
-def logout(ctx: AppContext, token: str) -> None:
+async def logout(ctx: AppContext, token: str) -> None:
     ctx.tokens.verify_refresh(token)
     # idempotent: logging out twice is still a 204 (the signature proved who issued it)
-    with transaction(ctx.pool) as conn:
-        queries.revoke_refresh_token(conn, token_hash=token_digest(token))
+    async with transaction(ctx.pool) as conn:
+        await queries.revoke_refresh_token(conn, token_hash=token_digest(token))
 
 
-def logout_all(ctx: AppContext, user: CurrentUser) -> None:
-    with transaction(ctx.pool) as conn:
-        queries.get_user_for_update(conn, id=user.id)  # in line with refreshes: see refresh()
-        queries.revoke_user_refresh_tokens(conn, user_id=user.id)
+async def logout_all(ctx: AppContext, user: CurrentUser) -> None:
+    async with transaction(ctx.pool) as conn:
+        await queries.get_user_for_update(conn, id=user.id)  # in line with refreshes: see refresh()
+        await queries.revoke_user_refresh_tokens(conn, user_id=user.id)
 
 
-def authenticate(ctx: AppContext, token: str) -> CurrentUser:
+async def authenticate(ctx: AppContext, token: str) -> CurrentUser:
     """The caller behind an access token; a deactivated, deleted or re-roled user is refused."""
     claims = ctx.tokens.verify_access(token)
     # no database round trip while this worker's memory is kept true (shopapi/user_state.py)
-    state = ctx.user_states.get(claims.user_id, lambda user_id: _load_state(ctx, user_id))
+    state = await ctx.user_states.get(claims.user_id, lambda user_id: _load_state(ctx, user_id))
     return _caller(claims, state)
 
 
 def remembered_caller(ctx: AppContext, token: str) -> CurrentUser | None:
-    """`authenticate` from this worker's memory alone, without blocking: None when the user's
-    state must be read from PostgreSQL (then call `authenticate` off the event loop)."""
+    """`authenticate` from this worker's memory alone, no I/O: None when the user's state must
+    be read from PostgreSQL (then await `authenticate`)."""
     claims = ctx.tokens.verify_access(token)
     state = ctx.user_states.peek(claims.user_id)
     return None if state is None else _caller(claims, state)
@@ -139,7 +133,7 @@ def _caller(claims: AccessClaims, state: tuple[str, bool] | None) -> CurrentUser
     return CurrentUser(claims.user_id, claims.role)
 
 
-def _load_state(ctx: AppContext, user_id: int) -> tuple[str, bool] | None:
-    with connection(ctx.pool) as conn:
-        row = queries.get_user_state(conn, id=user_id)
+async def _load_state(ctx: AppContext, user_id: int) -> tuple[str, bool] | None:
+    async with connection(ctx.pool) as conn:
+        row = await queries.get_user_state(conn, id=user_id)
     return None if row is None else (row["role"], row["is_active"])

@@ -13,18 +13,19 @@ from shopapi.cache import Answer
 from shopapi.context import AppContext
 from shopapi.db import connection, queries, transaction
 from shopapi.errors import CategoryInUse, NameTaken, NotFound
-from shopapi.pagination import page_of
+from shopapi.pager import Pager
 from shopapi.schemas.catalog import (
     CategoryCreate,
     CategoryListQuery,
     CategoryPublic,
     CategoryUpdate,
 )
+from shopapi.schemas.common import sent_fields
 from shopapi.slugs import slugify
+from shopapi.text import BLANKS, like_escape
 
 _encode = msgspec.json.Encoder().encode
 _SUFFIX = re.compile(r"-([0-9]+)$")
-BLANKS = " \t\r\n"  # what names, searches and If-Match are trimmed of
 SLUG_CONSTRAINT = "categories_slug_key"
 _SLUG_ATTEMPTS = 5
 
@@ -37,54 +38,48 @@ def next_slug(base: str, taken: set[str]) -> str:
     return f"{base}-{max([1, *suffixes]) + 1}"
 
 
-def like_escape(text: str) -> str:
-    """`text` as a literal inside a LIKE pattern (backslash is PostgreSQL's default escape)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _public(row: dict) -> CategoryPublic:
     return msgspec.convert(row, CategoryPublic)
 
 
-def get_category(ctx: AppContext, category_id: int) -> Answer:
-    def load() -> tuple[bytes, list[int]]:
-        with connection(ctx.reader) as conn:
-            row = queries.get_category(conn, id=category_id)
+async def get_category(ctx: AppContext, category_id: int) -> Answer:
+    async def load() -> tuple[bytes, list[int]]:
+        async with connection(ctx.reader) as conn:
+            row = await queries.get_category(conn, id=category_id)
         if row is None:
             raise NotFound(f"Category {category_id} not found")
         return cache.pack(_encode(_public(row))), []
 
-    value, served = cache.read_through(ctx, cache.category_key(category_id), load)
-    return cache.unpack(value, served)
+    return cache.unpack(*await ctx.cache.read_through(cache.category_key(category_id), load))
 
 
-def list_categories(ctx: AppContext, query: CategoryListQuery) -> Answer:
-    page = query.page or 1
+async def list_categories(ctx: AppContext, query: CategoryListQuery) -> Answer:
+    pager = Pager(ctx.settings.signing_key)
+    window = pager.window(query.page, query.per_page)
     q = query.q.strip(BLANKS) if query.q else ""
     pattern = f"%{like_escape(q)}%" if q else None
 
-    def load() -> tuple[bytes, list[int]]:
-        with connection(ctx.reader) as conn:
-            rows = list(queries.list_categories(
-                conn, q=pattern, limit=query.per_page, offset=(page - 1) * query.per_page
-            ))
-            total = rows[0]["total"] if rows else queries.count_categories(conn, q=pattern)
-        answer = page_of(rows, CategoryPublic, page=page, per_page=query.per_page, total=total)
+    async def load() -> tuple[bytes, list[int]]:
+        async with connection(ctx.reader) as conn:
+            rows = [row async for row in queries.list_categories(
+                conn, q=pattern, limit=window.limit, offset=window.offset
+            )]
+            answer = await pager.page(rows, window, CategoryPublic, total_column="total",
+                                      count=lambda: queries.count_categories(conn, q=pattern))
         return cache.pack(_encode(answer)), []
 
-    lookup = cache.category_list_key(cache.digest(q, page, query.per_page))
-    value, served = cache.read_through(ctx, lookup, load)
-    return cache.unpack(value, served)
+    lookup = cache.category_list_key(cache.digest(q, window.page, window.per_page))
+    return cache.unpack(*await ctx.cache.read_through(lookup, load))
 
 
-def create_category(ctx: AppContext, body: CategoryCreate) -> Answer:
+async def create_category(ctx: AppContext, body: CategoryCreate) -> Answer:
     name = body.name.strip(BLANKS)
     base = slugify(name)
     for _ in range(_SLUG_ATTEMPTS):
         try:
-            with transaction(ctx.pool) as conn:
-                taken = {row["slug"] for row in queries.list_category_slugs(conn, base=base)}
-                row = queries.insert_category(
+            async with transaction(ctx.pool) as conn:
+                taken = {row["slug"] async for row in queries.list_category_slugs(conn, base=base)}
+                row = await queries.insert_category(
                     conn, name=name, slug=next_slug(base, taken), description=body.description
                 )
             break
@@ -94,36 +89,36 @@ def create_category(ctx: AppContext, body: CategoryCreate) -> Answer:
             # a concurrent create took that slug between our read and insert: pick again
     else:
         raise NameTaken(f"Could not find a free slug for {name!r}, retry")
-    cache.category_created(ctx)
-    return cache.answer_of(_encode(_public(row)))
+    await ctx.cache.invalidate(cache.CATEGORY_LIST_VERSION)  # a new one only joins the lists
+    return Answer.of(_encode(_public(row)))
 
 
-def update_category(ctx: AppContext, category_id: int, body: CategoryUpdate) -> Answer:
+async def update_category(ctx: AppContext, category_id: int, body: CategoryUpdate) -> Answer:
     name = None if body.name is UNSET else body.name.strip(BLANKS)
     try:
-        with transaction(ctx.pool) as conn:
-            row = queries.update_category(
-                conn, id=category_id, name=name,
-                description=None if body.description is UNSET else body.description,
+        async with transaction(ctx.pool) as conn:
+            row = await queries.update_category(
+                conn, id=category_id, name=name, **sent_fields(body, "description")
             )
     except psycopg.errors.UniqueViolation:
         raise NameTaken(f"A category named {name!r} already exists") from None
     if row is None:
         raise NotFound(f"Category {category_id} not found")
-    cache.categories_changed(ctx)
-    return cache.answer_of(_encode(_public(row)))
+    # every catalog entry shows a category's name
+    await ctx.cache.invalidate(cache.CATALOG_VERSION)
+    return Answer.of(_encode(_public(row)))
 
 
-def delete_category(ctx: AppContext, category_id: int) -> None:
+async def delete_category(ctx: AppContext, category_id: int) -> None:
     in_use = CategoryInUse(f"Category {category_id} still has products; move or delete them")
     try:
-        with transaction(ctx.pool) as conn:
-            if queries.get_category(conn, id=category_id) is None:
+        async with transaction(ctx.pool) as conn:
+            if await queries.get_category(conn, id=category_id) is None:
                 raise NotFound(f"Category {category_id} not found")
-            if queries.category_has_products(conn, id=category_id):
+            if await queries.category_has_products(conn, id=category_id):
                 raise in_use
-            queries.delete_category(conn, id=category_id)
+            await queries.delete_category(conn, id=category_id)
     except psycopg.errors.ForeignKeyViolation:
         # a product was added concurrently, after our check
         raise in_use from None
-    cache.categories_changed(ctx)
+    await ctx.cache.invalidate(cache.CATALOG_VERSION)

@@ -15,17 +15,17 @@ log = logging.getLogger("shopapi.health")
 PROBE_WAIT = 1.0
 
 
-def readiness(ctx: AppContext) -> Readiness:
+async def readiness(ctx: AppContext) -> Readiness:
     database = "ok"
     try:
-        with connection(ctx.pool, min(PROBE_WAIT, ctx.settings.db_pool_timeout)) as conn:
-            queries.ping(conn)
+        async with connection(ctx.pool, min(PROBE_WAIT, ctx.settings.db_pool_timeout)) as conn:
+            await queries.ping(conn)
     except Exception as exc:  # any failure means "not ready", never a 500
         log.warning("readiness: database down (%s)", type(exc).__name__)
         database = "down"
     redis_state = "ok"
     try:
-        ctx.redis.ping()
+        await ctx.redis.ping()
     except Exception as exc:
         log.warning("readiness: redis down (%s)", type(exc).__name__)
         redis_state = "down"

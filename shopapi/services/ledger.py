@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg_pool import ConnectionPool
-
-from shopapi.db import connection, queries
+from shopapi.db import Pool, connection, queries
 
 
-def check_ledger(pool: ConnectionPool) -> list[dict[str, Any]]:
+async def check_ledger(pool: Pool) -> list[dict[str, Any]]:
     """Products whose stock differs from their ledger: `{product_id, stock, ledger_stock}`.
     An empty list means the ledger holds."""
-    with connection(pool) as conn:
-        return list(queries.ledger_mismatches(conn))
+    async with connection(pool) as conn:
+        return [row async for row in queries.ledger_mismatches(conn)]

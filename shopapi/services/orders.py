@@ -16,12 +16,10 @@ from typing import Any
 
 import msgspec
 import psycopg.errors
-from psycopg_pool import ConnectionPool
 
-from shopapi import metrics
-from shopapi.cache import products_changed, stock_taken
+from shopapi import cache, instruments
 from shopapi.context import AppContext, CurrentUser
-from shopapi.db import AsyncPool, aconnection, aqueries, connection, queries
+from shopapi.db import Pool, connection, queries
 from shopapi.errors import (
     IdempotencyKeyReused,
     InsufficientStock,
@@ -30,7 +28,7 @@ from shopapi.errors import (
     RequestInProgress,
     ValidationFailed,
 )
-from shopapi.pagination import cursor_codec, fingerprint, page_of
+from shopapi.pager import Pager, fingerprint
 from shopapi.schemas.common import PageOf
 from shopapi.schemas.orders import (
     IDEMPOTENCY_KEY_MAX,
@@ -64,22 +62,11 @@ _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 _TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
-def _run(pool: ConnectionPool, query: Callable[..., Any], **params: Any) -> Any:
+async def _run(pool: Pool, query: Callable[..., Any], **params: Any) -> Any:
     """Run one single-statement write, again if PostgreSQL aborted it as a deadlock victim."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            with connection(pool) as conn:
-                return query(conn, **params)
-        except _TRANSIENT as exc:
-            _retrying(query, exc, attempt)
-    raise AssertionError("unreachable")
-
-
-async def _run_async(pool: AsyncPool, query: Callable[..., Any], **params: Any) -> Any:
-    """`_run` on the event loop."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            async with aconnection(pool) as conn:
+            async with connection(pool) as conn:
                 return await query(conn, **params)
         except _TRANSIENT as exc:
             _retrying(query, exc, attempt)
@@ -177,8 +164,8 @@ async def place_order(
     digest = request_digest(raw_body) if key is not None else None
     product_ids = [line.product_id for line in body.items]
     try:
-        row = await _run_async(
-            ctx.apool, aqueries.place_order,
+        row = await _run(
+            ctx.pool, queries.place_order,
             user_id=user.id, currency=ctx.settings.currency, product_ids=product_ids,
             quantities=[line.quantity for line in body.items],
             idempotency_key=key, request_hash=digest,
@@ -189,28 +176,37 @@ async def place_order(
         row = None  # a request with the same key committed first
 
     if row is not None and row["order_json"] is not None:
-        await stock_taken(ctx, *product_ids)
-        metrics.ORDERS_PLACED.inc()
+        await ctx.cache.invalidate(*cache.stock_keys(product_ids))
+        instruments.ORDERS_PLACED.inc()
         return _decode_order(row["order_json"]), False
     if row is not None and row["earlier_hash"] is not None:
         return _replay(row["earlier_hash"], row["earlier_order_json"], digest)
     if key is not None:
         # Refused, or lost the race on the key: a request with this key may have committed
         # after this statement's snapshot was taken; its answer comes before our refusal.
-        async with aconnection(ctx.apool) as conn:
-            earlier = await aqueries.get_idempotent_answer(conn, user_id=user.id,
-                                                           idempotency_key=key)
+        earlier = await _earlier_answer(ctx, user, key, digest)
         if earlier is not None:
-            return _replay(earlier["request_hash"], earlier["order_json"], digest)
+            return earlier
         if row is None:  # the winner's key is already gone (purged): let the client retry
             raise RequestInProgress("A request with this Idempotency-Key just finished; retry")
     raise _refusal(body, row)
 
 
-def purge_idempotency_keys(pool: ConnectionPool, older_than_seconds: int) -> int:
+async def _earlier_answer(
+    ctx: AppContext, user: CurrentUser, key: str, digest: bytes | None
+) -> tuple[OrderPublic, bool] | None:
+    """The replayed answer of a request that used `key` before, if one committed."""
+    async with connection(ctx.pool) as conn:
+        earlier = await queries.get_idempotent_answer(conn, user_id=user.id,
+                                                      idempotency_key=key)
+    return None if earlier is None else _replay(earlier["request_hash"],
+                                                earlier["order_json"], digest)
+
+
+async def purge_idempotency_keys(pool: Pool, older_than_seconds: int) -> int:
     """Delete Idempotency-Key rows older than the retention window; returns how many."""
-    with connection(pool) as conn:
-        return queries.delete_expired_idempotency_keys(
+    async with connection(pool) as conn:
+        return await queries.delete_expired_idempotency_keys(
             conn, older_than_seconds=older_than_seconds
         )
 
@@ -218,109 +214,87 @@ def purge_idempotency_keys(pool: ConnectionPool, older_than_seconds: int) -> int
 # ------------------------------------------------------------------ reads
 
 
-def get_order(ctx: AppContext, user: CurrentUser, order_id: int) -> OrderPublic:
+async def get_order(ctx: AppContext, user: CurrentUser, order_id: int) -> OrderPublic:
     """Owner, ADMIN or EDITOR; for anyone else the order does not exist (404)."""
-    with connection(ctx.pool) as conn:
-        row = queries.get_order(conn, id=order_id)
+    async with connection(ctx.pool) as conn:
+        row = await queries.get_order(conn, id=order_id)
     if row is None or (not user.is_staff and row["user_id"] != user.id):
         raise NotFound(f"Order {order_id} not found")
     return msgspec.convert(row, OrderPublic)
 
 
-def _cursor_key(values: list[Any]) -> tuple[str, int]:
-    match values:
-        case [str() as created_at, int() as order_id]:
-            return created_at, order_id
-    raise ValidationFailed.single("cursor", "is not a cursor this server issued")
+def _listed_user(user: CurrentUser, query: OrderListQuery) -> int | None:
+    """Whose orders a list shows: staff choose (user_id, or everyone), customers their own.
+    -1 (no user) when a customer asks for someone else's: their scope matches nothing."""
+    if user.is_staff:
+        return query.user_id
+    if query.user_id is not None and query.user_id != user.id:
+        return -1
+    return user.id
 
 
-def list_orders(ctx: AppContext, user: CurrentUser, query: OrderListQuery) -> PageOf[OrderPublic]:
+async def list_orders(
+    ctx: AppContext, user: CurrentUser, query: OrderListQuery
+) -> PageOf[OrderPublic]:
     """Newest first; customers see their own orders only, staff see all (user_id filter)."""
-    if query.cursor is not None and query.page is not None:
-        raise ValidationFailed.single("cursor", "cannot be combined with page")
-    per_page = query.per_page
-    user_id = query.user_id
-    if not user.is_staff:
-        if user_id is not None and user_id != user.id:
-            # a customer's scope is their own orders: someone else's match nothing
-            return page_of([], OrderPublic, page=None if query.cursor else query.page or 1,
-                           per_page=per_page, total=0)
-        user_id = user.id
-
-    codec = cursor_codec(ctx.settings.signing_key)
-    scope = fingerprint(sort=LIST_SORT, status=query.status, user_id=user_id)
-    after_created_at: str | None = None
-    after_id: int | None = None
-    page: int | None = None
-    offset = 0
-    if query.cursor is not None:
-        after_created_at, after_id = _cursor_key(codec.decode(query.cursor, scope))
-    else:
-        page = query.page or 1
-        offset = (page - 1) * per_page
-
+    user_id = _listed_user(user, query)
     filters = {"user_id": user_id, "status": query.status}
-    with connection(ctx.pool) as conn:
-        # one row more than asked tells whether there is a next page
-        rows = list(queries.list_orders(
-            conn, **filters, after_created_at=after_created_at, after_id=after_id,
-            limit=per_page + 1, offset=offset,
-        ))
-        more = len(rows) > per_page
-        rows = rows[:per_page]
-        if page is not None and not more and (rows or offset == 0):
-            total = offset + len(rows)  # the last page tells the total without counting
-        else:
-            total = queries.count_orders(conn, **filters)
-    next_cursor = None
-    if more:
-        last = rows[-1]
-        next_cursor = codec.encode([last["created_at"], last["id"]], scope)
-    return page_of(rows, OrderPublic, page=page, per_page=per_page, total=total,
-                   next_cursor=next_cursor)
+    pager = Pager(ctx.settings.signing_key)
+    window = pager.window(query.page, query.per_page, query.cursor,
+                          scope=fingerprint(sort=LIST_SORT, **filters), key_types=(str, int))
+    if user_id == -1:
+        return pager.empty(window, OrderPublic)
+    async with connection(ctx.pool) as conn:
+        rows = [row async for row in queries.list_orders(
+            conn, **filters, after_created_at=window.after[0], after_id=window.after[1],
+            limit=window.limit, offset=window.offset,
+        )]
+        return await pager.page(rows, window, OrderPublic,
+                                count=lambda: queries.count_orders(conn, **filters),
+                                cursor_key=lambda row: [row["created_at"], row["id"]])
 
 
 # ------------------------------------------------------------------ status changes
 
 
-def _move(
+async def _move(
     ctx: AppContext, user: CurrentUser, order_id: int, status: str, *,
     sources: tuple[str, ...], owner_id: int | None,
 ) -> OrderPublic:
-    row = _run(
+    row = await _run(
         ctx.pool, queries.change_order_status,
         id=order_id, status=status, from_statuses=list(sources), owner_id=owner_id,
         by_user_id=user.id,
     )
     if row is None:
-        with connection(ctx.pool) as conn:
-            state = queries.get_order_state(conn, id=order_id)
+        async with connection(ctx.pool) as conn:
+            state = await queries.get_order_state(conn, id=order_id)
         if state is None or (owner_id is not None and state["user_id"] != owner_id):
             raise NotFound(f"Order {order_id} not found")
         raise InvalidTransition(
             f"Order {order_id} is {state['status']}; it cannot become {status}"
         )
     if row["restocked_ids"]:
-        products_changed(ctx, *row["restocked_ids"])
+        await ctx.cache.invalidate(*cache.stock_keys(row["restocked_ids"]))
     return msgspec.convert(row, OrderPublic)
 
 
-def change_status(
+async def change_status(
     ctx: AppContext, user: CurrentUser, order_id: int, status: OrderStatus
 ) -> OrderPublic:
     """Staff move an order along the status machine; cancelling gives the stock back once."""
-    return _move(ctx, user, order_id, status, sources=SOURCES[status], owner_id=None)
+    return await _move(ctx, user, order_id, status, sources=SOURCES[status], owner_id=None)
 
 
-def cancel_own_order(ctx: AppContext, user: CurrentUser, order_id: int) -> OrderPublic:
+async def cancel_own_order(ctx: AppContext, user: CurrentUser, order_id: int) -> OrderPublic:
     """The owner cancels their own pending order; for anyone else it does not exist."""
-    return _move(ctx, user, order_id, "cancelled", sources=("pending",), owner_id=user.id)
+    return await _move(ctx, user, order_id, "cancelled", sources=("pending",), owner_id=user.id)
 
 
-def delete_order(ctx: AppContext, user: CurrentUser, order_id: int) -> None:
+async def delete_order(ctx: AppContext, user: CurrentUser, order_id: int) -> None:
     """ADMIN removes an order; one still holding stock (pending, paid) gives it back."""
-    row = _run(ctx.pool, queries.delete_order, id=order_id, by_user_id=user.id)
+    row = await _run(ctx.pool, queries.delete_order, id=order_id, by_user_id=user.id)
     if row is None:
         raise NotFound(f"Order {order_id} not found")
     if row["restocked_ids"]:
-        products_changed(ctx, *row["restocked_ids"])
+        await ctx.cache.invalidate(*cache.stock_keys(row["restocked_ids"]))

@@ -15,10 +15,9 @@ from shopapi.errors import (
     NotFound,
     ValidationFailed,
 )
-from shopapi.pagination import page_of
-from shopapi.schemas.common import PageOf
+from shopapi.pager import Pager
+from shopapi.schemas.common import PageOf, sent_fields
 from shopapi.schemas.users import UserListQuery, UserPublic, UserUpdate
-from shopapi.security import check_password, hash_password
 from shopapi.services.auth import storable_email
 
 
@@ -28,85 +27,97 @@ def _visible(user: CurrentUser, user_id: int) -> None:
         raise Forbidden("You may only see your own account")
 
 
-def get_user(ctx: AppContext, user: CurrentUser, user_id: int) -> UserPublic:
+async def get_user(ctx: AppContext, user: CurrentUser, user_id: int) -> UserPublic:
     _visible(user, user_id)
-    with connection(ctx.pool) as conn:
-        row = queries.get_user(conn, id=user_id)
+    async with connection(ctx.pool) as conn:
+        row = await queries.get_user(conn, id=user_id)
     if row is None:
         raise NotFound(f"User {user_id} not found")
     return msgspec.convert(row, UserPublic)
 
 
-def list_users(ctx: AppContext, query: UserListQuery) -> PageOf[UserPublic]:
-    page = query.page or 1
+async def list_users(ctx: AppContext, query: UserListQuery) -> PageOf[UserPublic]:
+    pager = Pager(ctx.settings.signing_key)
+    window = pager.window(query.page, query.per_page)
     filters = {"role": query.role, "q": query.q}
-    with connection(ctx.pool) as conn:
-        # aiosql hands back a generator: read it while the connection is ours
-        rows = list(queries.list_users(
-            conn, **filters, limit=query.per_page, offset=(page - 1) * query.per_page
-        ))
-        total = rows[0]["total"] if rows else queries.count_users(conn, **filters)
-    return page_of(rows, UserPublic, page=page, per_page=query.per_page, total=total)
+    async with connection(ctx.pool) as conn:
+        rows = [row async for row in queries.list_users(
+            conn, **filters, limit=window.limit, offset=window.offset
+        )]
+        return await pager.page(rows, window, UserPublic, total_column="total",
+                                count=lambda: queries.count_users(conn, **filters))
 
 
-def update_user(ctx: AppContext, user: CurrentUser, user_id: int, body: UserUpdate) -> UserPublic:
+def _check_rights(user: CurrentUser, user_id: int, body: UserUpdate) -> None:
+    """Who may change what: anyone their own profile, only an admin someone else's role or
+    is_active, and nobody their own (an admin locking themselves out, the last one, would
+    need another admin)."""
     _visible(user, user_id)
-    if body.role is not UNSET or body.is_active is not UNSET:
-        if user.id == user_id:
-            # admins too: an admin locking themselves out (the last one) needs another admin
-            raise Forbidden("You cannot change your own role or is_active")
-        if not user.is_admin:
-            raise Forbidden("Only an admin may change role or is_active")
+    if body.role is UNSET and body.is_active is UNSET:
+        return
+    if user.id == user_id:
+        raise Forbidden("You cannot change your own role or is_active")
+    if not user.is_admin:
+        raise Forbidden("Only an admin may change role or is_active")
+
+
+async def _new_password_hash(
+    ctx: AppContext, user: CurrentUser, user_id: int, body: UserUpdate, current: dict
+) -> str | None:
+    """The hash to store for a password change, None without one. Changing one's own password
+    (admins too) proves knowledge of the old one; an admin resetting someone else's does not."""
+    if body.password is UNSET:
+        return None
+    if user.id == user_id and (
+        body.current_password is UNSET
+        or not await ctx.passwords.check(body.current_password, current["password_hash"])
+    ):
+        raise ValidationFailed.single("current_password", "is missing or wrong")
+    return await ctx.passwords.hash(body.password)
+
+
+def _logins_end(current: dict, row: dict, password_changed: bool) -> bool:
+    """Whether an update changed credentials or rights: every login must then start again."""
+    return (password_changed or row["role"] != current["role"]
+            or (current["is_active"] and not row["is_active"]))
+
+
+async def update_user(
+    ctx: AppContext, user: CurrentUser, user_id: int, body: UserUpdate
+) -> UserPublic:
+    _check_rights(user, user_id, body)
     email = None if body.email is UNSET else storable_email(body.email)
-    with transaction(ctx.pool) as conn:
-        current = queries.get_user_for_update(conn, id=user_id)
+    async with transaction(ctx.pool) as conn:
+        current = await queries.get_user_for_update(conn, id=user_id)
         if current is None:
             raise NotFound(f"User {user_id} not found")
-        password_hash = None
-        if body.password is not UNSET:
-            # changing one's own password (admins too) proves knowledge of the old one;
-            # an admin resetting someone else's does not need it
-            own = user.id == user_id
-            if own and (body.current_password is UNSET
-                        or not check_password(body.current_password, current["password_hash"])):
-                raise ValidationFailed.single("current_password", "is missing or wrong")
-            password_hash = hash_password(body.password, ctx.settings.bcrypt_rounds)
+        password_hash = await _new_password_hash(ctx, user, user_id, body, current)
         try:
-            row = queries.update_user(
-                conn,
-                id=user_id,
-                email=email,
-                full_name=None if body.full_name is UNSET else body.full_name,
-                role=None if body.role is UNSET else body.role,
-                is_active=None if body.is_active is UNSET else body.is_active,
-                password_hash=password_hash,
+            row = await queries.update_user(
+                conn, id=user_id, email=email, password_hash=password_hash,
+                **sent_fields(body, "full_name", "role", "is_active"),
             )
         except psycopg.errors.UniqueViolation:
             raise EmailTaken("This email is already registered") from None
-        if (
-            password_hash is not None
-            or row["role"] != current["role"]
-            or (current["is_active"] and not row["is_active"])
-        ):
-            # credentials or rights changed: every login of that user must start again
-            queries.revoke_user_refresh_tokens(conn, user_id=user_id)
+        if _logins_end(current, row, password_hash is not None):
+            await queries.revoke_user_refresh_tokens(conn, user_id=user_id)
     if row["role"] != current["role"] or row["is_active"] != current["is_active"]:
         # after the commit: every worker forgets what it knew of this caller
-        ctx.user_states.changed(user_id)
+        await ctx.user_states.changed(user_id)
     return msgspec.convert(row, UserPublic)
 
 
-def delete_user(ctx: AppContext, user: CurrentUser, user_id: int) -> None:
+async def delete_user(ctx: AppContext, user: CurrentUser, user_id: int) -> None:
     if user.id == user_id:
         raise CannotDeleteSelf("An admin cannot delete their own account")
-    with transaction(ctx.pool) as conn:
-        if queries.get_user_for_update(conn, id=user_id) is None:
+    async with transaction(ctx.pool) as conn:
+        if await queries.get_user_for_update(conn, id=user_id) is None:
             raise NotFound(f"User {user_id} not found")
-        if queries.user_has_orders(conn, id=user_id):
+        if await queries.user_has_orders(conn, id=user_id):
             # orders are never lost: the account is closed instead
-            queries.update_user(conn, id=user_id, email=None, full_name=None, role=None,
-                                is_active=False, password_hash=None)
-            queries.revoke_user_refresh_tokens(conn, user_id=user_id)
+            await queries.update_user(conn, id=user_id, email=None, full_name=None, role=None,
+                                      is_active=False, password_hash=None)
+            await queries.revoke_user_refresh_tokens(conn, user_id=user_id)
         else:
-            queries.delete_user(conn, id=user_id)
-    ctx.user_states.changed(user_id)
+            await queries.delete_user(conn, id=user_id)
+    await ctx.user_states.changed(user_id)

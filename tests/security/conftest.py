@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shopapi.app import routes
-from shopapi.http import Endpoint
+from shopapi.endpoint import Endpoint
 from shopapi.openapi import endpoints
 from tests.conftest import TABLES, app_env, db_rows
 from tests.live import LiveServer

@@ -78,7 +78,7 @@ def test_nesting_near_the_parsers_limit_is_never_a_500(client, shop, depth):
         assert_problem(response, 400, "invalid_json")
 
 
-def test_login_with_deep_json_is_a_400_with_rate_limits_on(database_url, pool, redis_client):
+def test_login_with_deep_json_is_a_400_with_rate_limits_on(async_redis, database_url, pool, redis_client):
     """The login limiter reads the body first (its key is the email): it must not crash on it."""
     from falcon import testing
 
@@ -86,7 +86,7 @@ def test_login_with_deep_json_is_a_400_with_rate_limits_on(database_url, pool, r
     from tests.conftest import make_settings
 
     settings = make_settings(database_url, RATE_LIMIT_ENABLED="true")
-    client = testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+    client = testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
     raw = b'{"email": "a@example.com", "password": "password123", "pad": ' + \
         b"[" * 100_000 + b"]" * 100_000 + b"}"
     response = client.simulate_post("/api/auth/login", body=raw,

@@ -91,14 +91,14 @@ def test_every_way_to_give_stock_back_gives_it_back_once(
 
 
 @pytest.fixture()
-def limited_client(database_url, pool, redis_client):
+def limited_client(async_redis, database_url, pool, redis_client):
     """Limits on: 5 requests an hour per address or user, 3 logins per address + email."""
     left = 3600 - time.time() % 3600
     if left < 5:  # windows follow the clock: never start at an hour's last seconds
         time.sleep(left + 0.1)
     settings = make_settings(database_url, RATE_LIMIT_ENABLED="true",
                              RATE_LIMIT_DEFAULT="5/hour", RATE_LIMIT_LOGIN="3/hour")
-    return testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+    return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
 
 
 def test_credential_stuffing_of_many_accounts_from_one_address_is_stopped(

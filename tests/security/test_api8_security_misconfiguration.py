@@ -28,13 +28,13 @@ LEAKS = re.compile(r"Traceback|File \"|\.py\b|site-packages|/work/|psycopg|postg
 
 
 @pytest.fixture()
-def limited_client(database_url, pool, redis_client):
+def limited_client(async_redis, database_url, pool, redis_client):
     settings = make_settings(database_url, RATE_LIMIT_ENABLED="true",
                              RATE_LIMIT_DEFAULT="1000/hour", RATE_LIMIT_LOGIN="10/hour")
-    return testing.TestClient(create_app(settings, pool=pool, redis=redis_client))
+    return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
 
 
-def test_every_kind_of_answer_carries_the_hardening_headers(client, shop, database_url, pool,
+def test_every_kind_of_answer_carries_the_hardening_headers(async_redis, client, shop, database_url, pool,
                                                             redis_client):
     product = client.simulate_get(f"/api/products/{shop.product_id}")
     left = 3600 - time.time() % 3600
@@ -42,7 +42,7 @@ def test_every_kind_of_answer_carries_the_hardening_headers(client, shop, databa
         time.sleep(left + 0.1)
     one_per_hour = testing.TestClient(create_app(
         make_settings(database_url, RATE_LIMIT_ENABLED="true", RATE_LIMIT_DEFAULT="1/hour"),
-        pool=pool, redis=redis_client))
+        pool=pool, redis=async_redis))
     one_per_hour.simulate_get("/api/categories", remote_addr="198.51.100.99")
     answers = {
         200: client.simulate_get("/api/auth/me", headers=shop.customer.headers),
@@ -162,10 +162,10 @@ def test_odd_http_methods_are_refused_and_echo_nothing(client, shop, method):
 
 
 @pytest.mark.parametrize("origins", ["*", "https://shop.example"])
-def test_cors_never_lends_credentials_nor_trusts_the_null_origin(database_url, pool,
+def test_cors_never_lends_credentials_nor_trusts_the_null_origin(async_redis, database_url, pool,
                                                                  redis_client, origins):
     client = testing.TestClient(create_app(make_settings(database_url, CORS_ORIGINS=origins),
-                                           pool=pool, redis=redis_client))
+                                           pool=pool, redis=async_redis))
     for origin in ("https://shop.example", "https://evil.example", "null"):
         simple = client.simulate_get("/api/products", headers={"Origin": origin})
         preflight = client.simulate_options("/api/orders", headers={

@@ -11,7 +11,7 @@ import time
 
 import falcon
 
-from shopapi import metrics
+from shopapi import instruments
 from shopapi.context import AppContext
 
 # anything else a client invents would be a new series each time: it counts as "other"
@@ -19,7 +19,7 @@ KNOWN_METHODS = frozenset(falcon.HTTP_METHODS)
 POOL_REFRESH_SECONDS = 1.0
 
 
-class Metrics:
+class RequestMetrics:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self._children: dict[tuple[str, str, int], tuple] = {}
@@ -32,7 +32,7 @@ class Metrics:
         child = self._children.get(key)
         if child is None:
             labels = (method, route, str(status))
-            child = (metrics.HTTP_REQUESTS.labels(*labels), metrics.HTTP_DURATION.labels(*labels))
+            child = (instruments.HTTP_REQUESTS.labels(*labels), instruments.HTTP_DURATION.labels(*labels))
             self._children[key] = child
         return child
 
@@ -49,4 +49,4 @@ class Metrics:
         duration.observe(now - started)
         if now - self._pool_refreshed >= POOL_REFRESH_SECONDS:
             self._pool_refreshed = now
-            metrics.record_pool(self.ctx.pool, self.ctx.apool)
+            instruments.record_pool(*self.ctx.pools)

@@ -6,14 +6,12 @@ the query Struct (converted from the query string), the answer type and the erro
 Ids in the path are checked as signed 64-bit integers (422 otherwise).
 
 The app is ASGI (falcon.asgi on gunicorn's asgi worker: keep-alive, one event loop per
-worker). A responder written `async def` runs on the loop and must not block; a plain `def`
-responder (bcrypt, a psycopg transaction, a Redis call) runs on the worker's thread pool
-(`req.context.executor`, DB_POOL_MAX threads), with its body already read.
+worker), async end to end: every responder is `async def` and must not block (bcrypt runs on
+`ctx.passwords`' own threads).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import re
@@ -53,7 +51,6 @@ class Endpoint:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-PUBLIC = None
 AUTHENTICATED: tuple[str, ...] = ()
 STAFF = ("ADMIN", "EDITOR")
 ADMIN = ("ADMIN",)
@@ -117,11 +114,6 @@ def decode_body(req: falcon.Request, struct: type, limit: int) -> Any:
         raise InvalidJson("Malformed JSON: not valid UTF-8") from None
 
 
-async def run_blocking(req: falcon.Request, call: Callable[[], Any]) -> Any:
-    """Run `call` on the worker's thread pool: the event loop serves other requests meanwhile."""
-    return await asyncio.get_running_loop().run_in_executor(req.context.executor, call)
-
-
 def read_query(req: falcon.Request, struct: type) -> Any:
     """Convert the query string into `struct` (strings coerced to the declared types)."""
     params: dict[str, Any] = {}
@@ -161,7 +153,8 @@ def endpoint(summary: str, **options: Any) -> Callable:
     spec = Endpoint(summary=summary, **options)
 
     def decorate(responder: Callable) -> Callable:
-        blocking = not inspect.iscoroutinefunction(responder)
+        if not inspect.iscoroutinefunction(responder):
+            raise TypeError(f"{responder.__qualname__}: responders are async def")
 
         @functools.wraps(responder)
         async def wrapper(resource, req: falcon.Request, resp: falcon.Response, **params: Any):
@@ -176,9 +169,6 @@ def endpoint(summary: str, **options: Any) -> Callable:
                 await read_raw_body(req, limit)
                 req.context.body = decode_body(req, spec.body, limit)
             resp.status = spec.status
-            if blocking:
-                call = functools.partial(responder, resource, req, resp, **params)
-                return await run_blocking(req, call)
             return await responder(resource, req, resp, **params)
 
         wrapper.__endpoint__ = spec  # type: ignore[attr-defined]

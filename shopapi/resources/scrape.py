@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import falcon
 
-from shopapi import metrics
+from shopapi import instruments
 from shopapi.context import AppContext
-from shopapi.http import endpoint
+from shopapi.endpoint import endpoint
 
 
-class Metrics:
+class MetricsScrape:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
     @endpoint("Prometheus metrics of this instance, all workers (text exposition format)",
               tags=("operations",))
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         # the scraping worker's pool numbers are fresh; the others' are at most a second old
-        metrics.record_pool(self.ctx.pool, self.ctx.apool)
-        resp.data, resp.content_type = metrics.render(req.get_header("Accept"))
+        instruments.record_pool(*self.ctx.pools)
+        resp.data, resp.content_type = instruments.render(req.get_header("Accept"))
