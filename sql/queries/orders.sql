@@ -2,11 +2,16 @@
 -- Writes are single statements (data-modifying CTEs): one statement is one transaction and
 -- one round trip. Products are always locked in id order (SELECT ... ORDER BY id FOR UPDATE)
 -- so concurrent orders and cancellations over the same products cannot deadlock.
--- Order documents: items by product id, status history oldest first.
+-- Order documents (items by product id, status history oldest first) come from the view
+-- order_documents (migration 0006); only place_order builds its own, see there.
 
 -- name: place_order(user_id, currency, product_ids, quantities, idempotency_key, request_hash)^
 -- Places an order all-or-nothing, or replays the answer stored under its Idempotency-Key.
 -- When a line cannot be served nothing is written and the last columns say why.
+-- Its document is built from the CTE rows, not read from order_documents: the order, its
+-- lines and its history are inserted by this same statement, and a view (like any table)
+-- only shows the statement's snapshot, taken before them. It is the same document as
+-- order_documents gives for the order (same keys and arrays; history has one entry here).
 WITH wanted AS (
     -- the request's lines, numbered as sent
     SELECT product_id, quantity, line
@@ -151,47 +156,25 @@ DELETE FROM idempotency_keys
 
 -- name: get_order(id)^
 -- One order with its lines and its status history, in one query.
-SELECT o.id, o.user_id, o.status, o.total_cents, o.currency,
-       api_time(o.created_at) AS created_at, api_time(o.updated_at) AS updated_at,
-       (SELECT json_agg(json_build_object(
-                   'product_id', i.product_id, 'name', i.name, 'quantity', i.quantity,
-                   'unit_price_cents', i.unit_price_cents,
-                   'line_total_cents', i.line_total_cents)
-               ORDER BY i.product_id)
-          FROM order_items i
-         WHERE i.order_id = o.id) AS items,
-       (SELECT json_agg(json_build_object(
-                   'status', h.status, 'at', api_time(h.at), 'by_user_id', h.by_user_id)
-               ORDER BY h.id)
-          FROM order_status_history h
-         WHERE h.order_id = o.id) AS status_history
-  FROM orders o
- WHERE o.id = :id;
+SELECT d.*
+  FROM order_documents d
+ WHERE d.id = :id;
 
 -- name: list_orders(user_id, status, after_created_at, after_id, limit, offset)
 -- Newest first, filters optional, keyset (after_*) or offset paging; lines and history come
--- with each order in this same query (no query per order).
-SELECT o.id, o.user_id, o.status, o.total_cents, o.currency,
-       api_time(o.created_at) AS created_at, api_time(o.updated_at) AS updated_at,
-       (SELECT json_agg(json_build_object(
-                   'product_id', i.product_id, 'name', i.name, 'quantity', i.quantity,
-                   'unit_price_cents', i.unit_price_cents,
-                   'line_total_cents', i.line_total_cents)
-               ORDER BY i.product_id)
-          FROM order_items i
-         WHERE i.order_id = o.id) AS items,
-       (SELECT json_agg(json_build_object(
-                   'status', h.status, 'at', api_time(h.at), 'by_user_id', h.by_user_id)
-               ORDER BY h.id)
-          FROM order_status_history h
-         WHERE h.order_id = o.id) AS status_history
-  FROM orders o
- WHERE (:user_id::bigint IS NULL OR o.user_id = :user_id)
-   AND (:status::text IS NULL OR o.status = :status)
-   AND (:after_id::bigint IS NULL
-        OR (o.created_at, o.id) < (:after_created_at::timestamptz, :after_id))
- ORDER BY o.created_at DESC, o.id DESC
- LIMIT :limit OFFSET :offset;
+-- with each order in this same query (no query per order). The page is cut from orders alone
+-- (index order, skipped offset rows are never formatted), then joined to its documents.
+SELECT d.*
+  FROM (SELECT o.id, o.created_at
+          FROM orders o
+         WHERE (:user_id::bigint IS NULL OR o.user_id = :user_id)
+           AND (:status::text IS NULL OR o.status = :status)
+           AND (:after_id::bigint IS NULL
+                OR (o.created_at, o.id) < (:after_created_at::timestamptz, :after_id))
+         ORDER BY o.created_at DESC, o.id DESC
+         LIMIT :limit OFFSET :offset) page
+  JOIN order_documents d USING (id)
+ ORDER BY page.created_at DESC, page.id DESC;
 
 -- name: count_orders(user_id, status)$
 -- The total of a list answer (the same filters, without paging).
@@ -210,6 +193,9 @@ SELECT user_id, status
 -- Moves an order only from a state allowed to reach :status (so of two racing cancels one
 -- wins and stock goes back exactly once); cancelling gives the stock back to the ledger.
 -- :owner_id restricts the move to the owner's order (self-service cancel). No row: no move.
+-- The answer takes its lines from order_documents (this statement does not change them) but
+-- status, updated_at and the new history entry from the CTEs: the view shows the snapshot
+-- taken before this UPDATE and INSERT, i.e. the old status and the trail without the move.
 WITH moved AS (
     UPDATE orders
        SET status     = :status,
@@ -252,25 +238,21 @@ movements AS (
 )
 SELECT m.id, m.user_id, m.status, m.total_cents, m.currency,
        api_time(m.created_at) AS created_at, api_time(m.updated_at) AS updated_at,
-       (SELECT json_agg(json_build_object(
-                   'product_id', i.product_id, 'name', i.name, 'quantity', i.quantity,
-                   'unit_price_cents', i.unit_price_cents,
-                   'line_total_cents', i.line_total_cents)
-               ORDER BY i.product_id)
-          FROM order_items i
-         WHERE i.order_id = m.id) AS items,
-       -- the stored trail plus the row just appended (not yet visible to this statement)
-       (SELECT json_agg(json_build_object(
-                   'status', h.status, 'at', api_time(h.at), 'by_user_id', h.by_user_id)
-               ORDER BY h.id)
-          FROM (SELECT id, status, by_user_id, at
-                  FROM order_status_history
-                 WHERE order_id = m.id
+       d.items,
+       -- the view's trail plus the entry just appended, last (not yet visible to this
+       -- statement); json_array_elements keeps each json entry's text as it is. The new
+       -- entry must keep the view's entry shape (0006_order_documents).
+       (SELECT json_agg(t.entry ORDER BY t.n NULLS LAST)
+          FROM (SELECT s.entry, s.n
+                  FROM json_array_elements(d.status_history) WITH ORDINALITY AS s (entry, n)
                  UNION ALL
-                SELECT id, status, by_user_id, at
-                  FROM history) h) AS status_history,
+                SELECT json_build_object(
+                           'status', h.status, 'at', api_time(h.at), 'by_user_id', h.by_user_id),
+                       NULL
+                  FROM history h) t) AS status_history,
        (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM restocked) AS restocked_ids
-  FROM moved m;
+  FROM moved m
+  LEFT JOIN order_documents d ON d.id = m.id;
 
 -- name: delete_order(id, by_user_id)^
 -- Removes an order (lines and history cascade); one still holding stock (pending, paid)
