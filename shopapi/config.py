@@ -1,16 +1,18 @@
 """Settings from the environment (and `.env`), declared once as data.
 
-Each setting has a name, a default, a parser and a help line; `.env.example` and the
-README's table are checked against this list by `tests/test_config.py`.
+Each setting is one field of `Settings`: its environment name (the field name in capitals),
+its default as the environment would spell it, a parser and a help line. `SETTINGS` is
+derived from those fields; `.env.example` and the README's table are checked against it by
+`tests/test_config.py`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +28,8 @@ KNOWN_WEAK_SECRETS = {
 }
 # development/test only; production refuses it (it is in KNOWN_WEAK_SECRETS)
 DEV_SECRET = "dev-secret-key-change-me-in-production-please"  # noqa: S105
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -60,67 +64,58 @@ class Setting:
     help: str
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("APP_ENV", "development", str, "`development`, `test` or `production`"),
-    Setting("DATABASE_URL", None, str, "PostgreSQL URL (local/embedded in development)"),
-    Setting("DATABASE_READ_URL", None, str, "optional read replica for catalog reads"),
-    Setting("REDIS_URL", None, str, "Redis URL (local in development)"),
-    Setting("SECRET_KEY", None, str, "JWT signing key; >= 32 bytes, required in production"),
-    Setting("ACCESS_TOKEN_TTL", "900", _positive_int, "access token lifetime, seconds"),
-    Setting("REFRESH_TOKEN_TTL", "2592000", _positive_int, "refresh token lifetime, seconds"),
-    Setting("BCRYPT_ROUNDS", "12", int, "password hashing cost (4..31)"),
-    Setting("PASSWORD_HASH_THREADS", "2", int, "threads that hash and check passwords"),
-    Setting("RATE_LIMIT_ENABLED", "true", _bool, "all rate limits on or off"),
-    Setting("RATE_LIMIT_DEFAULT", "300/minute", str, "general limit, per IP and per user"),
-    Setting("RATE_LIMIT_LOGIN", "10/minute", str, "login attempts per IP + email"),
-    Setting("RATE_LIMIT_REGISTER", "30/hour", str, "registrations per IP"),
-    Setting("CACHE_ENABLED", "true", _bool, "catalog cache on or off"),
-    Setting("CACHE_TTL", "300", _positive_int, "seconds a cached catalog answer may live"),
-    Setting("CORS_ORIGINS", "", _csv, "comma-separated allowed origins"),
-    Setting("TRUSTED_PROXIES", "0", _positive_int, "proxy hops of X-Forwarded-For to trust"),
-    Setting("DB_POOL_MIN", "1", _positive_int, "connections per worker process and pool, minimum"),
-    Setting("DB_POOL_MAX", "10", _positive_int,
-            "connections per worker process and pool, maximum; threads for blocking responders"),
-    Setting("DB_POOL_TIMEOUT", "5", float, "seconds a request waits for a connection (then 503)"),
-    Setting("DB_STATEMENT_TIMEOUT_MS", "5000", _positive_int, "PostgreSQL statement_timeout"),
-    Setting("REDIS_TIMEOUT", "0.25", float, "seconds for a Redis connect or command"),
-    Setting("CURRENCY", "USD", str, "the store currency (ISO 4217)"),
-    Setting("IDEMPOTENCY_KEY_TTL", "86400", _positive_int, "seconds an Idempotency-Key is kept"),
-    Setting("MAX_BODY_BYTES", "1048576", _positive_int, "largest request body (413 above)"),
-    Setting("LOG_LEVEL", "INFO", str, "log level"),
-)
+@overload
+def _setting(default: None, parse: Callable[[str], T], help: str) -> T | None: ...
+@overload
+def _setting(default: str, parse: Callable[[str], T], help: str) -> T: ...
+def _setting(default: str | None, parse: Callable[[str], T], help: str) -> T | None:
+    """A `Settings` field: its default is `default` (text, as in the environment) parsed.
 
-_BY_NAME = {s.name: s for s in SETTINGS}
+    Typed as the parsed value so that mypy checks the parser against the field's annotation;
+    at runtime it is the dataclass field carrying the metadata `SETTINGS` is built from.
+    """
+    value = None if default is None else parse(default)
+    # typeshed types field(default=x) as x's type, which is what the annotation checks against
+    return field(default=value, metadata={"default": default, "parse": parse, "help": help})
 
 
 @dataclass(frozen=True)
 class Settings:
-    app_env: str = "development"
-    database_url: str | None = None
-    database_read_url: str | None = None
-    redis_url: str | None = None
-    secret_key: str | None = None
-    access_token_ttl: int = 900
-    refresh_token_ttl: int = 2592000
-    bcrypt_rounds: int = 12
-    password_hash_threads: int = 2
-    rate_limit_enabled: bool = True
-    rate_limit_default: str = "300/minute"
-    rate_limit_login: str = "10/minute"
-    rate_limit_register: str = "30/hour"
-    cache_enabled: bool = True
-    cache_ttl: int = 300
-    cors_origins: tuple[str, ...] = field(default_factory=tuple)
-    trusted_proxies: int = 0
-    db_pool_min: int = 1
-    db_pool_max: int = 10
-    db_pool_timeout: float = 5.0
-    db_statement_timeout_ms: int = 5000
-    redis_timeout: float = 0.25
-    currency: str = "USD"
-    idempotency_key_ttl: int = 86400
-    max_body_bytes: int = 1048576
-    log_level: str = "INFO"
+    app_env: str = _setting("development", str, "`development`, `test` or `production`")
+    database_url: str | None = _setting(None, str,
+                                        "PostgreSQL URL (local/embedded in development)")
+    database_read_url: str | None = _setting(None, str, "optional read replica for catalog reads")
+    redis_url: str | None = _setting(None, str, "Redis URL (local in development)")
+    secret_key: str | None = _setting(None, str,
+                                      "JWT signing key; >= 32 bytes, required in production")
+    access_token_ttl: int = _setting("900", _positive_int, "access token lifetime, seconds")
+    refresh_token_ttl: int = _setting("2592000", _positive_int, "refresh token lifetime, seconds")
+    bcrypt_rounds: int = _setting("12", int, "password hashing cost (4..31)")
+    password_hash_threads: int = _setting(
+        "2", _positive_int,
+        "threads that hash and check passwords (bcrypt), per worker; a burst of logins waits "
+        "for these, not for the event loop or the pool")
+    rate_limit_enabled: bool = _setting("true", _bool, "all rate limits on or off")
+    rate_limit_default: str = _setting("300/minute", str, "general limit, per IP and per user")
+    rate_limit_login: str = _setting("10/minute", str, "login attempts per IP + email")
+    rate_limit_register: str = _setting("30/hour", str, "registrations per IP")
+    cache_enabled: bool = _setting("true", _bool, "catalog cache on or off")
+    cache_ttl: int = _setting("300", _positive_int, "seconds a cached catalog answer may live")
+    cors_origins: tuple[str, ...] = _setting("", _csv, "comma-separated allowed origins")
+    trusted_proxies: int = _setting("0", _positive_int, "proxy hops of X-Forwarded-For to trust")
+    db_pool_min: int = _setting("1", _positive_int,
+                                "connections per worker process and pool, minimum")
+    db_pool_max: int = _setting("10", _positive_int,
+                                "connections per worker process and pool, maximum")
+    db_pool_timeout: float = _setting("5", float,
+                                      "seconds a request waits for a connection (then 503)")
+    db_statement_timeout_ms: int = _setting("5000", _positive_int, "PostgreSQL statement_timeout")
+    redis_timeout: float = _setting("0.25", float, "seconds for a Redis connect or command")
+    currency: str = _setting("USD", str, "the store currency (ISO 4217)")
+    idempotency_key_ttl: int = _setting("86400", _positive_int,
+                                        "seconds an Idempotency-Key is kept")
+    max_body_bytes: int = _setting("1048576", _positive_int, "largest request body (413 above)")
+    log_level: str = _setting("INFO", str, "log level")
 
     @property
     def is_production(self) -> bool:
@@ -153,6 +148,8 @@ class Settings:
             raise ConfigError("APP_ENV must be development, test or production")
         if not 4 <= self.bcrypt_rounds <= 31:
             raise ConfigError("BCRYPT_ROUNDS must be between 4 and 31")
+        if self.password_hash_threads < 1:
+            raise ConfigError("PASSWORD_HASH_THREADS must be >= 1")
         if self.db_pool_max < max(1, self.db_pool_min):
             raise ConfigError("DB_POOL_MAX must be >= DB_POOL_MIN and >= 1")
         if len(self.currency) != 3 or not self.currency.isalpha():
@@ -179,6 +176,15 @@ class Settings:
     @property
     def redis_dsn(self) -> str:
         return self.redis_url or "redis://127.0.0.1:6379/0"
+
+
+# derived from the fields above, in their order: the one list the docs are checked against
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name.upper(), f.metadata["default"], f.metadata["parse"], f.metadata["help"])
+    for f in fields(Settings)
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

@@ -8,7 +8,7 @@ import pytest
 
 from shopapi.security import check_password, hash_password
 from tests.conftest import assert_problem, db_rows
-from tests.test_auth import db_state, login, me, refresh, register
+from tests.helpers import db_state, login, me, refresh, register
 
 
 @pytest.mark.parametrize(

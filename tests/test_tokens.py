@@ -12,7 +12,7 @@ import pytest
 
 from shopapi.app import create_app
 from tests.conftest import TEST_SECRET, assert_problem, make_settings
-from tests.test_auth import bearer, db_state, login, me, refresh
+from tests.helpers import bearer, db_state, login, me, refresh
 
 PROTECTED = ["/api/auth/me", "/api/users"]
 
