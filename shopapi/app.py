@@ -3,8 +3,8 @@
 `create_app(settings, pool=..., redis=...)` takes its dependencies so tests can hand in
 real but isolated ones; production (shopapi.asgi) passes nothing, and the app builds one
 pool (plus one for a read replica), one Redis client, the catalog cache and the rate limiter,
-and hands them to whoever needs them. What it built it opens and closes with the ASGI
-lifespan (gunicorn's asgi worker sends it).
+and hands them to whoever needs them. The pools open at the ASGI lifespan's start-up
+(gunicorn's asgi worker sends it), or on first use where no lifespan is sent.
 """
 
 from __future__ import annotations
@@ -68,7 +68,14 @@ def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
 
 
 class Lifespan:
-    """Opens the pools at start-up and closes what the app built at shutdown."""
+    """Opens the pools at start-up and closes what the app built at shutdown (ASGI lifespan).
+
+    Closing matters: a worker told to stop while its pool is still connecting would otherwise
+    keep retrying the connection until graceful_timeout, and gunicorn would wait for it.
+    Servers that run one lifespan per worker (gunicorn, uvicorn) hand it a `state` dict;
+    Falcon's test client runs a lifespan around every simulated request and hands none: then
+    nothing is closed, since a closed psycopg pool cannot be opened again.
+    """
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -77,7 +84,8 @@ class Lifespan:
         await self.ctx.start()
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
-        await self.ctx.close()
+        if "state" in scope:
+            await self.ctx.close()
 
 
 def build_context(

@@ -44,7 +44,8 @@ class AppContext:
             await pool.ensure_open()
 
     async def close(self) -> None:
-        """ASGI lifespan shutdown: stop the listener, close what this app opened."""
+        """Stop the listener and the bcrypt threads, close what this app opened (tests and
+        the CLI; a worker simply exits)."""
         await self.user_states.close()
         self.passwords.close()
         for close in self.owned_closers:

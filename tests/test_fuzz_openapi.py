@@ -26,9 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from shopapi.db import make_pool
 from shopapi.seed import seed
-from tests.conftest import _CLEAN_SQL, app_env, db_rows, make_settings
+from tests.conftest import _CLEAN_SQL, app_env, db_rows, make_settings, open_pool
 from tests.live import LiveServer
 
 pytestmark = [pytest.mark.live, pytest.mark.no_db]  # no_db: the fixture seeds its own data
@@ -91,16 +90,16 @@ class Target:
 
 
 @pytest.fixture(scope="module")
-def fuzz_target(database_url, _cleaner, redis_client):
+def fuzz_target(app_loop, database_url, _cleaner, redis_client):
     """The contract's seed (users and a small catalog) behind a 2-worker gunicorn."""
     _cleaner.execute(_CLEAN_SQL)
     redis_client.flushdb()
     app_settings = make_settings(database_url)
-    pool = make_pool(app_settings)
+    pool = open_pool(app_loop, app_settings)
     try:
-        seed(pool, app_settings)
+        app_loop.run(seed, pool, app_settings)
     finally:
-        pool.close()
+        app_loop.run(pool.close)
     with LiveServer(app_env(database_url, ACCESS_TOKEN_TTL=3600), workers=2) as server:
         status, tokens, _ = server.request(
             "POST", "/api/auth/login", {"email": "admin@example.com", "password": "adminpass123"})

@@ -187,7 +187,7 @@ def test_racing_retries_replay_rather_than_report_the_stock_the_first_one_took(
     assert stock_of(database_url, product["id"]) == 0
 
 
-def test_purge_removes_keys_older_than_the_window_only(
+def test_purge_removes_keys_older_than_the_window_only(app_loop, 
     client, customer, make_product, pool, database_url, settings
 ):
     product = make_product(stock=10)
@@ -197,7 +197,7 @@ def test_purge_removes_keys_older_than_the_window_only(
                           "WHERE key = 'old' RETURNING key")
 
     assert settings.idempotency_key_ttl >= 24 * 3600
-    assert purge_idempotency_keys(pool, settings.idempotency_key_ttl) == 1
+    assert app_loop.run(purge_idempotency_keys, pool, settings.idempotency_key_ttl) == 1
 
     assert db_rows(database_url, "SELECT key FROM idempotency_keys") == [("fresh",)]
     again = place(client, customer, [(product["id"], 1)], headers={"Idempotency-Key": "old"})

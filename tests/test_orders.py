@@ -49,10 +49,10 @@ def units_held(database_url) -> dict[int, int]:
 
 
 @pytest.fixture(autouse=True)
-def _ledger_holds(pool):
+def _ledger_holds(app_loop, pool):
     """Every scenario ends with the ledger invariant: stock = sum of movements."""
     yield
-    assert check_ledger(pool) == []
+    assert app_loop.run(check_ledger, pool) == []
 
 
 # ------------------------------------------------------------------ placement

@@ -9,8 +9,8 @@ import pytest
 from falcon import testing
 
 from shopapi.app import create_app
-from shopapi.db import migrate, queries, transaction
-from tests.conftest import TEST_DB, make_settings, recreate_database
+from shopapi.db import migrate, queries
+from tests.conftest import TEST_DB, make_settings, recreate_database, run_sql
 
 
 @pytest.fixture()
@@ -22,18 +22,17 @@ def replica_url():
     recreate_database(name, drop_only=True)
 
 
-def test_catalog_reads_use_the_replica_and_writes_the_primary(async_redis, settings, pool, redis_client,
+def test_catalog_reads_use_the_replica_and_writes_the_primary(async_redis, settings, pool,
                                                               replica_url, make_category,
-                                                              editor, database_url):
+                                                              editor, database_url, app_loop):
     replica_settings = make_settings(settings.database_url, DATABASE_READ_URL=replica_url,
                                      CACHE_ENABLED="false")
     app = create_app(replica_settings, pool=pool, redis=async_redis)
     assert app.ctx.read_pool is not None
     client = testing.TestClient(app)
     try:
-        with transaction(app.ctx.read_pool) as conn:
-            queries.insert_category(conn, name="Only on the replica", slug="replica",
-                                    description="")
+        run_sql(app_loop, app.ctx.read_pool, lambda conn: queries.insert_category(
+            conn, name="Only on the replica", slug="replica", description=""))
         primary_category = make_category("Only on the primary")
 
         listed = client.simulate_get("/api/categories").json["items"]
@@ -46,7 +45,7 @@ def test_catalog_reads_use_the_replica_and_writes_the_primary(async_redis, setti
             names = {r[0] for r in conn.execute("SELECT name FROM categories").fetchall()}
         assert names == {primary_category["name"], "Written"}
     finally:
-        app.ctx.read_pool.close()
+        app_loop.run(app.ctx.close)  # (closes the replica pool it built)
 
 
 def test_without_a_read_url_reads_use_the_primary(app):

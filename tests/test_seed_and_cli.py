@@ -17,24 +17,24 @@ def _counts(database_url):
                                  "(SELECT count(*) FROM stock_movements)")[0]
 
 
-def test_seed_twice_changes_nothing(pool, settings, database_url):
-    seed(pool, settings, products=25)
+def test_seed_twice_changes_nothing(app_loop, pool, settings, database_url):
+    app_loop.run(seed, pool, settings, products=25)
     first = _counts(database_url)
     assert first[0] == 3 and first[1] >= 3 and first[2] >= 25 + 3
-    seed(pool, settings, products=25)
+    app_loop.run(seed, pool, settings, products=25)
     assert _counts(database_url) == first
 
 
-def test_seed_products_tops_up_to_n(pool, settings, database_url):
-    seed(pool, settings, products=10)
-    seed(pool, settings, products=30)
+def test_seed_products_tops_up_to_n(app_loop, pool, settings, database_url):
+    app_loop.run(seed, pool, settings, products=10)
+    app_loop.run(seed, pool, settings, products=30)
     generated = db_rows(database_url,
                         "SELECT count(*) FROM products WHERE name LIKE 'Generated product %'")
     assert generated[0][0] == 30
 
 
-def test_seeded_accounts_log_in_with_their_roles(pool, settings, client):
-    seed(pool, settings)
+def test_seeded_accounts_log_in_with_their_roles(app_loop, pool, settings, client):
+    app_loop.run(seed, pool, settings)
     for email, password, role in [("admin@example.com", "adminpass123", "ADMIN"),
                                   ("editor@example.com", "editorpass123", "EDITOR"),
                                   ("customer@example.com", "customerpass", "CUSTOMER")]:
@@ -45,8 +45,8 @@ def test_seeded_accounts_log_in_with_their_roles(pool, settings, client):
         assert me.json["role"] == role
 
 
-def test_seed_keeps_the_ledger_balanced(pool, settings, database_url):
-    seed(pool, settings, products=20)
+def test_seed_keeps_the_ledger_balanced(app_loop, pool, settings, database_url):
+    app_loop.run(seed, pool, settings, products=20)
     unbalanced = db_rows(database_url, """
         SELECT p.id FROM products p
           LEFT JOIN stock_movements m ON m.product_id = p.id

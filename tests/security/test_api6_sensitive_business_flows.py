@@ -22,7 +22,7 @@ from tests.conftest import assert_problem, db_rows, make_settings, stock_of, tog
 from tests.test_orders import place
 
 
-def test_buyers_spread_over_two_gunicorn_workers_never_oversell(
+def test_buyers_spread_over_two_gunicorn_workers_never_oversell(app_loop, 
     live_server, make_user, make_product, database_url, pool
 ):
     server = live_server(workers=2)
@@ -37,10 +37,10 @@ def test_buyers_spread_over_two_gunicorn_workers_never_oversell(
     assert outcome == {(201, None): 5, (409, "insufficient_stock"): 19}
     assert stock_of(database_url, product["id"]) == 0
     assert db_rows(database_url, "SELECT count(*), count(DISTINCT user_id) FROM orders") == [(5, 5)]
-    assert check_ledger(pool) == []
+    assert app_loop.run(check_ledger, pool) == []
 
 
-def test_retries_of_one_checkout_spread_over_two_workers_charge_once(
+def test_retries_of_one_checkout_spread_over_two_workers_charge_once(app_loop, 
     live_server, make_user, make_product, database_url, pool
 ):
     server = live_server(workers=2)
@@ -59,10 +59,10 @@ def test_retries_of_one_checkout_spread_over_two_workers_charge_once(
         sum(s == 201 for s, _, _ in answers) - 1
     assert stock_of(database_url, product["id"]) == 7
     assert db_rows(database_url, "SELECT count(*), sum(total_cents) FROM orders") == [(1, 7500)]
-    assert check_ledger(pool) == []
+    assert app_loop.run(check_ledger, pool) == []
 
 
-def test_every_way_to_give_stock_back_gives_it_back_once(
+def test_every_way_to_give_stock_back_gives_it_back_once(app_loop, 
     client, make_user, make_product, database_url, pool
 ):
     buyer, editor, admin = make_user(), make_user("EDITOR"), make_user("ADMIN")
@@ -87,7 +87,7 @@ def test_every_way_to_give_stock_back_gives_it_back_once(
     movements = db_rows(database_url, "SELECT reason, delta FROM stock_movements "
                                       "WHERE product_id = %s ORDER BY id", (product["id"],))
     assert movements == [("adjust", 10), ("order", -4), ("cancel", 4)]
-    assert check_ledger(pool) == []
+    assert app_loop.run(check_ledger, pool) == []
 
 
 @pytest.fixture()
