@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import contextlib
 import http.client
 import json
@@ -426,29 +428,35 @@ def seed_shop(url: str, stocks: list[int], customers: int, price_cents: int = 10
     tokens = TokenCodec(TEST_SECRET, 3600, 3600)
     password_hash = hash_password("password123", 4)
     run = uuid.uuid4().hex[:8]
-    # one transaction: psycopg.connect() as a context manager commits when the block ends
-    with psycopg.connect(url, row_factory=dict_row) as conn:
-        category = queries.insert_category(conn, name=f"Faults {run}", slug=f"faults-{run}",
-                                           description="")
+    return asyncio.run(_seed_shop(url, stocks, customers, price_cents, tokens, password_hash, run))
+
+
+async def _seed_shop(url: str, stocks: list[int], customers: int, price_cents: int,
+                     tokens: TokenCodec, password_hash: str, run: str) -> Shop:
+    # one transaction: the connection as a context manager commits when the block ends
+    async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:
+        category = await queries.insert_category(conn, name=f"Faults {run}",
+                                                 slug=f"faults-{run}", description="")
         stock, price = {}, {}
         for index, units in enumerate(stocks):
-            row = queries.insert_product(
+            row = await queries.insert_product(
                 conn, name=f"Fault product {run} {index}", description="", stock=units,
                 price_cents=price_cents, image_url=None, category_id=category["id"],
                 is_active=True)
             if units:
-                queries.insert_stock_movement(conn, product_id=row["id"], delta=units,
-                                              reason="adjust", order_id=None, by_user_id=None)
+                await queries.insert_stock_movement(conn, product_id=row["id"], delta=units,
+                                                    reason="adjust", order_id=None,
+                                                    by_user_id=None)
             stock[row["id"]], price[row["id"]] = units, price_cents
 
-        def account(role: str, name: str) -> Account:
+        async def account(role: str, name: str) -> Account:
             email = f"{name}-{run}@example.com"
-            row = queries.insert_user(conn, email=email, password_hash=password_hash,
-                                      full_name=name, role=role)
+            row = await queries.insert_user(conn, email=email, password_hash=password_hash,
+                                            full_name=name, role=role)
             return Account(row["id"], email, role, tokens.issue_access(row["id"], role))
 
-        buyers = [account("CUSTOMER", f"buyer{i}") for i in range(customers)]
-        editor = account("EDITOR", "editor")
+        buyers = [await account("CUSTOMER", f"buyer{i}") for i in range(customers)]
+        editor = await account("EDITOR", "editor")
     return Shop(url, category["id"], stock, price, buyers, editor)
 
 
@@ -589,16 +597,20 @@ def audit(shop: Shop, buyers: Iterable[Buyer] = ()) -> Audit:
                   if n > 1]
     if buyers:  # every order of these tests carries a key
         duplicates += [f"order {oid} has no Idempotency-Key" for oid in keyless]
-    pool = make_pool(make_settings(shop.url, DB_POOL_MIN=1, DB_POOL_MAX=1))
-    try:
-        ledger = check_ledger(pool)
-    finally:
-        pool.close()
+    ledger = asyncio.run(_ledger(shop.url))
     return Audit(
         orders_in_db=len(orders), lost=lost, oversold=oversold, unaccounted=unaccounted,
         half_written=half_written, ledger=[dict(row) for row in ledger],
         duplicates=duplicates, unconfirmed=sorted(set(orders) - confirmed_ids),
     )
+
+
+async def _ledger(url: str) -> list[dict]:
+    pool = make_pool(make_settings(url, DB_POOL_MIN=1, DB_POOL_MAX=1))
+    try:
+        return await check_ledger(pool)
+    finally:
+        await pool.close()
 
 
 # ------------------------------------------------------------------ the summary lines

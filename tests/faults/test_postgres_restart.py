@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg_pool import PoolTimeout
 
-from shopapi.db import UNREACHABLE_WAIT, connection, make_pool, queries
-from tests.conftest import make_settings
+from shopapi.db import UNREACHABLE_WAIT, connection, queries
+from tests.conftest import make_settings, open_pool
 from tests.faults.helpers import (
     Buyer,
     Clients,
@@ -112,23 +112,28 @@ def test_postgres_restarting_under_load_answers_clean_503s_and_recovers_by_itsel
     books.assert_sound()
 
 
-def test_a_pool_that_saw_the_database_go_away_fails_fast_until_it_reconnects(pg_cluster):
+async def ping(pool) -> int:
+    async with connection(pool) as conn:
+        return await queries.ping(conn)
+
+
+def test_a_pool_that_saw_the_database_go_away_fails_fast_until_it_reconnects(pg_cluster,
+                                                                             app_loop):
     url = pg_cluster.create_database("shopapi_faults_pool")
     shop = seed_shop(url, stocks=[5], customers=0)
-    pool = make_pool(make_settings(url, DB_POOL_MIN=1, DB_POOL_MAX=2, DB_POOL_TIMEOUT=5))
+    pool = open_pool(app_loop, make_settings(url, DB_POOL_MIN=1, DB_POOL_MAX=2,
+                                             DB_POOL_TIMEOUT=5))
     waits = []
     try:
-        with connection(pool) as conn:
-            queries.ping(conn)
+        app_loop.run(ping, pool)
         pg_cluster.stop("fast")
         try:
             for _ in range(3):  # the first finds its connection dead, the next know it
                 started = time.monotonic()
                 # a connection used a moment ago is handed out unchecked (db.CHECK_AFTER_IDLE):
                 # the first request then fails on it; either way nobody waits DB_POOL_TIMEOUT
-                with pytest.raises((PoolTimeout, psycopg.OperationalError)), \
-                        connection(pool) as conn:
-                    queries.ping(conn)
+                with pytest.raises((PoolTimeout, psycopg.OperationalError)):
+                    app_loop.run(ping, pool)
                 waits.append(time.monotonic() - started)
         finally:
             pg_cluster.start()
@@ -136,8 +141,7 @@ def test_a_pool_that_saw_the_database_go_away_fails_fast_until_it_reconnects(pg_
 
         def answers() -> bool:
             try:
-                with connection(pool) as conn:
-                    return queries.ping(conn) == 1
+                return app_loop.run(ping, pool) == 1
             except PoolTimeout:
                 return False
 
@@ -145,7 +149,7 @@ def test_a_pool_that_saw_the_database_go_away_fails_fast_until_it_reconnects(pg_
         reconnected = time.monotonic() - back
         assert not pool.reachability.unreachable
     finally:
-        pool.close()
+        app_loop.run(pool.close)
 
     # DB_POOL_TIMEOUT is 5 s: not one checkout waited for it
     assert max(waits) < UNREACHABLE_WAIT + 0.5, waits
