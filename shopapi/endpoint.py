@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import falcon
+import falcon.asgi
 import msgspec
 
 from shopapi.errors import (
@@ -81,7 +82,7 @@ def _decoder(struct: type) -> msgspec.json.Decoder:
     return msgspec.json.Decoder(struct)
 
 
-async def read_raw_body(req: falcon.Request, limit: int) -> bytes:
+async def read_raw_body(req: falcon.asgi.Request, limit: int) -> bytes:
     """The raw body, at most `limit` + 1 bytes (more means too large), read once per request
     and kept in `req.context.raw_body`: the login rate limit reads the email from it, orders
     hash it for the Idempotency-Key. The server de-chunks a chunked body."""
@@ -157,7 +158,9 @@ def endpoint(summary: str, **options: Any) -> Callable:
             raise TypeError(f"{responder.__qualname__}: responders are async def")
 
         @functools.wraps(responder)
-        async def wrapper(resource, req: falcon.Request, resp: falcon.Response, **params: Any):
+        async def wrapper(
+            resource: Any, req: falcon.asgi.Request, resp: falcon.Response, **params: Any
+        ) -> Any:
             require_roles(req, spec.roles)
             for name, raw in params.items():
                 if name.endswith("id"):

@@ -189,7 +189,7 @@ def _handle_falcon_error(req, resp, ex: falcon.HTTPError, params) -> None:
         return
     if isinstance(ex, falcon.HTTPMethodNotAllowed):
         # keep the Allow header Falcon computed
-        allow = (ex.headers or {}).get("Allow")
+        allow = dict(ex.headers or {}).get("Allow")
         render(resp, MethodNotAllowed(headers={"Allow": allow} if allow else None))
         return
     cls = _FALCON_STATUS_TO_ERROR.get(ex.status_code)

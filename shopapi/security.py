@@ -10,13 +10,15 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import bcrypt
 import jwt
 
 from shopapi.errors import NotAuthenticated
 
+T = TypeVar("T")
 ALGORITHM = "HS256"
 _REQUIRED = ["exp", "iat", "sub", "type", "jti"]
 
@@ -49,7 +51,7 @@ class Passwords:
         # checked against when the email is unknown, so both paths cost the same
         self._dummy: str | None = None
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def hash(self, password: str) -> str:

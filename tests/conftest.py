@@ -457,3 +457,13 @@ def make_product(pool, make_category, app_loop):
                 "category_id": category_id}
 
     return make
+
+
+@pytest.fixture()
+def ledger_holds(app_loop, pool):
+    """The scenario ends with the ledger invariant: stock = sum of movements
+    (`pytestmark = pytest.mark.usefixtures("ledger_holds")` in the order modules)."""
+    from shopapi.services.ledger import check_ledger
+
+    yield
+    assert app_loop.run(check_ledger, pool) == []

@@ -1,4 +1,4 @@
-"""Helpers for the auth tests (test_auth, test_tokens, test_passwords): a plain module, no tests."""
+"""Helpers shared by test modules (auth, orders): a plain module, no tests."""
 
 from __future__ import annotations
 
@@ -35,3 +35,36 @@ def register(client, **body):
     body.setdefault("email", "new@example.com")
     body.setdefault("password", "password123")
     return client.simulate_post("/api/auth/register", json=body)
+
+
+USER_FIELDS = {"id", "email", "full_name", "role", "is_active", "created_at", "updated_at"}
+
+
+def place(client, user, items, *, headers=None, body=None):
+    """POST /api/orders as `user` with `items` [(product_id, quantity), ...] (or a raw body)."""
+    payload = body if body is not None else {
+        "items": [{"product_id": pid, "quantity": qty} for pid, qty in items]
+    }
+    return client.simulate_post(
+        "/api/orders", json=payload, headers={**user.headers, **(headers or {})}
+    )
+
+
+def written(database_url) -> dict:
+    """Everything an order request can write, to prove a refused one wrote nothing."""
+    (orders, items, history, movements, keys), = db_rows(database_url, """
+        SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_items),
+               (SELECT count(*) FROM order_status_history), (SELECT count(*) FROM stock_movements),
+               (SELECT count(*) FROM idempotency_keys)""")
+    stock = dict(db_rows(database_url, "SELECT id, stock FROM products"))
+    return {"orders": orders, "items": items, "history": history, "movements": movements,
+            "keys": keys, "stock": stock}
+
+
+def units_held(database_url) -> dict[int, int]:
+    """Units of each product in orders that still hold stock (not cancelled)."""
+    return dict(db_rows(database_url, """
+        SELECT i.product_id, sum(i.quantity)::int
+          FROM order_items i JOIN orders o ON o.id = i.order_id
+         WHERE o.status <> 'cancelled'
+         GROUP BY i.product_id"""))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import assert_problem, db_rows, together
-from tests.helpers import bearer, db_state, login, me, refresh, register
+from tests.helpers import USER_FIELDS, bearer, db_state, login, me, refresh, register
 
-USER_FIELDS = {"id", "email", "full_name", "role", "is_active", "created_at", "updated_at"}
 
 
 # ------------------------------------------------------------------ register

@@ -8,7 +8,9 @@ from falcon import testing
 
 from shopapi.services.orders import purge_idempotency_keys
 from tests.conftest import assert_problem, db_rows, stock_of, together
-from tests.test_orders import _ledger_holds, place, written  # noqa: F401
+from tests.helpers import place, written
+
+pytestmark = pytest.mark.usefixtures("ledger_holds")
 
 
 def post_raw(client, user, raw: str, key: str | None):

@@ -7,7 +7,9 @@ from falcon import testing
 
 from shopapi.services.orders import TRANSITIONS
 from tests.conftest import assert_problem, db_rows, stock_of, together
-from tests.test_orders import _ledger_holds, place  # noqa: F401  (autouse fixture)
+from tests.helpers import place
+
+pytestmark = pytest.mark.usefixtures("ledger_holds")
 
 STATES = ("pending", "paid", "shipped", "delivered", "cancelled")
 # the allowed moves from the contract, spelled out (independent of the code's table)

@@ -8,51 +8,14 @@ import re
 import pytest
 
 from shopapi import instruments
-from shopapi.services.ledger import check_ledger
 from tests.conftest import assert_problem, db_rows, stock_of
+from tests.helpers import place, units_held, written
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
-# ------------------------------------------------------------------ helpers (shared by the
-# other order modules)
-
-
-def place(client, user, items, *, headers=None, body=None):
-    """POST /api/orders as `user` with `items` [(product_id, quantity), ...] (or a raw body)."""
-    payload = body if body is not None else {
-        "items": [{"product_id": pid, "quantity": qty} for pid, qty in items]
-    }
-    return client.simulate_post(
-        "/api/orders", json=payload, headers={**user.headers, **(headers or {})}
-    )
-
-
-def written(database_url) -> dict:
-    """Everything an order request can write, to prove a refused one wrote nothing."""
-    (orders, items, history, movements, keys), = db_rows(database_url, """
-        SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_items),
-               (SELECT count(*) FROM order_status_history), (SELECT count(*) FROM stock_movements),
-               (SELECT count(*) FROM idempotency_keys)""")
-    stock = dict(db_rows(database_url, "SELECT id, stock FROM products"))
-    return {"orders": orders, "items": items, "history": history, "movements": movements,
-            "keys": keys, "stock": stock}
-
-
-def units_held(database_url) -> dict[int, int]:
-    """Units of each product in orders that still hold stock (not cancelled)."""
-    return dict(db_rows(database_url, """
-        SELECT i.product_id, sum(i.quantity)::int
-          FROM order_items i JOIN orders o ON o.id = i.order_id
-         WHERE o.status <> 'cancelled'
-         GROUP BY i.product_id"""))
-
-
-@pytest.fixture(autouse=True)
-def _ledger_holds(app_loop, pool):
-    """Every scenario ends with the ledger invariant: stock = sum of movements."""
-    yield
-    assert app_loop.run(check_ledger, pool) == []
+# every scenario ends with the ledger invariant: stock = sum of movements
+pytestmark = pytest.mark.usefixtures("ledger_holds")
 
 
 # ------------------------------------------------------------------ placement

@@ -18,7 +18,9 @@ from tests.conftest import (
     together,
     wait_for,
 )
-from tests.test_orders import _ledger_holds, units_held  # noqa: F401
+from tests.helpers import units_held
+
+pytestmark = pytest.mark.usefixtures("ledger_holds")
 
 
 def test_fifty_buyers_racing_for_ten_units_buy_exactly_ten(

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from tests.conftest import assert_problem, db_rows
-from tests.test_auth import USER_FIELDS, db_state, login, me, refresh
+from tests.helpers import USER_FIELDS, db_state, login, me, refresh
 
 # ------------------------------------------------------------------ list
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import falcon
+import falcon.asgi
 import msgspec
 
 from shopapi.client_ip import client_ip
@@ -52,7 +53,7 @@ class RateLimit:
         self.max_body_bytes = settings.max_body_bytes
 
     async def process_resource(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+        self, req: falcon.asgi.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
     ) -> None:
         if self.limiter is None or is_exempt(req.path) or _is_preflight(req):
             return
@@ -90,7 +91,7 @@ class RateLimit:
         resp.set_header("RateLimit-Remaining", str(usage.remaining))
         resp.set_header("RateLimit-Reset", str(usage.reset))
 
-    async def _login_email(self, req: falcon.Request) -> str:
+    async def _login_email(self, req: falcon.asgi.Request) -> str:
         """The email of a login body, read here because the limit is keyed on it (the raw
         bytes stay in `req.context.raw_body` for the endpoint); a body the endpoint will
         refuse (too large, not JSON, no email) is counted under an empty email."""

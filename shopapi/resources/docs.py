@@ -7,7 +7,7 @@ from pathlib import Path
 import falcon
 import msgspec
 
-SWAGGER_STATIC = Path(__import__("swagger_ui").__file__).parent / "static"
+SWAGGER_STATIC = Path(str(__import__("swagger_ui").__file__)).parent / "static"
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en">

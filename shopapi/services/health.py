@@ -25,7 +25,7 @@ async def readiness(ctx: AppContext) -> Readiness:
         database = "down"
     redis_state = "ok"
     try:
-        await ctx.redis.ping()
+        await ctx.redis.ping()  # type: ignore[misc]  # (redis-py types both clients as one)
     except Exception as exc:
         log.warning("readiness: redis down (%s)", type(exc).__name__)
         redis_state = "down"

@@ -12,7 +12,7 @@ import re
 
 from tests.conftest import assert_problem
 from tests.security.conftest import snapshot
-from tests.test_orders import place
+from tests.helpers import place
 
 
 def _without_ids(problem: dict) -> dict:

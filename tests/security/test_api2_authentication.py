@@ -18,7 +18,7 @@ from falcon import testing
 
 from shopapi.security import token_digest
 from tests.conftest import assert_problem, backends, db_rows, in_background, wait_for
-from tests.test_auth import bearer, login, refresh
+from tests.helpers import bearer, login, refresh
 
 
 @pytest.fixture()

@@ -18,7 +18,7 @@ import pytest
 from shopapi.security import check_password, hash_password
 from tests.conftest import assert_problem, db_rows
 from tests.security.conftest import api_endpoints
-from tests.test_auth import bearer, login
+from tests.helpers import bearer, login
 
 # names that must never appear as a key, anywhere in any answer
 SECRET_KEYS = {"password", "password_hash", "current_password", "token_hash", "request_hash",

@@ -19,7 +19,7 @@ from falcon import testing
 from shopapi.app import create_app
 from shopapi.services.ledger import check_ledger
 from tests.conftest import assert_problem, db_rows, make_settings, stock_of, together
-from tests.test_orders import place
+from tests.helpers import place
 
 
 def test_buyers_spread_over_two_gunicorn_workers_never_oversell(app_loop, 
