@@ -25,9 +25,13 @@ def main(count: int) -> None:
         for i in range(1, count + 1):
             email = f"customer{i}@example.com"
             if queries.get_login(conn, email=email) is None:
-                queries.seed_user(conn, email=email, full_name=f"Bench Customer {i}",
-                                  role="CUSTOMER",
-                                  password_hash=hash_password(PASSWORD, settings.bcrypt_rounds))
+                queries.seed_user(
+                    conn,
+                    email=email,
+                    full_name=f"Bench Customer {i}",
+                    role="CUSTOMER",
+                    password_hash=hash_password(PASSWORD, settings.bcrypt_rounds),
+                )
                 created += 1
     print(f"bench customers: {created} created, {count - created} already there")
 

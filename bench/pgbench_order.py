@@ -90,8 +90,12 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=10000, help="product ids 1..N exist")
     args = parser.parse_args()
     first, _, last = args.user_ids.partition("-")
-    print(script((int(first), int(last or first)), args.products,
-                 os.environ.get("CURRENCY") or "USD"), end="")
+    print(
+        script(
+            (int(first), int(last or first)), args.products, os.environ.get("CURRENCY") or "USD"
+        ),
+        end="",
+    )
 
 
 if __name__ == "__main__":

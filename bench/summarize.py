@@ -43,31 +43,45 @@ def wrk_table(rows: list[dict]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario in SCENARIOS:
-        by = {s: [r for r in rows if r["server"] == s and r["scenario"] == scenario]
-              for s in SERVERS}
+        by = {
+            s: [r for r in rows if r["server"] == s and r["scenario"] == scenario] for s in SERVERS
+        }
         if not any(by.values()):
             continue
         rps = {s: median(by[s], "rps") for s in SERVERS}
-        lat = {s: f"{fmt(median(by[s], 'p50_ms'), '.1f')} / {fmt(median(by[s], 'p99_ms'), '.1f')}"
-               if by[s] else "—" for s in SERVERS}
-        ratio = (f"×{rps['shopapi'] / rps['peer']:.2f}"
-                 if rps["peer"] and rps["shopapi"] is not None else "—")
-        out.append(f"| {scenario} | {fmt(rps['peer'])} | {fmt(rps['shopapi'])} | {ratio} "
-                   f"| {lat['peer']} | {lat['shopapi']} "
-                   f"| {errors(by['peer'])} / {errors(by['shopapi'])} |")
+        lat = {
+            s: f"{fmt(median(by[s], 'p50_ms'), '.1f')} / {fmt(median(by[s], 'p99_ms'), '.1f')}"
+            if by[s]
+            else "—"
+            for s in SERVERS
+        }
+        ratio = (
+            f"×{rps['shopapi'] / rps['peer']:.2f}"
+            if rps["peer"] and rps["shopapi"] is not None
+            else "—"
+        )
+        out.append(
+            f"| {scenario} | {fmt(rps['peer'])} | {fmt(rps['shopapi'])} | {ratio} "
+            f"| {lat['peer']} | {lat['shopapi']} "
+            f"| {errors(by['peer'])} / {errors(by['shopapi'])} |"
+        )
     return out
 
 
 def pgbench_lines(records: list[dict], wrk_rows: list[dict]) -> list[str]:
     out = []
     for r in records:
-        api = median([w for w in wrk_rows if w["server"] == r["server"]
-                      and w["scenario"] == "order_create"], "rps")
+        api = median(
+            [w for w in wrk_rows if w["server"] == r["server"] and w["scenario"] == "order_create"],
+            "rps",
+        )
         share = f"; API order_create = {api / r['tps']:.0%} of it" if api and r["tps"] else ""
-        out.append(f"- pgbench {r['server']} `{r['script']}` (-M prepared -c {r['clients']} "
-                   f"-j {r['jobs']}, {r['seconds']} s): **{r['tps']:.0f} tps**, p50/p99 "
-                   f"{fmt(r.get('p50_ms'), '.1f')} / {fmt(r.get('p99_ms'), '.1f')} ms, "
-                   f"{r.get('failed', 0)} failed{share}")
+        out.append(
+            f"- pgbench {r['server']} `{r['script']}` (-M prepared -c {r['clients']} "
+            f"-j {r['jobs']}, {r['seconds']} s): **{r['tps']:.0f} tps**, p50/p99 "
+            f"{fmt(r.get('p50_ms'), '.1f')} / {fmt(r.get('p99_ms'), '.1f')} ms, "
+            f"{r.get('failed', 0)} failed{share}"
+        )
     return out
 
 
@@ -78,7 +92,8 @@ def rss_lines(records: list[dict]) -> list[str]:
         if mine:
             parts = ", ".join(
                 f"{r['phase']}: " + " / ".join(f"{kb / 1024:.0f}" for kb in r["workers_kb"])
-                for r in mine)
+                for r in mine
+            )
             out.append(f"- peak RSS per worker (VmHWM, MiB) {server}: {parts}")
     return out
 
@@ -88,12 +103,16 @@ def warm_lines(records: list[dict], duration_s: float) -> list[str]:
     for server in SERVERS:
         secs = [r["seconds"] for r in records if r["server"] == server]
         if secs:
-            out.append(f"- detail_cached warm-up (every id once, before each run) {server}: "
-                       + ", ".join(f"{s:.0f} s" for s in secs))
+            out.append(
+                f"- detail_cached warm-up (every id once, before each run) {server}: "
+                + ", ".join(f"{s:.0f} s" for s in secs)
+            )
     late = [r for r in records if r["server"] == "peer" and r["seconds"] + duration_s > 60]
     if late:
-        out.append("- ⚠ the peer's warm-up plus run outlasted its 60 s cache entries "
-                   f"({len(late)} run(s)): some of its 'cached' requests were misses")
+        out.append(
+            "- ⚠ the peer's warm-up plus run outlasted its 60 s cache entries "
+            f"({len(late)} run(s)): some of its 'cached' requests were misses"
+        )
     return out
 
 
@@ -106,8 +125,10 @@ def warnings(wrk_rows: list[dict]) -> list[str]:
             bad = sum(r.get("non2xx", 0) + r.get("socket_errors", 0) for r in rows)
             if bad and scenario != "order_create":
                 total = sum(r.get("requests", 0) for r in rows)
-                out.append(f"- ⚠ {server} {scenario}: {bad} of {total} answers were not 2xx "
-                           "(or failed): its rps is not comparable, see the server log")
+                out.append(
+                    f"- ⚠ {server} {scenario}: {bad} of {total} answers were not 2xx "
+                    "(or failed): its rps is not comparable, see the server log"
+                )
     return out
 
 
@@ -129,15 +150,18 @@ def main(path: str) -> None:
     lines += warnings(wrk_rows)
     if ledger:
         bad = [r for r in ledger if not r["ok"]]
-        lines.append("- shopapi ledger (`shopapi check-ledger` after each order run and after "
-                     f"pgbench): {'ok' if not bad else f'{len(bad)} run(s) out of balance'} "
-                     f"({len(ledger)} check(s))")
+        lines.append(
+            "- shopapi ledger (`shopapi check-ledger` after each order run and after "
+            f"pgbench): {'ok' if not bad else f'{len(bad)} run(s) out of balance'} "
+            f"({len(ledger)} check(s))"
+        )
     for m in (r for r in records if r.get("kind") == "machine"):
         lines.append(
             f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']:.1f} GiB RAM, "
             f"PostgreSQL {m['postgresql']}, Redis {m['redis']}, load average at start "
             f"{m['loadavg']}; {m['wrk']}, {m['rounds']} round(s) (median), gunicorn "
-            f"{m['workers']} × {m['worker_class']} workers (peer: {m['peer_mode']})")
+            f"{m['workers']} × {m['worker_class']} workers (peer: {m['peer_mode']})"
+        )
     print("\n".join(lines))
 
 

@@ -112,8 +112,9 @@ def build_context(
         read_pool=read_pool,
         redis=redis,
         cache=CatalogCache(redis if cache_on else None, settings.cache_ttl),
-        tokens=TokenCodec(settings.signing_key, settings.access_token_ttl,
-                          settings.refresh_token_ttl),
+        tokens=TokenCodec(
+            settings.signing_key, settings.access_token_ttl, settings.refresh_token_ttl
+        ),
         passwords=Passwords(settings.bcrypt_rounds, settings.password_hash_threads),
         user_states=UserStates(redis),
         owned_closers=closers,
@@ -127,8 +128,9 @@ def create_app(
     redis: redis.asyncio.Redis | None = None,
 ) -> ShopApp:
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
     ctx = build_context(settings, pool, redis)
     limiter = Limiter(settings, ctx.redis) if settings.rate_limit_enabled else None
 
@@ -137,11 +139,18 @@ def create_app(
         RequestContext(JsonLineLogger(settings.log_level), settings.max_body_bytes),
         RequestMetrics(ctx),
         # "*" must reach Falcon as the string; an empty list allows no origin at all
-        falcon.CORSMiddleware(allow_origins="*" if "*" in settings.cors_origins
-                              else list(settings.cors_origins),
-                              expose_headers=["X-Request-ID", "ETag", "Retry-After",
-                                              "RateLimit-Limit", "RateLimit-Remaining",
-                                              "RateLimit-Reset", "Idempotent-Replayed"]),
+        falcon.CORSMiddleware(
+            allow_origins="*" if "*" in settings.cors_origins else list(settings.cors_origins),
+            expose_headers=[
+                "X-Request-ID",
+                "ETag",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "Idempotent-Replayed",
+            ],
+        ),
         Authentication(ctx),
         # a cached product read's keys ride in the counters' Redis round trip
         RateLimit(settings, limiter, prefetch=products.cached_read_keys(ctx.cache)),

@@ -95,7 +95,9 @@ end
 
 # KEYS: version keys; ARGV[1]: key prefix; ARGV[2]: '1' for a product list page, whose entry
 # starts with "id=version ..." and a newline. A hit returns the value; a miss {key, gen}.
-_LUA_GET = _LUA_VERSION + f"""
+_LUA_GET = (
+    _LUA_VERSION
+    + f"""
 local key = ARGV[1]
 for _, k in ipairs(KEYS) do key = key .. ':' .. version(k) end
 local value = redis.call('GET', key)
@@ -108,17 +110,23 @@ if value and ARGV[2] == '1' then
 end
 return value or {{key, gen()}}
 """
+)
 
 # KEYS: versions to read, each set from the counter when missing. Returns their values.
-_LUA_VERSIONS = _LUA_VERSION + """
+_LUA_VERSIONS = (
+    _LUA_VERSION
+    + """
 local out = {}
 for i, k in ipairs(KEYS) do out[i] = version(k) end
 return out
 """
+)
 
 # ARGV: key, gen seen before the database read, ttl, value, product ids on the page.
 # Refuses (0) when one of those products changed since: the page might hold its old state.
-_LUA_STORE_LIST = _LUA_VERSION + f"""
+_LUA_STORE_LIST = (
+    _LUA_VERSION
+    + f"""
 local deps = {{}}
 for i = 5, #ARGV do
   local v = version('{PRODUCT_VERSION}' .. ARGV[i])
@@ -128,14 +136,18 @@ end
 redis.call('SET', ARGV[1], table.concat(deps, ' ') .. '\\n' .. ARGV[4], 'EX', ARGV[3])
 return 1
 """
+)
 
 # KEYS: versions to move forward, all to one fresh value of the counter.
-_LUA_BUMP = _LUA_VERSION + f"""
+_LUA_BUMP = (
+    _LUA_VERSION
+    + f"""
 gen()
 local g = redis.call('INCR', '{GEN}')
 for _, k in ipairs(KEYS) do redis.call('SET', k, g) end
 return g
 """
+)
 
 _FAILURES = (redis.RedisError, OSError)
 

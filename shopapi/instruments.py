@@ -24,9 +24,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-CACHE_REQUESTS = Counter(
-    "shopapi_cache_requests", "Catalog cache lookups", ["result"]
-)
+CACHE_REQUESTS = Counter("shopapi_cache_requests", "Catalog cache lookups", ["result"])
 CACHE_HIT = CACHE_REQUESTS.labels(result="hit")
 CACHE_MISS = CACHE_REQUESTS.labels(result="miss")
 ORDERS_PLACED = Counter("shopapi_orders_placed", "Orders placed")

@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
-from shopapi.errors import FieldError
 from shopapi.endpoint import Endpoint
+from shopapi.errors import FieldError
 from shopapi.schemas.orders import IDEMPOTENCY_KEY_MAX
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -89,15 +89,25 @@ def build_spec(routes, *, title: str = "shopapi", version: str = "0.1.0") -> dic
     for template, method, spec in found:
         path = _PARAM_RE.sub(r"{\1}", template)
         params = [
-            {"name": name, "in": "path", "required": True,
-             "schema": {"type": "integer", "format": "int64"}}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "format": "int64"},
+            }
             for name in _PARAM_RE.findall(template)
         ]
         if spec.query is not None:
             params += _query_parameters(spec.query, components)
         for header in spec.headers:
-            params.append({"name": header, "in": "header", "required": False,
-                           "schema": HEADER_SCHEMAS.get(header, {"type": "string"})})
+            params.append(
+                {
+                    "name": header,
+                    "in": "header",
+                    "required": False,
+                    "schema": HEADER_SCHEMAS.get(header, {"type": "string"}),
+                }
+            )
         op: dict[str, Any] = {
             "summary": spec.summary,
             "operationId": f"{method}_" + re.sub(r"[^a-z0-9]+", "_", path.lower()).strip("_"),
@@ -125,14 +135,18 @@ def build_spec(routes, *, title: str = "shopapi", version: str = "0.1.0") -> dic
 
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version,
-                 "description": "The shop's REST API. Money is integer cents; errors are "
-                                "RFC 9457 problem+json with a stable `code`."},
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "The shop's REST API. Money is integer cents; errors are "
+            "RFC 9457 problem+json with a stable `code`.",
+        },
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
         },
     }

@@ -95,8 +95,13 @@ class Pager:
         self.codec = cursor_codec(signing_key)
 
     def window(
-        self, page: int | None, per_page: int, cursor: str | None = None, *,
-        scope: str = "", key_types: tuple[type, ...] = (),
+        self,
+        page: int | None,
+        per_page: int,
+        cursor: str | None = None,
+        *,
+        scope: str = "",
+        key_types: tuple[type, ...] = (),
     ) -> Window:
         """The window a query asks for: by `page` (default 1) or by `cursor` (not both: 422),
         whose decoded key must match `key_types` (the sort key's type, then int for the id)."""
@@ -114,8 +119,13 @@ class Pager:
         return Window(None, per_page, 0, tuple(last), scope)
 
     async def page(
-        self, rows: Sequence[dict[str, Any]], window: Window, item_type: type, *,
-        count: Callable[[], Awaitable[int]] | None = None, total_column: str | None = None,
+        self,
+        rows: Sequence[dict[str, Any]],
+        window: Window,
+        item_type: type,
+        *,
+        count: Callable[[], Awaitable[int]] | None = None,
+        total_column: str | None = None,
         cursor_key: Callable[[dict[str, Any]], list[Any]] | None = None,
     ) -> PageOf:
         """The answer for `rows` fetched with `window.limit`. `cursor_key`: the sort key of a
@@ -141,9 +151,17 @@ class Pager:
 
 
 def page_of(
-    rows: Sequence[dict[str, Any]], item_type: type, window: Window, total: int,
+    rows: Sequence[dict[str, Any]],
+    item_type: type,
+    window: Window,
+    total: int,
     next_cursor: str | None,
 ) -> PageOf:
     items = msgspec.convert(rows, list[item_type], from_attributes=False)  # type: ignore[valid-type]
-    return PageOf(items=items, page=window.page, per_page=window.per_page, total=total,
-                  next_cursor=next_cursor)
+    return PageOf(
+        items=items,
+        page=window.page,
+        per_page=window.per_page,
+        total=total,
+        next_cursor=next_cursor,
+    )

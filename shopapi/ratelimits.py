@@ -115,7 +115,9 @@ class Limiter:
         self.retry_redis_at = 0.0  # time.monotonic() after which Redis is tried again
 
     async def hit_and_fetch(
-        self, checks: Iterable[tuple[str, str]], fetch: list[str] | None,
+        self,
+        checks: Iterable[tuple[str, str]],
+        fetch: list[str] | None,
     ) -> tuple[Usage, list[bytes | None] | None]:
         """Count one request against every (limit name, subject) pair, plus an MGET of
         `fetch` in the same batch (a cached read's keys), so the request pays one Redis round

@@ -8,9 +8,9 @@ import hashlib
 import os
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import bcrypt
@@ -99,18 +99,30 @@ class TokenCodec:
 
     def issue_access(self, user_id: int, role: str) -> str:
         now = int(time.time())
-        return self._encode({
-            "sub": str(user_id), "role": role, "type": "access",
-            "iat": now, "exp": now + self.access_ttl, "jti": uuid.uuid4().hex,
-        })
+        return self._encode(
+            {
+                "sub": str(user_id),
+                "role": role,
+                "type": "access",
+                "iat": now,
+                "exp": now + self.access_ttl,
+                "jti": uuid.uuid4().hex,
+            }
+        )
 
     def issue_refresh(self, user_id: int, family_id: uuid.UUID) -> tuple[str, int]:
         now = int(time.time())
         exp = now + self.refresh_ttl
-        token = self._encode({
-            "sub": str(user_id), "type": "refresh", "fam": str(family_id),
-            "iat": now, "exp": exp, "jti": uuid.uuid4().hex,
-        })
+        token = self._encode(
+            {
+                "sub": str(user_id),
+                "type": "refresh",
+                "fam": str(family_id),
+                "iat": now,
+                "exp": exp,
+                "jti": uuid.uuid4().hex,
+            }
+        )
         return token, exp
 
     def _decode(self, token: str, expected_type: str) -> dict[str, Any]:

@@ -19,15 +19,22 @@ USERS = (
 )
 
 CATALOG = {
-    "Books": [("The Pragmatic Programmer", "Classic software craftsmanship.", 3999, 25),
-              ("Designing Data-Intensive Applications", "Databases, streams, trade-offs.",
-               4599, 15)],
-    "Electronics": [("Noise-cancelling headphones", "Over-ear, 30 h battery.", 19900, 10),
-                    ("USB-C charger 65 W", "Gallium nitride, two ports.", 3499, 50)],
-    "Home": [("Ceramic pour-over coffee set", "Dripper, carafe and two cups.", 5400, 8),
-             ("Linen throw blanket", "Stonewashed, 130 x 170 cm.", 6900, 12)],
-    "Outdoor": [("Trail running shoes", "Grippy outsole, 8 mm drop.", 12900, 20),
-                ("Insulated water bottle 750 ml", "Keeps cold 24 h.", 2900, 40)],
+    "Books": [
+        ("The Pragmatic Programmer", "Classic software craftsmanship.", 3999, 25),
+        ("Designing Data-Intensive Applications", "Databases, streams, trade-offs.", 4599, 15),
+    ],
+    "Electronics": [
+        ("Noise-cancelling headphones", "Over-ear, 30 h battery.", 19900, 10),
+        ("USB-C charger 65 W", "Gallium nitride, two ports.", 3499, 50),
+    ],
+    "Home": [
+        ("Ceramic pour-over coffee set", "Dripper, carafe and two cups.", 5400, 8),
+        ("Linen throw blanket", "Stonewashed, 130 x 170 cm.", 6900, 12),
+    ],
+    "Outdoor": [
+        ("Trail running shoes", "Grippy outsole, 8 mm drop.", 12900, 20),
+        ("Insulated water bottle 750 ml", "Keeps cold 24 h.", 2900, 40),
+    ],
 }
 
 BATCH = 10_000
@@ -50,17 +57,29 @@ async def seed(pool: Pool, settings: Settings, *, products: int = 0) -> dict[str
         for email, password, name, role in USERS:
             if await queries.get_login(conn, email=email) is None:
                 await queries.seed_user(
-                    conn, email=email, full_name=name, role=role,
-                    password_hash=hash_password(password, settings.bcrypt_rounds))
+                    conn,
+                    email=email,
+                    full_name=name,
+                    role=role,
+                    password_hash=hash_password(password, settings.bcrypt_rounds),
+                )
                 created["users"] += 1
         category_ids = []
         for category, items in CATALOG.items():
-            category_ids.append(await queries.seed_category(
-                conn, name=category, slug=slugify(category), description=f"{category} we love."))
+            category_ids.append(
+                await queries.seed_category(
+                    conn, name=category, slug=slugify(category), description=f"{category} we love."
+                )
+            )
             for name, description, price, stock in items:
                 created["products"] += await queries.seed_product(
-                    conn, name=name, description=description, price_cents=price, stock=stock,
-                    category_id=category_ids[-1])
+                    conn,
+                    name=name,
+                    description=description,
+                    price_cents=price,
+                    stock=stock,
+                    category_id=category_ids[-1],
+                )
     if products > 0:
         async with transaction(pool) as conn:
             have = await queries.count_generated_products(conn)
@@ -69,7 +88,8 @@ async def seed(pool: Pool, settings: Settings, *, products: int = 0) -> dict[str
             last = min(done + BATCH, products)
             async with transaction(pool) as conn:
                 created["generated"] += await queries.seed_generated_products(
-                    conn, first=done + 1, last=last, category_ids=category_ids)
+                    conn, first=done + 1, last=last, category_ids=category_ids
+                )
             done = last
             _progress(done, products)
     return created

@@ -99,8 +99,9 @@ class UserStates:
         # started on first use, inside the event loop that serves the requests
         if self._task is not None:
             return
-        self._task = asyncio.get_running_loop().create_task(self._listen(),
-                                                            name="user-state-listener")
+        self._task = asyncio.get_running_loop().create_task(
+            self._listen(), name="user-state-listener"
+        )
         # once: give the subscription a moment, so memory serves from request one
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), SUBSCRIBE_WAIT)

@@ -31,15 +31,24 @@ from shopapi.config import Settings
 from shopapi.db import Pool, make_pool, migrate, queries, transaction
 from shopapi.security import hash_password
 
-ADMIN_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 TEST_DB = os.environ.get("SHOPAPI_TEST_DB", "shopapi_test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
 
 # every table the app writes, emptied between tests
 TABLES = (
-    "idempotency_keys", "order_status_history", "order_items", "orders", "stock_movements",
-    "products", "categories", "refresh_tokens", "users",
+    "idempotency_keys",
+    "order_status_history",
+    "order_items",
+    "orders",
+    "stock_movements",
+    "products",
+    "categories",
+    "refresh_tokens",
+    "users",
 )
 
 
@@ -51,7 +60,9 @@ def _database_url(name: str) -> str:
 def recreate_database(name: str, *, drop_only: bool = False) -> str:
     """An empty database `name` on the test server (dropped first if it exists); its URL."""
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         if not drop_only:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return _database_url(name)
@@ -113,8 +124,7 @@ class AppLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="app-loop",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="app-loop", daemon=True)
         self.thread.start()
 
     def run(self, coroutine_function, *args, **kwargs):
@@ -132,8 +142,9 @@ def app_loop() -> Iterator[AppLoop]:
     app_loop.loop.call_soon_threadsafe(app_loop.loop.stop)
 
 
-def open_pool(app_loop: AppLoop, settings: Settings, conninfo: str | None = None,
-              **connect_kwargs: Any) -> Pool:
+def open_pool(
+    app_loop: AppLoop, settings: Settings, conninfo: str | None = None, **connect_kwargs: Any
+) -> Pool:
     """A pool of the app's kind, opened on the app loop (close it with `app_loop.run(p.close)`)."""
     pool = make_pool(settings, conninfo, **connect_kwargs)
     app_loop.run(pool.ensure_open)
@@ -175,8 +186,15 @@ def run_sql(app_loop: AppLoop, pool: Pool, work: Callable[[Any], Any]) -> Any:
 
 
 # DELETE + identity restart: ~3 ms a test, where TRUNCATE ... RESTART IDENTITY costs ~60 ms
-_IDENTITY_TABLES = ("order_status_history", "orders", "stock_movements", "products", "categories",
-                    "refresh_tokens", "users")
+_IDENTITY_TABLES = (
+    "order_status_history",
+    "orders",
+    "stock_movements",
+    "products",
+    "categories",
+    "refresh_tokens",
+    "users",
+)
 _CLEAN_SQL = "; ".join(
     [f"DELETE FROM {table}" for table in TABLES]
     + [f"ALTER TABLE {table} ALTER COLUMN id RESTART" for table in _IDENTITY_TABLES]
@@ -186,9 +204,13 @@ _CLEAN_SQL = "; ".join(
 @pytest.fixture(scope="session")
 def _cleaner(database_url: str):
     with psycopg.connect(database_url, autocommit=True) as conn:
-        app_tables = {row[0] for row in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename NOT LIKE '%yoyo%'").fetchall()}
+        app_tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename NOT LIKE '%yoyo%'"
+            ).fetchall()
+        }
         missing = app_tables - set(TABLES)
         assert not missing, f"add {missing} to TABLES in tests/conftest.py"
         yield conn
@@ -257,17 +279,34 @@ def make_user(app, pool, app_loop):
     """`make_user(role="EDITOR")`: a user in the database with a valid access token."""
     counter = iter(range(1, 1_000_000))
 
-    def make(role: str = "CUSTOMER", *, email: str | None = None,
-             password: str = "password123", full_name: str = "Test User",
-             is_active: bool = True) -> User:
+    def make(
+        role: str = "CUSTOMER",
+        *,
+        email: str | None = None,
+        password: str = "password123",
+        full_name: str = "Test User",
+        is_active: bool = True,
+    ) -> User:
         email = email or f"user{next(counter)}-{role.lower()}@example.com"
 
         async def insert(conn):
-            row = await queries.insert_user(conn, email=email, full_name=full_name, role=role,
-                                            password_hash=hash_password(password, 4))
+            row = await queries.insert_user(
+                conn,
+                email=email,
+                full_name=full_name,
+                role=role,
+                password_hash=hash_password(password, 4),
+            )
             if not is_active:
-                await queries.update_user(conn, id=row["id"], email=None, full_name=None,
-                                          role=None, is_active=False, password_hash=None)
+                await queries.update_user(
+                    conn,
+                    id=row["id"],
+                    email=None,
+                    full_name=None,
+                    role=None,
+                    is_active=False,
+                    password_hash=None,
+                )
             return row
 
         row = run_sql(app_loop, pool, insert)
@@ -322,11 +361,16 @@ def order_body(lines: Iterable[tuple[int, int]]) -> dict:
 def backends(url: str, *, waiting_on_lock: bool | None = None) -> list[dict[str, Any]]:
     """The app's sessions on this database (application_name shopapi), as pg_stat_activity
     sees them: which are waiting on a lock, what they run, the client's port."""
-    sql = ("SELECT pid, client_port, state, wait_event_type, query FROM pg_stat_activity "
-           "WHERE datname = current_database() AND application_name = 'shopapi'")
+    sql = (
+        "SELECT pid, client_port, state, wait_event_type, query FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'shopapi'"
+    )
     if waiting_on_lock is not None:
-        sql += " AND wait_event_type = 'Lock'" if waiting_on_lock else \
-            " AND wait_event_type IS DISTINCT FROM 'Lock'"
+        sql += (
+            " AND wait_event_type = 'Lock'"
+            if waiting_on_lock
+            else " AND wait_event_type IS DISTINCT FROM 'Lock'"
+        )
     with psycopg.connect(url, autocommit=True) as conn:
         cur = conn.execute(sql)
         names = [c.name for c in cur.description]
@@ -339,8 +383,13 @@ def backends(url: str, *, waiting_on_lock: bool | None = None) -> list[dict[str,
 _RAISE = object()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
-             what: str = "condition", default: Any = _RAISE) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "condition",
+    default: Any = _RAISE,
+) -> Any:
     """Poll until `predicate()` is truthy; its value, else after `timeout` s `default` (or
     AssertionError when there is none)."""
     deadline = time.monotonic() + timeout
@@ -420,8 +469,13 @@ def make_category(pool, app_loop):
     def make(name: str | None = None, description: str = "") -> dict:
         name = name or f"Category {next(counter)}"
         slug = "-".join(name.lower().split())
-        return run_sql(app_loop, pool, lambda conn: queries.insert_category(
-            conn, name=name, slug=slug, description=description))
+        return run_sql(
+            app_loop,
+            pool,
+            lambda conn: queries.insert_category(
+                conn, name=name, slug=slug, description=description
+            ),
+        )
 
     return make
 
@@ -432,9 +486,16 @@ def make_product(pool, make_category, app_loop):
     counter = iter(range(1, 1_000_000))
     default_category: dict = {}
 
-    def make(*, name: str | None = None, price_cents: int = 1000, stock: int = 10,
-             category_id: int | None = None, description: str = "", is_active: bool = True,
-             image_url: str | None = None) -> dict:
+    def make(
+        *,
+        name: str | None = None,
+        price_cents: int = 1000,
+        stock: int = 10,
+        category_id: int | None = None,
+        description: str = "",
+        is_active: bool = True,
+        image_url: str | None = None,
+    ) -> dict:
         if category_id is None:
             if not default_category:
                 default_category.update(make_category("Default"))
@@ -443,18 +504,34 @@ def make_product(pool, make_category, app_loop):
 
         async def insert(conn):
             row = await queries.insert_product(
-                conn, name=name, description=description, price_cents=price_cents, stock=stock,
-                image_url=image_url, category_id=category_id, is_active=is_active,
+                conn,
+                name=name,
+                description=description,
+                price_cents=price_cents,
+                stock=stock,
+                image_url=image_url,
+                category_id=category_id,
+                is_active=is_active,
             )
             if stock:
-                await queries.insert_stock_movement(conn, product_id=row["id"], delta=stock,
-                                                    reason="adjust", order_id=None,
-                                                    by_user_id=None)
+                await queries.insert_stock_movement(
+                    conn,
+                    product_id=row["id"],
+                    delta=stock,
+                    reason="adjust",
+                    order_id=None,
+                    by_user_id=None,
+                )
             return row
 
         row = run_sql(app_loop, pool, insert)
-        return {"id": row["id"], "name": name, "price_cents": price_cents, "stock": stock,
-                "category_id": category_id}
+        return {
+            "id": row["id"],
+            "name": name,
+            "price_cents": price_cents,
+            "stock": stock,
+            "category_id": category_id,
+        }
 
     return make
 

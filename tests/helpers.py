@@ -42,9 +42,11 @@ USER_FIELDS = {"id", "email", "full_name", "role", "is_active", "created_at", "u
 
 def place(client, user, items, *, headers=None, body=None):
     """POST /api/orders as `user` with `items` [(product_id, quantity), ...] (or a raw body)."""
-    payload = body if body is not None else {
-        "items": [{"product_id": pid, "quantity": qty} for pid, qty in items]
-    }
+    payload = (
+        body
+        if body is not None
+        else {"items": [{"product_id": pid, "quantity": qty} for pid, qty in items]}
+    )
     return client.simulate_post(
         "/api/orders", json=payload, headers={**user.headers, **(headers or {})}
     )
@@ -52,19 +54,33 @@ def place(client, user, items, *, headers=None, body=None):
 
 def written(database_url) -> dict:
     """Everything an order request can write, to prove a refused one wrote nothing."""
-    (orders, items, history, movements, keys), = db_rows(database_url, """
+    ((orders, items, history, movements, keys),) = db_rows(
+        database_url,
+        """
         SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_items),
                (SELECT count(*) FROM order_status_history), (SELECT count(*) FROM stock_movements),
-               (SELECT count(*) FROM idempotency_keys)""")
+               (SELECT count(*) FROM idempotency_keys)""",
+    )
     stock = dict(db_rows(database_url, "SELECT id, stock FROM products"))
-    return {"orders": orders, "items": items, "history": history, "movements": movements,
-            "keys": keys, "stock": stock}
+    return {
+        "orders": orders,
+        "items": items,
+        "history": history,
+        "movements": movements,
+        "keys": keys,
+        "stock": stock,
+    }
 
 
 def units_held(database_url) -> dict[int, int]:
     """Units of each product in orders that still hold stock (not cancelled)."""
-    return dict(db_rows(database_url, """
+    return dict(
+        db_rows(
+            database_url,
+            """
         SELECT i.product_id, sum(i.quantity)::int
           FROM order_items i JOIN orders o ON o.id = i.order_id
          WHERE o.status <> 'cancelled'
-         GROUP BY i.product_id"""))
+         GROUP BY i.product_id""",
+        )
+    )

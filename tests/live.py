@@ -27,15 +27,26 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
-        self.args = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
-                     "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), *extra_args,
-                     "shopapi.asgi:app"]
+        self.args = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(ROOT / "gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(workers),
+            *extra_args,
+            "shopapi.asgi:app",
+        ]
         self.proc: subprocess.Popen | None = None
         self.log = Path(f"/tmp/shopapi-live-{self.port}.log")
 
     def start(self, timeout: float = 20) -> LiveServer:
-        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env,
-                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -49,8 +60,12 @@ class LiveServer:
 
     def request(self, method: str, path: str, body=None, headers=None, timeout: float = 10):
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 raw = resp.read()

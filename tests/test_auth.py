@@ -7,8 +7,6 @@ import pytest
 from tests.conftest import assert_problem, db_rows, together
 from tests.helpers import USER_FIELDS, bearer, db_state, login, me, refresh, register
 
-
-
 # ------------------------------------------------------------------ register
 
 
@@ -42,8 +40,9 @@ def test_register_trims_and_lower_cases_the_email(client, database_url):
     login(client, " BOB.smith@example.com ", "password123")
 
 
-@pytest.mark.parametrize("spelling",
-                         ["taken@example.com", "TAKEN@Example.com", " taken@example.com "])
+@pytest.mark.parametrize(
+    "spelling", ["taken@example.com", "TAKEN@Example.com", " taken@example.com "]
+)
 def test_register_with_an_email_already_taken_in_any_case_returns_409(
     client, database_url, make_user, spelling
 ):
@@ -53,11 +52,17 @@ def test_register_with_an_email_already_taken_in_any_case_returns_409(
     assert db_state(database_url) == before
 
 
-def test_register_ignores_role_is_active_and_other_fields_the_caller_may_not_set(client,
-                                                                                 database_url):
+def test_register_ignores_role_is_active_and_other_fields_the_caller_may_not_set(
+    client, database_url
+):
     response = register(
-        client, email="sneaky@example.com", role="ADMIN", is_active=False, id=999,
-        password_hash="$2b$04$abcdefghijklmnopqrstuv", created_at="2000-01-01T00:00:00Z",
+        client,
+        email="sneaky@example.com",
+        role="ADMIN",
+        is_active=False,
+        id=999,
+        password_hash="$2b$04$abcdefghijklmnopqrstuv",
+        created_at="2000-01-01T00:00:00Z",
     )
     assert response.status_code == 201, response.text
     assert response.json["role"] == "CUSTOMER"
@@ -88,8 +93,10 @@ def test_register_accepts_a_full_name_of_200_characters(client):
         pytest.param({"email": "@example.com"}, id="email-without-local-part"),
         pytest.param({"email": "someone@"}, id="email-without-domain"),
         pytest.param({"email": "some one@example.com"}, id="email-with-inner-space"),
-        pytest.param({"email": "a" * (255 - len("@example.com")) + "@example.com"},
-                     id="email-of-255-characters"),
+        pytest.param(
+            {"email": "a" * (255 - len("@example.com")) + "@example.com"},
+            id="email-of-255-characters",
+        ),
         pytest.param({"email": "nul\x00@example.com"}, id="email-with-nul"),
         pytest.param({"email": "\u00a0@example.com"}, id="email-whose-local-part-is-a-blank"),
         pytest.param({"email": ""}, id="empty-email"),
@@ -140,8 +147,9 @@ def test_register_with_an_email_that_grows_past_254_characters_when_lower_cased_
         pytest.param(b"null", id="null"),
         pytest.param(b"", id="empty"),
         pytest.param(b"   \n", id="blank"),
-        pytest.param(b'{"email": "\\ud800@example.com", "password": "password123"}',
-                     id="lone-surrogate"),
+        pytest.param(
+            b'{"email": "\\ud800@example.com", "password": "password123"}', id="lone-surrogate"
+        ),
     ],
 )
 def test_register_with_a_body_that_is_not_a_json_object_returns_400(client, database_url, raw):
@@ -238,8 +246,9 @@ def test_login_of_a_deactivated_user_returns_401_invalid_credentials(
         pytest.param({"email": "x@example.com"}, id="no-password"),
         pytest.param({"password": "password123"}, id="no-email"),
         pytest.param({"email": 1, "password": "password123"}, id="email-not-a-string"),
-        pytest.param({"email": "nul\x00@example.com", "password": "password123"},
-                     id="email-with-nul"),
+        pytest.param(
+            {"email": "nul\x00@example.com", "password": "password123"}, id="email-with-nul"
+        ),
     ],
 )
 def test_login_with_an_invalid_body_returns_422(client, database_url, make_user, body):
@@ -340,8 +349,9 @@ def test_logout_revokes_that_refresh_token_only(client, make_user):
     user = make_user()
     one = login(client, user.email, user.password)
     other = login(client, user.email, user.password)
-    response = client.simulate_post("/api/auth/logout",
-                                    json={"refresh_token": one["refresh_token"]})
+    response = client.simulate_post(
+        "/api/auth/logout", json={"refresh_token": one["refresh_token"]}
+    )
     assert response.status_code == 204
     assert response.content == b""
     assert_problem(refresh(client, one["refresh_token"]), 401, "not_authenticated")
@@ -366,15 +376,14 @@ def test_logout_with_an_access_token_or_garbage_returns_401(client, database_url
     assert db_state(database_url) == before
 
 
-def test_logout_all_revokes_every_refresh_token_of_the_caller_only(
-    client, database_url, make_user
-):
+def test_logout_all_revokes_every_refresh_token_of_the_caller_only(client, database_url, make_user):
     user = make_user()
     someone = make_user()
     pairs = [login(client, user.email, user.password) for _ in range(3)]
     theirs = login(client, someone.email, someone.password)
-    response = client.simulate_post("/api/auth/logout-all",
-                                    headers=bearer(pairs[0]["access_token"]))
+    response = client.simulate_post(
+        "/api/auth/logout-all", headers=bearer(pairs[0]["access_token"])
+    )
     assert response.status_code == 204
     assert response.content == b""
     for pair in pairs:
@@ -438,8 +447,9 @@ ADMIN_ONLY_FOR_A_CUSTOMER = [
 
 
 @pytest.mark.parametrize(("method", "path"), ALL_ROUTES)
-def test_every_protected_route_without_a_token_returns_401(client, database_url, make_user, method,
-                                                           path):
+def test_every_protected_route_without_a_token_returns_401(
+    client, database_url, make_user, method, path
+):
     other = make_user()
     before = db_state(database_url)
     response = client.simulate_request(
@@ -458,7 +468,9 @@ def test_admin_routes_with_a_customer_or_editor_token_return_403(
     other = make_user()
     before = db_state(database_url)
     response = client.simulate_request(
-        method, path.format(other=other.id, self=caller.id), headers=caller.headers,
+        method,
+        path.format(other=other.id, self=caller.id),
+        headers=caller.headers,
         json={"full_name": "Hacked"},
     )
     assert_problem(response, 403, "forbidden")

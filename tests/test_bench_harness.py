@@ -29,14 +29,18 @@ def seed_nouns() -> list[str]:
 def generate_pgbench(*args: str) -> str:
     return subprocess.run(
         [sys.executable, "bench/pgbench_order.py", *args],
-        cwd=ROOT, check=True, capture_output=True, text=True,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
 
 
 @pytest.mark.no_db
 def test_bench_help_documents_the_options_and_the_locust_command():
-    result = subprocess.run(["bin/bench", "--help"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        ["bin/bench", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     for option in ("--quick", "--only", "--scenarios", "--locust"):
         assert option in result.stdout
@@ -46,8 +50,9 @@ def test_bench_help_documents_the_options_and_the_locust_command():
 @pytest.mark.no_db
 @pytest.mark.parametrize("args", [["--bogus"], ["--scenarios", "hello,nope"], ["--only", "x"]])
 def test_bench_refuses_unknown_arguments_before_doing_anything(args):
-    result = subprocess.run(["bin/bench", *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        ["bin/bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2
     assert "bin/bench:" in result.stderr
 
@@ -62,7 +67,9 @@ def test_wrk_script_loads_without_a_lua_error(script, tmp_path):
     # port 1 is closed: wrk loads and runs the script's setup, then fails to connect
     result = subprocess.run(
         ["wrk", "-t1", "-c1", "-d1s", "-s", str(WRK_DIR / script), "http://127.0.0.1:1/"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
         env={"WRK_DIR": str(WRK_DIR), "TOKENS_FILE": str(tokens), "PATH": "/usr/bin:/bin"},
     )
     output = result.stdout + result.stderr
@@ -79,8 +86,11 @@ def test_search_terms_are_the_nouns_the_seed_puts_in_product_names():
     assert terms == nouns
     # the locustfile is parsed, never imported (locust patches the standard library)
     tree = ast.parse((ROOT / "tests" / "performance" / "locustfile.py").read_text())
-    assigned = {node.targets[0].id: node.value for node in tree.body
-                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+    assigned = {
+        node.targets[0].id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
     assert list(ast.literal_eval(assigned["NOUNS"])) == nouns
 
 
@@ -91,8 +101,7 @@ def test_pgbench_script_defines_every_variable_the_order_statement_uses():
     assert defined == {"uid", "p1", "p2", "q1", "q2"}
     assert "\\set uid random(4, 103)" in script
     assert "\\set p2 random(5001, 10000)" in script
-    sql = "\n".join(line for line in script.splitlines()
-                    if not line.startswith(("\\", "--")))
+    sql = "\n".join(line for line in script.splitlines() if not line.startswith(("\\", "--")))
     used = set(re.findall(r"(?<![:\w]):([A-Za-z_]\w*)", sql))
     assert used == defined
     assert "%(" not in sql and "--" not in sql
@@ -110,7 +119,9 @@ def test_pgbench_script_places_a_real_order(database_url, make_user, make_produc
     path.write_text(script)
     result = subprocess.run(
         ["pgbench", "-n", "-M", "prepared", "-t", "1", "-f", str(path), database_url],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     orders = db_rows(database_url, "SELECT user_id, status FROM orders")
@@ -118,33 +129,81 @@ def test_pgbench_script_places_a_real_order(database_url, make_user, make_produc
     lines = db_rows(database_url, "SELECT product_id, quantity FROM order_items ORDER BY 1")
     assert [product for product, _ in lines] == [1, 2]
     assert all(1 <= quantity <= 3 for _, quantity in lines)
-    ledger = db_rows(database_url, "SELECT p.id FROM products p JOIN stock_movements m "
-                     "ON m.product_id = p.id GROUP BY p.id, p.stock "
-                     "HAVING p.stock <> sum(m.delta)")
+    ledger = db_rows(
+        database_url,
+        "SELECT p.id FROM products p JOIN stock_movements m "
+        "ON m.product_id = p.id GROUP BY p.id, p.stock "
+        "HAVING p.stock <> sum(m.delta)",
+    )
     assert ledger == []
 
 
 @pytest.mark.no_db
 def test_summary_reports_medians_ratios_and_the_pgbench_share(tmp_path):
     rows = [
-        {"kind": "wrk", "server": "peer", "scenario": "order_create", "round": r, "rps": rps,
-         "p50_ms": 10.0, "p99_ms": 20.0, "non2xx": 0, "socket_errors": 0, "requests": 500,
-         "duration": "5s"} for r, rps in ((1, 90.0), (2, 100.0), (3, 400.0))
+        {
+            "kind": "wrk",
+            "server": "peer",
+            "scenario": "order_create",
+            "round": r,
+            "rps": rps,
+            "p50_ms": 10.0,
+            "p99_ms": 20.0,
+            "non2xx": 0,
+            "socket_errors": 0,
+            "requests": 500,
+            "duration": "5s",
+        }
+        for r, rps in ((1, 90.0), (2, 100.0), (3, 400.0))
     ] + [
-        {"kind": "wrk", "server": "shopapi", "scenario": "order_create", "round": 1,
-         "rps": 200.0, "p50_ms": 5.0, "p99_ms": 9.0, "non2xx": 3, "socket_errors": 0,
-         "requests": 1000, "duration": "5s"},
-        {"kind": "wrk", "server": "shopapi", "scenario": "hello", "round": 1, "rps": 900.0,
-         "p50_ms": 1.0, "p99_ms": 2.0, "non2xx": 9, "socket_errors": 0, "requests": 4500,
-         "duration": "5s"},
-        {"kind": "pgbench", "server": "shopapi", "script": "queries.place_order",
-         "clients": 8, "jobs": 2, "seconds": 5, "tps": 800.0, "failed": 0,
-         "p50_ms": 1.0, "p99_ms": 3.0},
+        {
+            "kind": "wrk",
+            "server": "shopapi",
+            "scenario": "order_create",
+            "round": 1,
+            "rps": 200.0,
+            "p50_ms": 5.0,
+            "p99_ms": 9.0,
+            "non2xx": 3,
+            "socket_errors": 0,
+            "requests": 1000,
+            "duration": "5s",
+        },
+        {
+            "kind": "wrk",
+            "server": "shopapi",
+            "scenario": "hello",
+            "round": 1,
+            "rps": 900.0,
+            "p50_ms": 1.0,
+            "p99_ms": 2.0,
+            "non2xx": 9,
+            "socket_errors": 0,
+            "requests": 4500,
+            "duration": "5s",
+        },
+        {
+            "kind": "pgbench",
+            "server": "shopapi",
+            "script": "queries.place_order",
+            "clients": 8,
+            "jobs": 2,
+            "seconds": 5,
+            "tps": 800.0,
+            "failed": 0,
+            "p50_ms": 1.0,
+            "p99_ms": 3.0,
+        },
     ]
     results = tmp_path / "results.jsonl"
     results.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    summary = subprocess.run([sys.executable, "bench/summarize.py", str(results)], cwd=ROOT,
-                             check=True, capture_output=True, text=True).stdout
+    summary = subprocess.run(
+        [sys.executable, "bench/summarize.py", str(results)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "| order_create | 100 | 200 | ×2.00 | 10.0 / 20.0 | 5.0 / 9.0 | 0 / 3 |" in summary
     assert "| hello | — | 900 | — |" in summary
     assert "API order_create = 25% of it" in summary

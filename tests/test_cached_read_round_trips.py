@@ -21,20 +21,26 @@ def sends(monkeypatch):
         calls.append(command)
         return await real_async(self, command, check_health)
 
-    monkeypatch.setattr(redis.asyncio.connection.AbstractConnection, "send_packed_command",
-                        counting_async)
+    monkeypatch.setattr(
+        redis.asyncio.connection.AbstractConnection, "send_packed_command", counting_async
+    )
     return calls
 
 
 def _client(async_redis, database_url, pool, **overrides):
-    options = {"RATE_LIMIT_ENABLED": "true", "CACHE_ENABLED": "true",
-               "RATE_LIMIT_DEFAULT": "1000/minute", **overrides}
+    options = {
+        "RATE_LIMIT_ENABLED": "true",
+        "CACHE_ENABLED": "true",
+        "RATE_LIMIT_DEFAULT": "1000/minute",
+        **overrides,
+    }
     settings = make_settings(database_url, **options)
     return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
 
 
 def test_cached_product_read_is_one_redis_round_trip_with_rate_limits_on(
-        async_redis, database_url, pool, make_product, sends, query_counter):
+    async_redis, database_url, pool, make_product, sends, query_counter
+):
     client = _client(async_redis, database_url, pool)
     product = make_product(price_cents=4242)
     first = client.simulate_get(f"/api/products/{product['id']}")
@@ -50,18 +56,24 @@ def test_cached_product_read_is_one_redis_round_trip_with_rate_limits_on(
 
 
 def test_a_write_is_still_seen_by_the_next_prefetched_read(
-        async_redis, database_url, pool, make_product, editor):
+    async_redis, database_url, pool, make_product, editor
+):
     client = _client(async_redis, database_url, pool)
     product = make_product(price_cents=100)
     assert client.simulate_get(f"/api/products/{product['id']}").json["price_cents"] == 100
-    assert client.simulate_patch(f"/api/products/{product['id']}", json={"price_cents": 200},
-                                 headers=editor.headers).status_code == 200
+    assert (
+        client.simulate_patch(
+            f"/api/products/{product['id']}", json={"price_cents": 200}, headers=editor.headers
+        ).status_code
+        == 200
+    )
     again = client.simulate_get(f"/api/products/{product['id']}")
     assert again.json["price_cents"] == 200 and again.headers["x-cache"] == "miss"
 
 
 def test_with_the_cache_off_the_limiter_fetches_nothing_and_reads_go_to_postgres(
-        async_redis, database_url, pool, make_product, sends, query_counter):
+    async_redis, database_url, pool, make_product, sends, query_counter
+):
     client = _client(async_redis, database_url, pool, CACHE_ENABLED="false")
     product = make_product()
     client.simulate_get(f"/api/products/{product['id']}")

@@ -33,8 +33,11 @@ def products_changed(app_loop, app, *product_ids: int) -> None:
 
 def set_stock(database_url, product_id: int, stock: int) -> None:
     """Stock moved by something other than the product API (an order), without the cache."""
-    db_rows(database_url, "UPDATE products SET stock = %s WHERE id = %s RETURNING id",
-            (stock, product_id))
+    db_rows(
+        database_url,
+        "UPDATE products SET stock = %s WHERE id = %s RETURNING id",
+        (stock, product_id),
+    )
 
 
 def get(client, url, **params):
@@ -92,8 +95,9 @@ def test_lists_and_categories_are_cached_too(client, make_product, make_category
     assert get(client, "/api/products", per_page=5).headers["x-cache"] == "miss"
 
 
-def test_staff_edit_is_visible_on_the_next_read_of_every_worker(client, second_client, editor,
-                                                               make_product):
+def test_staff_edit_is_visible_on_the_next_read_of_every_worker(
+    client, second_client, editor, make_product
+):
     product = make_product(price_cents=100)
     url = f"/api/products/{product['id']}"
     for c in (client, second_client):
@@ -106,13 +110,17 @@ def test_staff_edit_is_visible_on_the_next_read_of_every_worker(client, second_c
     assert get(client, url).headers["x-cache"] == "hit"
 
 
-def test_created_and_deleted_products_show_in_lists_at_once(client, admin, make_product,
-                                                            make_category):
+def test_created_and_deleted_products_show_in_lists_at_once(
+    client, admin, make_product, make_category
+):
     kept = make_product()
     get(client, "/api/products")
     get(client, "/api/products")
-    created = client.simulate_post("/api/products", headers=admin.headers, json={
-        "name": "New", "price_cents": 1, "category_id": kept["category_id"]}).json
+    created = client.simulate_post(
+        "/api/products",
+        headers=admin.headers,
+        json={"name": "New", "price_cents": 1, "category_id": kept["category_id"]},
+    ).json
     listed = get(client, "/api/products")
     assert [p["id"] for p in listed.json["items"]] == [created["id"], kept["id"]]
     client.simulate_delete(f"/api/products/{created['id']}", headers=admin.headers)
@@ -130,8 +138,9 @@ def test_deactivated_product_leaves_detail_and_lists_at_once(client, editor, mak
     assert get(client, "/api/products").json["total"] == 0
 
 
-def test_products_changed_invalidates_only_what_shows_those_products(client, app, make_product,
-                                                                     database_url, app_loop):
+def test_products_changed_invalidates_only_what_shows_those_products(
+    client, app, make_product, database_url, app_loop
+):
     older = make_product(stock=5)
     newer = make_product(stock=5)
     pages = [("/api/products", {"per_page": 1, "page": n}) for n in (1, 2)]
@@ -153,8 +162,9 @@ def test_products_changed_invalidates_only_what_shows_those_products(client, app
     assert get(client, "/api/products", per_page=1, page=1).headers["x-cache"] == "hit"
 
 
-def test_in_stock_lists_follow_stock_changed_by_orders(client, app, make_product, database_url,
-                                                       app_loop):
+def test_in_stock_lists_follow_stock_changed_by_orders(
+    client, app, make_product, database_url, app_loop
+):
     selling = make_product(stock=1)
     other = make_product(stock=3)
     assert get(client, "/api/products", in_stock="true", per_page=1).json["total"] == 2
@@ -171,8 +181,9 @@ def test_category_rename_shows_in_cached_products(client, editor, make_product, 
     url = f"/api/products/{product['id']}"
     get(client, url), get(client, url)
     get(client, f"/api/categories/{category['id']}")
-    client.simulate_patch(f"/api/categories/{category['id']}", headers=editor.headers,
-                          json={"name": "New name"})
+    client.simulate_patch(
+        f"/api/categories/{category['id']}", headers=editor.headers, json={"name": "New name"}
+    )
     assert get(client, url).json["category"]["name"] == "New name"
     assert get(client, "/api/products").json["items"][0]["category"]["name"] == "New name"
     assert get(client, f"/api/categories/{category['id']}").json["name"] == "New name"
@@ -204,15 +215,17 @@ def test_a_list_fill_racing_with_a_product_change_is_not_stored(app, make_produc
     assert len(loads) == 2
 
 
-def test_lost_version_keys_never_bring_back_an_old_entry(client, make_product, redis_client,
-                                                         database_url):
+def test_lost_version_keys_never_bring_back_an_old_entry(
+    client, make_product, redis_client, database_url
+):
     product = make_product(price_cents=100)
     url = f"/api/products/{product['id']}"
     get(client, url)
     db_rows(database_url, "UPDATE products SET price_cents = 5 RETURNING id")
     # eviction takes every version key (and the counter) but not the entry
-    versions = [k for k in redis_client.scan_iter("cat:*")
-                if k.startswith(b"cat:pv:") or k.count(b":") == 1]
+    versions = [
+        k for k in redis_client.scan_iter("cat:*") if k.startswith(b"cat:pv:") or k.count(b":") == 1
+    ]
     assert b"cat:gen" in versions and b"cat:cv" in versions
     redis_client.delete(*versions)
     response = get(client, url)
@@ -240,10 +253,13 @@ def test_etag_changes_when_the_product_changes(client, editor, make_product):
     assert client.simulate_get(url, headers={"If-None-Match": etag}).status_code == 200
 
 
-def test_cache_disabled_reads_from_postgres_only(async_redis, settings, pool, redis_client, make_product):
+def test_cache_disabled_reads_from_postgres_only(
+    async_redis, settings, pool, redis_client, make_product
+):
     product = make_product()
-    off = testing.TestClient(create_app(replace(settings, cache_enabled=False), pool=pool,
-                                        redis=async_redis))
+    off = testing.TestClient(
+        create_app(replace(settings, cache_enabled=False), pool=pool, redis=async_redis)
+    )
     for _ in range(2):
         response = get(off, f"/api/products/{product['id']}")
         assert "x-cache" not in response.headers
@@ -254,8 +270,9 @@ def test_cache_disabled_reads_from_postgres_only(async_redis, settings, pool, re
 
 @pytest.fixture()
 def dead_redis_client(settings, pool, app_loop):
-    dead = redis.asyncio.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2,
-                                        socket_timeout=0.2)
+    dead = redis.asyncio.Redis.from_url(
+        "redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2
+    )
     yield testing.TestClient(create_app(settings, pool=pool, redis=dead))
     app_loop.run(dead.aclose)
 
@@ -274,15 +291,20 @@ def test_redis_down_serves_reads_from_postgres_and_logs_a_warning(
     assert any("Redis failed" in r.getMessage() for r in caplog.records)
 
 
-def test_redis_down_does_not_block_writes(dead_redis_client, make_user, make_category,
-                                          database_url):
+def test_redis_down_does_not_block_writes(
+    dead_redis_client, make_user, make_category, database_url
+):
     admin = make_user("ADMIN")
     category = make_category()
-    response = dead_redis_client.simulate_post("/api/products", headers=admin.headers, json={
-        "name": "Written", "price_cents": 10, "category_id": category["id"], "stock": 2})
+    response = dead_redis_client.simulate_post(
+        "/api/products",
+        headers=admin.headers,
+        json={"name": "Written", "price_cents": 10, "category_id": category["id"], "stock": 2},
+    )
     assert response.status_code == 201
-    patched = dead_redis_client.simulate_patch(f"/api/products/{response.json['id']}",
-                                               headers=admin.headers, json={"stock": 3})
+    patched = dead_redis_client.simulate_patch(
+        f"/api/products/{response.json['id']}", headers=admin.headers, json={"stock": 3}
+    )
     assert patched.status_code == 200
     assert db_rows(database_url, "SELECT name, stock FROM products") == [("Written", 3)]
 
@@ -292,7 +314,9 @@ def test_lost_invalidation_is_caught_up_before_the_cache_is_used_again(
 ):
     """A bump that fails (Redis unreachable) must not leave the old entry to be served later."""
     monkeypatch.setattr(cache, "BACKOFF", 0.01)
-    fragile = redis.asyncio.Redis.from_url(REDIS_URL, socket_timeout=0.2, socket_connect_timeout=0.2)
+    fragile = redis.asyncio.Redis.from_url(
+        REDIS_URL, socket_timeout=0.2, socket_connect_timeout=0.2
+    )
     app_client = testing.TestClient(create_app(settings, pool=pool, redis=fragile))
     admin = make_user("ADMIN")
     product = make_product(price_cents=100)
@@ -313,8 +337,9 @@ def test_lost_invalidation_is_caught_up_before_the_cache_is_used_again(
     app_loop.run(fragile.aclose)
 
 
-def test_list_totals_are_cached_apart_from_pages(client, app, editor, make_product,
-                                                 query_counter, app_loop):
+def test_list_totals_are_cached_apart_from_pages(
+    client, app, editor, make_product, query_counter, app_loop
+):
     newest = None
     for _ in range(3):
         newest = make_product()
@@ -331,6 +356,9 @@ def test_list_totals_are_cached_apart_from_pages(client, app, editor, make_produ
         first = get(client, "/api/products", per_page=1)
     assert first.headers["x-cache"] == "miss" and refill.n == counted.n
     # a staff write moves membership: the total is counted again
-    client.simulate_post("/api/products", headers=editor.headers, json={
-        "name": "Fourth", "price_cents": 1, "category_id": newest["category_id"]})
+    client.simulate_post(
+        "/api/products",
+        headers=editor.headers,
+        json={"name": "Fourth", "price_cents": 1, "category_id": newest["category_id"]},
+    )
     assert get(client, "/api/products", per_page=1, page=2).json["total"] == 4

@@ -36,8 +36,11 @@ def test_next_slug_counts_up_from_two():
 
 
 def test_staff_creates_a_category_with_a_slug(client, editor, database_url):
-    response = client.simulate_post("/api/categories", headers=editor.headers,
-                                    json={"name": "  Café Crème ", "description": "Hot drinks"})
+    response = client.simulate_post(
+        "/api/categories",
+        headers=editor.headers,
+        json={"name": "  Café Crème ", "description": "Hot drinks"},
+    )
     assert response.status_code == 201, response.text
     body = response.json
     assert set(body) == {"id", "name", "slug", "description", "created_at", "updated_at"}
@@ -54,8 +57,9 @@ def test_staff_creates_a_category_with_a_slug(client, editor, database_url):
 def test_clashing_slugs_get_numbered_suffixes(client, admin):
     slugs = []
     for name in ("Books", "Books!", "books?", "BOOKS."):
-        response = client.simulate_post("/api/categories", headers=admin.headers,
-                                        json={"name": name})
+        response = client.simulate_post(
+            "/api/categories", headers=admin.headers, json={"name": name}
+        )
         if response.status_code == 201:
             slugs.append(response.json["slug"])
     # "Books!" etc. differ in name, so each is created; all share the base slug
@@ -63,10 +67,12 @@ def test_clashing_slugs_get_numbered_suffixes(client, admin):
 
 
 def test_slug_stays_stable_on_rename(client, admin):
-    created = client.simulate_post("/api/categories", headers=admin.headers,
-                                   json={"name": "Toys"}).json
-    renamed = client.simulate_put(f"/api/categories/{created['id']}", headers=admin.headers,
-                                  json={"name": "Games and Toys"})
+    created = client.simulate_post(
+        "/api/categories", headers=admin.headers, json={"name": "Toys"}
+    ).json
+    renamed = client.simulate_put(
+        f"/api/categories/{created['id']}", headers=admin.headers, json={"name": "Games and Toys"}
+    )
     assert renamed.status_code == 200
     assert renamed.json["name"] == "Games and Toys"
     assert renamed.json["slug"] == "toys"
@@ -75,8 +81,9 @@ def test_slug_stays_stable_on_rename(client, admin):
 
 def test_duplicate_name_in_other_case_returns_409_name_taken(client, admin, database_url):
     client.simulate_post("/api/categories", headers=admin.headers, json={"name": "Books"})
-    response = client.simulate_post("/api/categories", headers=admin.headers,
-                                    json={"name": "BOOKS"})
+    response = client.simulate_post(
+        "/api/categories", headers=admin.headers, json={"name": "BOOKS"}
+    )
     assert_problem(response, 409, "name_taken")
     assert count_categories(database_url) == 1
 
@@ -86,38 +93,50 @@ def test_rename_onto_an_existing_name_returns_409_and_keeps_the_name(
 ):
     make_category("Books")
     music = make_category("Music")
-    response = client.simulate_patch(f"/api/categories/{music['id']}", headers=admin.headers,
-                                     json={"name": "books"})
+    response = client.simulate_patch(
+        f"/api/categories/{music['id']}", headers=admin.headers, json={"name": "books"}
+    )
     assert_problem(response, 409, "name_taken")
-    assert db_rows(database_url, "SELECT name FROM categories WHERE id = %s",
-                   (music["id"],)) == [("Music",)]
+    assert db_rows(database_url, "SELECT name FROM categories WHERE id = %s", (music["id"],)) == [
+        ("Music",)
+    ]
 
 
 def test_put_and_patch_are_the_same_partial_update(client, editor, make_category):
     category = make_category("Garden", description="Outdoor")
-    patched = client.simulate_patch(f"/api/categories/{category['id']}", headers=editor.headers,
-                                    json={"description": "Plants and tools"})
+    patched = client.simulate_patch(
+        f"/api/categories/{category['id']}",
+        headers=editor.headers,
+        json={"description": "Plants and tools"},
+    )
     assert patched.status_code == 200
     assert patched.json["name"] == "Garden"
     assert patched.json["description"] == "Plants and tools"
-    put = client.simulate_put(f"/api/categories/{category['id']}", headers=editor.headers,
-                              json={"name": "Garden Centre"})
+    put = client.simulate_put(
+        f"/api/categories/{category['id']}", headers=editor.headers, json={"name": "Garden Centre"}
+    )
     assert put.json["description"] == "Plants and tools"
     assert put.json["name"] == "Garden Centre"
 
 
 @pytest.mark.parametrize("role", ["CUSTOMER", None])
-def test_category_writes_need_admin_or_editor(client, make_user, make_category, role,
-                                              database_url):
+def test_category_writes_need_admin_or_editor(client, make_user, make_category, role, database_url):
     category = make_category("Books")
     headers = make_user(role).headers if role else {}
     status, code = (403, "forbidden") if role else (401, "not_authenticated")
-    assert_problem(client.simulate_post("/api/categories", headers=headers,
-                                        json={"name": "New"}), status, code)
-    assert_problem(client.simulate_put(f"/api/categories/{category['id']}", headers=headers,
-                                       json={"name": "Renamed"}), status, code)
-    assert_problem(client.simulate_delete(f"/api/categories/{category['id']}",
-                                          headers=headers), status, code)
+    assert_problem(
+        client.simulate_post("/api/categories", headers=headers, json={"name": "New"}), status, code
+    )
+    assert_problem(
+        client.simulate_put(
+            f"/api/categories/{category['id']}", headers=headers, json={"name": "Renamed"}
+        ),
+        status,
+        code,
+    )
+    assert_problem(
+        client.simulate_delete(f"/api/categories/{category['id']}", headers=headers), status, code
+    )
     assert db_rows(database_url, "SELECT name FROM categories") == [("Books",)]
 
 
@@ -185,8 +204,9 @@ def test_delete_of_a_category_with_products_returns_409_category_in_use(
 
 
 def test_delete_of_an_unknown_category_returns_404(client, admin):
-    assert_problem(client.simulate_delete("/api/categories/42", headers=admin.headers),
-                   404, "not_found")
+    assert_problem(
+        client.simulate_delete("/api/categories/42", headers=admin.headers), 404, "not_found"
+    )
 
 
 @pytest.mark.parametrize(
@@ -201,8 +221,16 @@ def test_delete_of_an_unknown_category_returns_404(client, admin):
         {"name": "Fine", "description": "d" * 5001},
         {"name": "Fine", "description": "nul \u0000"},
     ],
-    ids=["missing-name", "empty", "blank", "too-long", "nul", "not-a-string",
-         "long-description", "nul-description"],
+    ids=[
+        "missing-name",
+        "empty",
+        "blank",
+        "too-long",
+        "nul",
+        "not-a-string",
+        "long-description",
+        "nul-description",
+    ],
 )
 def test_invalid_category_bodies_return_422_and_write_nothing(client, admin, body, database_url):
     response = client.simulate_post("/api/categories", headers=admin.headers, json=body)
@@ -212,14 +240,16 @@ def test_invalid_category_bodies_return_422_and_write_nothing(client, admin, bod
 
 
 def test_category_name_of_100_characters_is_accepted(client, admin):
-    response = client.simulate_post("/api/categories", headers=admin.headers,
-                                    json={"name": "é" * 100})
+    response = client.simulate_post(
+        "/api/categories", headers=admin.headers, json={"name": "é" * 100}
+    )
     assert response.status_code == 201
     assert response.json["slug"] == "e" * 100
 
 
-@pytest.mark.parametrize("params", [{"per_page": 10000}, {"page": 0}, {"q": "a\u0000"},
-                                    {"q": "x" * 201}])
+@pytest.mark.parametrize(
+    "params", [{"per_page": 10000}, {"page": 0}, {"q": "a\u0000"}, {"q": "x" * 201}]
+)
 def test_bad_category_list_parameters_return_422(client, params):
     assert_problem(client.simulate_get("/api/categories", params=params), 422, "validation_error")
 

@@ -14,8 +14,12 @@ STRONG = "k" * 48
 
 
 def prod_env(**extra):
-    env = {"APP_ENV": "production", "DATABASE_URL": "postgresql://db/x", "REDIS_URL": "redis://r/0",
-           "SECRET_KEY": STRONG}
+    env = {
+        "APP_ENV": "production",
+        "DATABASE_URL": "postgresql://db/x",
+        "REDIS_URL": "redis://r/0",
+        "SECRET_KEY": STRONG,
+    }
     env.update(extra)
     return env
 
@@ -23,9 +27,16 @@ def prod_env(**extra):
 def test_defaults_match_the_contract():
     s = Settings.from_env(env={})
     assert (s.app_env, s.access_token_ttl, s.refresh_token_ttl, s.bcrypt_rounds) == (
-        "development", 900, 2592000, 12)
+        "development",
+        900,
+        2592000,
+        12,
+    )
     assert (s.rate_limit_default, s.rate_limit_login, s.rate_limit_register) == (
-        "300/minute", "10/minute", "30/hour")
+        "300/minute",
+        "10/minute",
+        "30/hour",
+    )
     assert (s.cache_ttl, s.trusted_proxies, s.db_pool_min, s.db_pool_max) == (300, 0, 1, 10)
     assert s.currency == "USD" and s.cors_origins == () and s.rate_limit_enabled
 
@@ -34,8 +45,10 @@ def test_production_starts_with_a_strong_secret():
     assert Settings.from_env(env=prod_env()).is_production
 
 
-@pytest.mark.parametrize("secret", [None, "", "short-secret", "change-me",
-                                    "dev-secret-key-change-me-in-production-please"])
+@pytest.mark.parametrize(
+    "secret",
+    [None, "", "short-secret", "change-me", "dev-secret-key-change-me-in-production-please"],
+)
 def test_production_refuses_missing_short_or_known_secret(secret):
     env = prod_env()
     if secret is None:
@@ -51,17 +64,26 @@ def test_production_requires_database_and_redis_urls():
         Settings.from_env(env=prod_env(DATABASE_URL=""))
 
 
-@pytest.mark.parametrize("name,value", [("APP_ENV", "staging"), ("BCRYPT_ROUNDS", "3"),
-                                        ("ACCESS_TOKEN_TTL", "ten"), ("RATE_LIMIT_ENABLED", "maybe"),
-                                        ("CURRENCY", "dollars"), ("DB_POOL_MAX", "0")])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("APP_ENV", "staging"),
+        ("BCRYPT_ROUNDS", "3"),
+        ("ACCESS_TOKEN_TTL", "ten"),
+        ("RATE_LIMIT_ENABLED", "maybe"),
+        ("CURRENCY", "dollars"),
+        ("DB_POOL_MAX", "0"),
+    ],
+)
 def test_invalid_values_refuse_to_start(name, value):
     with pytest.raises(ConfigError):
         Settings.from_env(env={name: value})
 
 
 def test_csv_and_bool_settings_parse():
-    s = Settings.from_env(env={"CORS_ORIGINS": "https://a.example, https://b.example,",
-                               "RATE_LIMIT_ENABLED": "off"})
+    s = Settings.from_env(
+        env={"CORS_ORIGINS": "https://a.example, https://b.example,", "RATE_LIMIT_ENABLED": "off"}
+    )
     assert s.cors_origins == ("https://a.example", "https://b.example")
     assert s.rate_limit_enabled is False
 
@@ -93,8 +115,11 @@ def _gunicorn_variables() -> set[str]:
 def test_production_app_hides_the_docs(async_redis, settings, pool, redis_client):
     from falcon import testing
 
-    prod = Settings.from_env(env=prod_env(DATABASE_URL=settings.database_url,
-                                          REDIS_URL=settings.redis_url, LOG_LEVEL="WARNING"))
+    prod = Settings.from_env(
+        env=prod_env(
+            DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url, LOG_LEVEL="WARNING"
+        )
+    )
     client = testing.TestClient(create_app(prod, pool=pool, redis=async_redis))
     assert client.simulate_get("/api/docs/openapi.json").status_code == 404
     assert client.simulate_get("/api/docs/swagger-ui/").status_code == 404

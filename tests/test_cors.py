@@ -111,8 +111,10 @@ def test_star_origin_means_any_origin(async_redis, settings, pool, redis_client)
     from shopapi.app import create_app
     from tests.conftest import make_settings
 
-    app = create_app(make_settings(settings.database_url, CORS_ORIGINS="*"), pool=pool,
-                     redis=async_redis)
+    app = create_app(
+        make_settings(settings.database_url, CORS_ORIGINS="*"), pool=pool, redis=async_redis
+    )
     response = testing.TestClient(app).simulate_get(
-        "/healthz", headers={"Origin": "https://anything.example"})
+        "/healthz", headers={"Origin": "https://anything.example"}
+    )
     assert response.headers["access-control-allow-origin"] in ("*", "https://anything.example")

@@ -82,7 +82,11 @@ def test_dockerfile_exposes_8000_checks_healthz_and_starts_gunicorn():
     healthcheck = args_of(final, "HEALTHCHECK")[-1]
     assert "/healthz" in healthcheck and "urllib" in healthcheck and "curl" not in healthcheck
     assert json.loads(args_of(final, "CMD")[-1]) == [
-        "gunicorn", "-c", "gunicorn.conf.py", "shopapi.asgi:app"]
+        "gunicorn",
+        "-c",
+        "gunicorn.conf.py",
+        "shopapi.asgi:app",
+    ]
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image():
@@ -151,8 +155,14 @@ def _compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     empty = tmp_path / "empty.env"
     empty.write_text("")
     base = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "DOCKER_CONFIG"}}
-    return subprocess.run([*cli, "--env-file", str(empty), "config", "-q"], cwd=ROOT,
-                          env={**base, **env}, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*cli, "--env-file", str(empty), "config", "-q"],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_compose_file_is_valid_for_the_docker_client(tmp_path):
@@ -239,12 +249,15 @@ def test_gunicorn_conf_defaults(monkeypatch):
 
 
 def test_gunicorn_conf_reads_the_environment(monkeypatch):
-    conf = gunicorn_settings(monkeypatch, PORT="9000", WEB_CONCURRENCY="1",
-                             GUNICORN_WORKER_CLASS="uvicorn_worker.UvicornWorker")
+    conf = gunicorn_settings(
+        monkeypatch,
+        PORT="9000",
+        WEB_CONCURRENCY="1",
+        GUNICORN_WORKER_CLASS="uvicorn_worker.UvicornWorker",
+    )
     assert conf["bind"] == "0.0.0.0:9000"
     assert conf["workers"] == 2  # never fewer than two: one stuck worker must not stop the API
     assert conf["worker_class"] == "uvicorn_worker.UvicornWorker"
-    conf = gunicorn_settings(monkeypatch, PORT="9000", BIND="127.0.0.1:7000",
-                             WEB_CONCURRENCY="5")
+    conf = gunicorn_settings(monkeypatch, PORT="9000", BIND="127.0.0.1:7000", WEB_CONCURRENCY="5")
     assert conf["bind"] == "127.0.0.1:7000"
     assert conf["workers"] == 5

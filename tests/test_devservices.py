@@ -20,11 +20,20 @@ def test_running_local_servers_are_used(monkeypatch):
     assert env["REDIS_URL"].startswith("redis://127.0.0.1:6379")
 
 
-@pytest.mark.parametrize("admin,expected", [
-    ("postgresql://postgres@127.0.0.1:5432/postgres", "postgresql://postgres@127.0.0.1:5432/shop"),
-    # the embedded server's Unix-socket URL keeps its host query
-    ("postgresql://postgres:@/postgres?host=/tmp/pg", "postgresql://postgres:@/shop?host=/tmp/pg"),
-])
+@pytest.mark.parametrize(
+    "admin,expected",
+    [
+        (
+            "postgresql://postgres@127.0.0.1:5432/postgres",
+            "postgresql://postgres@127.0.0.1:5432/shop",
+        ),
+        # the embedded server's Unix-socket URL keeps its host query
+        (
+            "postgresql://postgres:@/postgres?host=/tmp/pg",
+            "postgresql://postgres:@/shop?host=/tmp/pg",
+        ),
+    ],
+)
 def test_database_url_is_derived_from_the_admin_url(admin, expected):
     assert devservices.database_url(admin, "shop") == expected
 

@@ -54,8 +54,9 @@ def test_xml_accept_still_gets_json_problem(error_client):
 
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"a string"', b"", b"   ", b"\xff\xfe"])
 def test_body_that_is_not_a_json_object_is_400_invalid_json(error_client, body):
-    response = error_client.simulate_post("/test/echo", body=body,
-                                          headers={"Content-Type": "application/json"})
+    response = error_client.simulate_post(
+        "/test/echo", body=body, headers={"Content-Type": "application/json"}
+    )
     assert_problem(response, 400, "invalid_json")
 
 
@@ -73,22 +74,30 @@ def test_missing_field_is_422_naming_it(error_client):
 
 def test_body_over_one_mebibyte_is_413(error_client):
     big = b'{"email": "' + b"a" * (1024 * 1024) + b'"}'
-    response = error_client.simulate_post("/test/echo", body=big,
-                                          headers={"Content-Type": "application/json"})
+    response = error_client.simulate_post(
+        "/test/echo", body=big, headers={"Content-Type": "application/json"}
+    )
     assert_problem(response, 413, "payload_too_large")
 
 
-@pytest.mark.parametrize("method, path", [
-    ("POST", "/api/auth/logout-all"),  # authenticated, no body declared
-    ("GET", "/api/products"),
-    ("DELETE", "/api/users/{own}"),
-])
-def test_a_body_over_one_mebibyte_is_413_on_routes_that_read_no_body(client, customer,
-                                                                      method, path):
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/api/auth/logout-all"),  # authenticated, no body declared
+        ("GET", "/api/products"),
+        ("DELETE", "/api/users/{own}"),
+    ],
+)
+def test_a_body_over_one_mebibyte_is_413_on_routes_that_read_no_body(
+    client, customer, method, path
+):
     big = b"x" * (1024 * 1024 + 1)
-    response = client.simulate_request(method, path.format(own=customer.id), body=big,
-                                       headers={**customer.headers,
-                                                "Content-Type": "application/json"})
+    response = client.simulate_request(
+        method,
+        path.format(own=customer.id),
+        body=big,
+        headers={**customer.headers, "Content-Type": "application/json"},
+    )
     assert_problem(response, 413, "payload_too_large")
     assert response.headers["x-request-id"]
     # the request did nothing: the login and the account are still there
@@ -97,7 +106,8 @@ def test_a_body_over_one_mebibyte_is_413_on_routes_that_read_no_body(client, cus
 
 def test_unknown_fields_are_ignored(error_client):
     response = error_client.simulate_post(
-        "/test/echo", json={"email": "a@b.c", "password": "longenough", "role": "ADMIN", "x": [1]})
+        "/test/echo", json={"email": "a@b.c", "password": "longenough", "role": "ADMIN", "x": [1]}
+    )
     assert response.status_code == 200
     assert response.json == {"email": "a@b.c"}
 
@@ -117,8 +127,9 @@ def test_database_down_is_503_problem(async_redis, settings, app_loop):
     pool = open_pool(app_loop, dead, "postgresql://postgres@127.0.0.1:1/none")
     try:
         client = testing.TestClient(create_app(dead, pool=pool, redis=async_redis))
-        response = client.simulate_post("/api/auth/login",
-                                        json={"email": "a@b.c", "password": "whatever1"})
+        response = client.simulate_post(
+            "/api/auth/login", json={"email": "a@b.c", "password": "whatever1"}
+        )
         assert_problem(response, 503, "service_unavailable")
         assert response.headers["retry-after"] == "1"
     finally:

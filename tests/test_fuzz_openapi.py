@@ -102,7 +102,8 @@ def fuzz_target(app_loop, database_url, _cleaner, redis_client):
         app_loop.run(pool.close)
     with LiveServer(app_env(database_url, ACCESS_TOKEN_TTL=3600), workers=2) as server:
         status, tokens, _ = server.request(
-            "POST", "/api/auth/login", {"email": "admin@example.com", "password": "adminpass123"})
+            "POST", "/api/auth/login", {"email": "admin@example.com", "password": "adminpass123"}
+        )
         assert status == 200, tokens
         auth = {"Authorization": f"Bearer {tokens['access_token']}"}
         admin_id = server.request("GET", "/api/auth/me", headers=auth)[1]["id"]
@@ -112,8 +113,11 @@ def fuzz_target(app_loop, database_url, _cleaner, redis_client):
         decoy_token = server.request("POST", "/api/auth/login", decoy_login)[1]["access_token"]
         product_id = server.request("GET", "/api/products?per_page=1")[1]["items"][0]["id"]
         status, order, _ = server.request(
-            "POST", "/api/orders", {"items": [{"product_id": product_id, "quantity": 1}]},
-            headers={"Authorization": f"Bearer {decoy_token}"})
+            "POST",
+            "/api/orders",
+            {"items": [{"product_id": product_id, "quantity": 1}]},
+            headers={"Authorization": f"Bearer {decoy_token}"},
+        )
         assert status == 201, order
         yield Target(server, tokens["access_token"], admin_id, decoy["id"])
     server.log.unlink(missing_ok=True)
@@ -123,27 +127,40 @@ def test_fuzzing_every_operation_finds_no_server_error_and_no_schema_violation(
     fuzz_target: Target, database_url, tmp_path: Path
 ):
     config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG.format(max_examples=FUZZ_MAX_EXAMPLES,
-                                    decoy_id=fuzz_target.decoy_id))
+    config.write_text(CONFIG.format(max_examples=FUZZ_MAX_EXAMPLES, decoy_id=fuzz_target.decoy_id))
     started = time.monotonic()
     run = subprocess.run(
-        [str(SCHEMATHESIS), "--no-color", "--config-file", str(config), "run",
-         f"{fuzz_target.server.url}/api/docs/openapi.json", "--output-truncate", "false"],
-        env={**os.environ, "SHOPAPI_FUZZ_TOKEN": fuzz_target.token}, cwd=tmp_path,
-        capture_output=True, text=True, timeout=FUZZ_TIMEOUT_SECONDS,
+        [
+            str(SCHEMATHESIS),
+            "--no-color",
+            "--config-file",
+            str(config),
+            "run",
+            f"{fuzz_target.server.url}/api/docs/openapi.json",
+            "--output-truncate",
+            "false",
+        ],
+        env={**os.environ, "SHOPAPI_FUZZ_TOKEN": fuzz_target.token},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=FUZZ_TIMEOUT_SECONDS,
     )
     report = run.stdout + run.stderr
-    summary = report[report.find("SUMMARY"):] if "SUMMARY" in report else report[-3000:]
+    summary = report[report.find("SUMMARY") :] if "SUMMARY" in report else report[-3000:]
     print(f"schemathesis ran {time.monotonic() - started:.0f} s\n{summary}")
     assert run.returncode == 0, report[-30000:]
     # every documented operation was reached, with real numbers of cases
-    operations = sum(len(ops) for ops in fuzz_target.server.request(
-        "GET", "/api/docs/openapi.json")[1]["paths"].values())
+    operations = sum(
+        len(ops)
+        for ops in fuzz_target.server.request("GET", "/api/docs/openapi.json")[1]["paths"].values()
+    )
     assert re.search(rf"Tested: {operations}\b", report), summary
     generated = re.search(r"(\d+) generated", report)
     assert generated and int(generated.group(1)) >= operations * 10, summary
 
     # the run must have been an admin's from start to end, and the server still whole
     assert fuzz_target.server.request("GET", "/healthz")[0] == 200
-    assert db_rows(database_url, "SELECT role, is_active FROM users WHERE id = %s",
-                   (fuzz_target.admin_id,)) == [("ADMIN", True)]
+    assert db_rows(
+        database_url, "SELECT role, is_active FROM users WHERE id = %s", (fuzz_target.admin_id,)
+    ) == [("ADMIN", True)]

@@ -36,8 +36,9 @@ def test_readyz_is_503_when_postgres_is_unreachable(async_redis, settings, app_l
 def test_readyz_stays_200_when_only_redis_is_down(settings, pool):
     import redis.asyncio
 
-    dead_redis = redis.asyncio.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2,
-                                      socket_timeout=0.2)
+    dead_redis = redis.asyncio.Redis.from_url(
+        "redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2
+    )
     client = testing.TestClient(create_app(settings, pool=pool, redis=dead_redis))
     response = client.simulate_get("/readyz")
     assert response.status_code == 200
@@ -95,8 +96,10 @@ def test_openapi_document_is_3_1_and_covers_every_route(client, app):
     for template, method, _ in endpoints(routes(app.ctx)):
         assert (template, method) in documented
     register = spec["paths"]["/api/auth/register"]["post"]
-    assert register["responses"]["201"]["content"]["application/json"]["schema"]["$ref"] == \
-        "#/components/schemas/UserPublic"
+    assert (
+        register["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
+        == "#/components/schemas/UserPublic"
+    )
     assert "password_hash" not in response.text
 
 

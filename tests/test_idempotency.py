@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from falcon import testing
 
 from shopapi.services.orders import purge_idempotency_keys
@@ -37,7 +38,8 @@ def test_same_key_and_body_replays_the_first_answer_and_deducts_once(
     assert stock_of(database_url, product["id"]) == 7
     assert db_rows(database_url, "SELECT count(*) FROM orders")[0][0] == 1
     assert db_rows(database_url, "SELECT user_id, key, order_id FROM idempotency_keys") == [
-        (customer.id, "order-1", first.json["id"])]
+        (customer.id, "order-1", first.json["id"])
+    ]
 
 
 def test_replay_is_the_first_answer_even_after_the_order_changed(
@@ -46,12 +48,18 @@ def test_replay_is_the_first_answer_even_after_the_order_changed(
     product = make_product(stock=10, price_cents=100)
     key = {"Idempotency-Key": "k"}
     first = place(client, customer, [(product["id"], 1)], headers=key)
-    client.simulate_put(f"/api/orders/{first.json['id']}/status", json={"status": "paid"},
-                        headers=admin.headers)
-    db_rows(database_url, "UPDATE products SET stock = 0 WHERE id = %s RETURNING id",
-            (product["id"],))
-    db_rows(database_url, "INSERT INTO stock_movements (product_id, delta, reason) "
-                          "VALUES (%s, -9, 'adjust') RETURNING id", (product["id"],))
+    client.simulate_put(
+        f"/api/orders/{first.json['id']}/status", json={"status": "paid"}, headers=admin.headers
+    )
+    db_rows(
+        database_url, "UPDATE products SET stock = 0 WHERE id = %s RETURNING id", (product["id"],)
+    )
+    db_rows(
+        database_url,
+        "INSERT INTO stock_movements (product_id, delta, reason) "
+        "VALUES (%s, -9, 'adjust') RETURNING id",
+        (product["id"],),
+    )
 
     again = place(client, customer, [(product["id"], 1)], headers=key)
 
@@ -62,8 +70,9 @@ def test_replay_is_the_first_answer_even_after_the_order_changed(
 
 def test_key_order_and_white_space_of_the_body_do_not_matter(client, customer, make_product):
     product = make_product(stock=10)
-    first = post_raw(client, customer, json.dumps(
-        {"items": [{"product_id": product["id"], "quantity": 2}]}), "k")
+    first = post_raw(
+        client, customer, json.dumps({"items": [{"product_id": product["id"], "quantity": 2}]}), "k"
+    )
     spaced = '\n{ "items" : [ { "quantity":2 ,"product_id" : PID } ] }'
     again = post_raw(client, customer, spaced.replace("PID", str(product["id"])), "k")
 
@@ -77,20 +86,34 @@ def test_same_key_with_another_body_is_409_and_writes_nothing(
 ):
     pen = make_product(stock=10)
     ink = make_product(stock=10)
-    first = place(client, customer, [(pen["id"], 1), (ink["id"], 1)],
-                  headers={"Idempotency-Key": "k"})
+    first = place(
+        client, customer, [(pen["id"], 1), (ink["id"], 1)], headers={"Idempotency-Key": "k"}
+    )
     assert first.status_code == 201
     before = written(database_url)
 
     others = [
-        {"items": [{"product_id": pen["id"], "quantity": 2}, {"product_id": ink["id"],
-                                                              "quantity": 1}]},
+        {
+            "items": [
+                {"product_id": pen["id"], "quantity": 2},
+                {"product_id": ink["id"], "quantity": 1},
+            ]
+        },
         # the order of the lines counts
-        {"items": [{"product_id": ink["id"], "quantity": 1}, {"product_id": pen["id"],
-                                                              "quantity": 1}]},
+        {
+            "items": [
+                {"product_id": ink["id"], "quantity": 1},
+                {"product_id": pen["id"], "quantity": 1},
+            ]
+        },
         # so do fields the server ignores
-        {"items": [{"product_id": pen["id"], "quantity": 1}, {"product_id": ink["id"],
-                                                              "quantity": 1}], "note": "x"},
+        {
+            "items": [
+                {"product_id": pen["id"], "quantity": 1},
+                {"product_id": ink["id"], "quantity": 1},
+            ],
+            "note": "x",
+        },
     ]
     for body in others:
         response = place(client, customer, None, body=body, headers={"Idempotency-Key": "k"})
@@ -123,10 +146,15 @@ def test_a_refused_request_stores_no_key_and_can_be_retried(
     invalid = place(client, customer, [(product["id"], 0)], headers=key)
     assert_problem(invalid, 422, "validation_error")
 
-    db_rows(database_url, "UPDATE products SET stock = 2 WHERE id = %s RETURNING id",
-            (product["id"],))
-    db_rows(database_url, "INSERT INTO stock_movements (product_id, delta, reason) "
-                          "VALUES (%s, 1, 'adjust') RETURNING id", (product["id"],))
+    db_rows(
+        database_url, "UPDATE products SET stock = 2 WHERE id = %s RETURNING id", (product["id"],)
+    )
+    db_rows(
+        database_url,
+        "INSERT INTO stock_movements (product_id, delta, reason) "
+        "VALUES (%s, 1, 'adjust') RETURNING id",
+        (product["id"],),
+    )
     retried = place(client, customer, [(product["id"], 2)], headers=key)
 
     assert retried.status_code == 201
@@ -142,8 +170,7 @@ def test_a_key_of_255_characters_is_accepted(client, customer, make_product):
     assert again.headers["idempotent-replayed"] == "true"
 
 
-def test_without_a_key_every_request_is_a_new_order(client, customer, make_product,
-                                                    database_url):
+def test_without_a_key_every_request_is_a_new_order(client, customer, make_product, database_url):
     product = make_product(stock=10)
     first = place(client, customer, [(product["id"], 1)])
     second = place(client, customer, [(product["id"], 1)])
@@ -153,8 +180,12 @@ def test_without_a_key_every_request_is_a_new_order(client, customer, make_produ
 
 def _race(app, user, body: dict, key: str, racers: int) -> list:
     """`racers` identical requests with one Idempotency-Key, released at once."""
-    return together(racers, lambda _: testing.TestClient(app).simulate_post(
-        "/api/orders", json=body, headers={**user.headers, "Idempotency-Key": key}))
+    return together(
+        racers,
+        lambda _: testing.TestClient(app).simulate_post(
+            "/api/orders", json=body, headers={**user.headers, "Idempotency-Key": key}
+        ),
+    )
 
 
 def test_racing_requests_with_the_same_key_create_exactly_one_order(
@@ -162,8 +193,12 @@ def test_racing_requests_with_the_same_key_create_exactly_one_order(
 ):
     first = make_product(stock=100)
     second = make_product(stock=100)
-    body = {"items": [{"product_id": first["id"], "quantity": 2},
-                      {"product_id": second["id"], "quantity": 3}]}
+    body = {
+        "items": [
+            {"product_id": first["id"], "quantity": 2},
+            {"product_id": second["id"], "quantity": 3},
+        ]
+    }
 
     responses = _race(app, customer, body, "race", racers=10)
 
@@ -189,14 +224,17 @@ def test_racing_retries_replay_rather_than_report_the_stock_the_first_one_took(
     assert stock_of(database_url, product["id"]) == 0
 
 
-def test_purge_removes_keys_older_than_the_window_only(app_loop, 
-    client, customer, make_product, pool, database_url, settings
+def test_purge_removes_keys_older_than_the_window_only(
+    app_loop, client, customer, make_product, pool, database_url, settings
 ):
     product = make_product(stock=10)
     old = place(client, customer, [(product["id"], 1)], headers={"Idempotency-Key": "old"})
     place(client, customer, [(product["id"], 1)], headers={"Idempotency-Key": "fresh"})
-    db_rows(database_url, "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' "
-                          "WHERE key = 'old' RETURNING key")
+    db_rows(
+        database_url,
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' "
+        "WHERE key = 'old' RETURNING key",
+    )
 
     assert settings.idempotency_key_ttl >= 24 * 3600
     assert app_loop.run(purge_idempotency_keys, pool, settings.idempotency_key_ttl) == 1
@@ -214,7 +252,8 @@ def test_a_body_with_an_ignored_field_json_cannot_hold_as_a_number_still_replays
 ):
     product = make_product(stock=5)
     raw = '{"items": [{"product_id": PID, "quantity": 1}], "note": 1e400}'.replace(
-        "PID", str(product["id"]))
+        "PID", str(product["id"])
+    )
 
     first = post_raw(client, customer, raw, "odd")
     again = post_raw(client, customer, raw, "odd")

@@ -15,12 +15,14 @@ def live(database_url):
 
 
 def test_register_login_me_through_gunicorn(live):
-    status, user, headers = live.request("POST", "/api/auth/register",
-                                         {"email": "live@example.com", "password": "password123"})
+    status, user, headers = live.request(
+        "POST", "/api/auth/register", {"email": "live@example.com", "password": "password123"}
+    )
     assert status == 201 and user["email"] == "live@example.com"
     assert headers.get("X-Request-ID")
-    status, tokens, _ = live.request("POST", "/api/auth/login",
-                                     {"email": "live@example.com", "password": "password123"})
+    status, tokens, _ = live.request(
+        "POST", "/api/auth/login", {"email": "live@example.com", "password": "password123"}
+    )
     assert status == 200
     auth = {"Authorization": f"Bearer {tokens['access_token']}"}
     # several requests so both workers (each with its own pool) answer
@@ -45,8 +47,13 @@ def test_chunked_request_body_is_read(live):
 
     conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
     body = json.dumps({"email": "chunky@example.com", "password": "password123"}).encode()
-    conn.request("POST", "/api/auth/register", body=iter([body[:10], body[10:]]),
-                 headers={"Content-Type": "application/json"}, encode_chunked=True)
+    conn.request(
+        "POST",
+        "/api/auth/register",
+        body=iter([body[:10], body[10:]]),
+        headers={"Content-Type": "application/json"},
+        encode_chunked=True,
+    )
     response = conn.getresponse()
     assert response.status == 201, response.read()
     assert json.loads(response.read())["email"] == "chunky@example.com"

@@ -59,33 +59,44 @@ def test_requests_are_counted_by_method_route_template_and_status(client, admin,
     assert delta("http_requests_total", method="GET", route="unmatched", status="404") == 1
     # the scrape before counts itself once it has answered
     assert delta("http_requests_total", method="GET", route="/metrics", status="200") == 1
-    assert delta("http_request_duration_seconds_count", method="GET", route=item,
-                 status="200") == 2
+    assert delta("http_request_duration_seconds_count", method="GET", route=item, status="200") == 2
     assert delta("http_request_duration_seconds_sum", method="GET", route=item, status="200") > 0
-    assert delta("http_request_duration_seconds_bucket", method="GET", route=item, status="200",
-                 le="+Inf") == 2
+    assert (
+        delta(
+            "http_request_duration_seconds_bucket",
+            method="GET",
+            route=item,
+            status="200",
+            le="+Inf",
+        )
+        == 2
+    )
     # raw paths never become labels: one series per route, not one per id
     routes = {dict(labels).get("route") for (_, labels) in after}
     assert not any(r and ("987654321" in r or "/api/no/such" in r) for r in routes)
 
 
-def test_catalog_cache_and_orders_are_counted_where_prometheus_sees_them(client, customer,
-                                                                        make_product):
+def test_catalog_cache_and_orders_are_counted_where_prometheus_sees_them(
+    client, customer, make_product
+):
     product = make_product(stock=5)
     url = f"/api/products/{product['id']}"
     before = scrape(client)
     assert client.simulate_get(url).status_code == 200
     assert client.simulate_get(url).status_code == 200
     order = {"items": [{"product_id": product["id"], "quantity": 1}]}
-    assert client.simulate_post("/api/orders", json=order,
-                                headers=customer.headers).status_code == 201
+    assert (
+        client.simulate_post("/api/orders", json=order, headers=customer.headers).status_code == 201
+    )
     after = scrape(client)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("http_requests_total", method="GET", route="/api/products/{product_id}",
-                 status="200") == 2
+    assert (
+        delta("http_requests_total", method="GET", route="/api/products/{product_id}", status="200")
+        == 2
+    )
     assert delta("http_requests_total", method="POST", route="/api/orders", status="201") == 1
     assert delta("shopapi_cache_requests_total", result="miss") >= 1
     assert delta("shopapi_cache_requests_total", result="hit") >= 1
@@ -98,8 +109,11 @@ def test_an_invented_http_method_is_labelled_other(client):
     status = client.simulate_request("BREW", "/healthz").status_code
     after = scrape(client)
     labels = {"method": "other", "route": "/healthz", "status": str(status)}
-    assert value(after, "http_requests_total", **labels) - value(
-        before, "http_requests_total", **labels) == 1
+    assert (
+        value(after, "http_requests_total", **labels)
+        - value(before, "http_requests_total", **labels)
+        == 1
+    )
     assert not any(dict(k).get("method") == "BREW" for (_, k) in after)
 
 
@@ -121,16 +135,16 @@ def test_metrics_exposes_the_shops_own_series(client, pool):
 
 
 def test_metrics_can_be_negotiated_as_openmetrics(client):
-    response = client.simulate_get("/metrics",
-                                   headers={"Accept": "application/openmetrics-text"})
+    response = client.simulate_get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.rstrip().endswith("# EOF")
 
 
-def test_metrics_needs_no_token_and_is_never_rate_limited(async_redis, database_url, pool, redis_client):
-    settings = make_settings(database_url, RATE_LIMIT_ENABLED="true",
-                             RATE_LIMIT_DEFAULT="2/minute")
+def test_metrics_needs_no_token_and_is_never_rate_limited(
+    async_redis, database_url, pool, redis_client
+):
+    settings = make_settings(database_url, RATE_LIMIT_ENABLED="true", RATE_LIMIT_DEFAULT="2/minute")
     client = testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
     for _ in range(5):
         response = client.simulate_get("/metrics")
@@ -154,8 +168,7 @@ def test_gunicorn_metrics_add_up_every_worker_including_replaced_ones(database_u
     # each worker is replaced after 5 requests: the requests below cross at least 4
     # processes, and the counts of the replaced ones must still be in the total
     # (BCRYPT_ROUNDS=4 from app_env: nothing here hashes a password)
-    server = LiveServer(app_env(database_url, DB_POOL_MAX=2, GUNICORN_MAX_REQUESTS=5),
-                        workers=2)
+    server = LiveServer(app_env(database_url, DB_POOL_MAX=2, GUNICORN_MAX_REQUESTS=5), workers=2)
     # unset: gunicorn.conf.py makes (and logs, and finally removes) a directory of its own
     server.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     try:
@@ -176,18 +189,33 @@ def test_gunicorn_metrics_add_up_every_worker_including_replaced_ones(database_u
         assert status == 200
         series = parse(text)
         assert made >= 4 * 5 - 2 * 4  # each replaced worker served its 5 at least
-        assert value(series, "http_requests_total", method="GET", route="/readyz",
-                     status="200") == made
-        assert value(series, "http_request_duration_seconds_count", method="GET",
-                     route="/readyz", status="200") == made
+        assert (
+            value(series, "http_requests_total", method="GET", route="/readyz", status="200")
+            == made
+        )
+        assert (
+            value(
+                series,
+                "http_request_duration_seconds_count",
+                method="GET",
+                route="/readyz",
+                status="200",
+            )
+            == made
+        )
 
         # a replaced worker's pool gauge leaves the sum (child_exit -> mark_process_dead):
         # only the two live workers keep a live-gauge file
-        wait_for(lambda: len(glob.glob(str(prom_dir / "gauge_livesum_*.db"))) == 2, 10,
-                 interval=0.1, what="dead workers' gauges to be dropped")
+        wait_for(
+            lambda: len(glob.glob(str(prom_dir / "gauge_livesum_*.db"))) == 2,
+            10,
+            interval=0.1,
+            what="dead workers' gauges to be dropped",
+        )
         series = parse(_get(f"{server.url}/metrics")[1])
         pooled = value(series, "shopapi_db_pool_connections", state="in_use") + value(
-            series, "shopapi_db_pool_connections", state="idle")
+            series, "shopapi_db_pool_connections", state="idle"
+        )
         assert 1 <= pooled <= 2 * 2  # two live workers, DB_POOL_MAX=2 each
     finally:
         returncode = server.stop(timeout=20)

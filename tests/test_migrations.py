@@ -20,12 +20,22 @@ def _tables(url):
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename NOT LIKE '%yoyo%'").fetchall()
+            "AND tablename NOT LIKE '%yoyo%'"
+        ).fetchall()
     return {r[0] for r in rows}
 
 
-EXPECTED = {"users", "refresh_tokens", "categories", "products", "stock_movements", "orders",
-            "order_items", "order_status_history", "idempotency_keys"}
+EXPECTED = {
+    "users",
+    "refresh_tokens",
+    "categories",
+    "products",
+    "stock_movements",
+    "orders",
+    "order_items",
+    "order_status_history",
+    "idempotency_keys",
+}
 
 
 def test_apply_rollback_apply(scratch_url):
@@ -43,8 +53,10 @@ def test_schema_guards_stock_and_email(database_url):
     with psycopg.connect(database_url) as conn:
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("INSERT INTO categories (name, slug) VALUES ('c', 'c')")
-            conn.execute("INSERT INTO products (name, price_cents, stock, category_id) "
-                         "VALUES ('p', 1, -1, (SELECT id FROM categories LIMIT 1))")
+            conn.execute(
+                "INSERT INTO products (name, price_cents, stock, category_id) "
+                "VALUES ('p', 1, -1, (SELECT id FROM categories LIMIT 1))"
+            )
         conn.rollback()
         conn.execute("INSERT INTO users (email, password_hash) VALUES ('A@x.io', 'h')")
         with pytest.raises(psycopg.errors.UniqueViolation):
@@ -54,8 +66,12 @@ def test_schema_guards_stock_and_email(database_url):
 
 def test_products_have_a_search_vector_with_gin_index(database_url):
     with psycopg.connect(database_url) as conn:
-        indexes = {r[0] for r in conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE tablename = 'products'").fetchall()}
+        indexes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'products'"
+            ).fetchall()
+        }
     assert any("gin (search)" in d for d in indexes)
 
 
@@ -71,7 +87,8 @@ def test_yoyo_command_line_applies_rolls_back_and_reapplies(scratch_url):
     yoyo = str(Path(sys.executable).parent / "yoyo")
     url = yoyo_url(scratch_url)
     for argv in (["apply"], ["rollback", "--all"], ["apply"]):
-        result = subprocess.run([yoyo, *argv, "--database", url], cwd=ROOT, capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run(
+            [yoyo, *argv, "--database", url], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, result.stderr
     assert _tables(scratch_url) >= EXPECTED

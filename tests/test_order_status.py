@@ -13,16 +13,27 @@ pytestmark = pytest.mark.usefixtures("ledger_holds")
 
 STATES = ("pending", "paid", "shipped", "delivered", "cancelled")
 # the allowed moves from the contract, spelled out (independent of the code's table)
-ALLOWED = {("pending", "paid"), ("paid", "shipped"), ("shipped", "delivered"),
-           ("pending", "cancelled"), ("paid", "cancelled")}
+ALLOWED = {
+    ("pending", "paid"),
+    ("paid", "shipped"),
+    ("shipped", "delivered"),
+    ("pending", "cancelled"),
+    ("paid", "cancelled"),
+}
 # the shortest way to reach each state from pending
-PATH = {"pending": [], "paid": ["paid"], "shipped": ["paid", "shipped"],
-        "delivered": ["paid", "shipped", "delivered"], "cancelled": ["cancelled"]}
+PATH = {
+    "pending": [],
+    "paid": ["paid"],
+    "shipped": ["paid", "shipped"],
+    "delivered": ["paid", "shipped", "delivered"],
+    "cancelled": ["cancelled"],
+}
 
 
 def set_status(client, staff, order_id, status):
-    return client.simulate_put(f"/api/orders/{order_id}/status", json={"status": status},
-                               headers=staff.headers)
+    return client.simulate_put(
+        f"/api/orders/{order_id}/status", json={"status": status}, headers=staff.headers
+    )
 
 
 def order_in(client, staff, buyer, product, state, quantity=1) -> dict:
@@ -51,17 +62,19 @@ def test_staff_move_an_order_to_delivered_and_every_step_is_recorded(
     final = delivered.json
     assert final["status"] == "delivered"
     assert [(h["status"], h["by_user_id"]) for h in final["status_history"]] == [
-        ("pending", customer.id), ("paid", admin.id), ("shipped", editor.id),
-        ("delivered", admin.id)]
+        ("pending", customer.id),
+        ("paid", admin.id),
+        ("shipped", editor.id),
+        ("delivered", admin.id),
+    ]
     assert final["updated_at"] >= shipped["updated_at"] >= paid["updated_at"]
     assert final["status_history"][-1]["at"] == final["updated_at"]
-    assert client.simulate_get(f"/api/orders/{order['id']}", headers=customer.headers).json \
-        == final
+    assert client.simulate_get(f"/api/orders/{order['id']}", headers=customer.headers).json == final
 
 
-@pytest.mark.parametrize("source,target", [
-    (a, b) for a in STATES for b in STATES if (a, b) not in ALLOWED
-])
+@pytest.mark.parametrize(
+    "source,target", [(a, b) for a in STATES for b in STATES if (a, b) not in ALLOWED]
+)
 def test_moves_outside_the_machine_are_409_and_change_nothing(
     client, admin, customer, make_product, database_url, source, target
 ):
@@ -83,8 +96,10 @@ def test_unknown_status_is_422(client, admin, customer, make_product, status):
     order = place(client, customer, [(make_product()["id"], 1)]).json
     response = set_status(client, admin, order["id"], status)
     assert_problem(response, 422, "validation_error")
-    assert client.simulate_get(f"/api/orders/{order['id']}",
-                               headers=admin.headers).json["status"] == "pending"
+    assert (
+        client.simulate_get(f"/api/orders/{order['id']}", headers=admin.headers).json["status"]
+        == "pending"
+    )
 
 
 def test_customers_cannot_set_a_status(client, customer, make_product):
@@ -114,18 +129,19 @@ def test_staff_cancel_gives_the_stock_back_with_cancel_movements(
     assert response.json["status_history"][-1]["by_user_id"] == editor.id
     assert stock_of(database_url, first["id"]) == 10
     assert stock_of(database_url, second["id"]) == 10
-    assert db_rows(database_url, """
+    assert db_rows(
+        database_url,
+        """
         SELECT product_id, delta, order_id, by_user_id FROM stock_movements
-         WHERE reason = 'cancel' ORDER BY product_id""") == [
-        (first["id"], 3, order["id"], editor.id), (second["id"], 4, order["id"], editor.id)]
+         WHERE reason = 'cancel' ORDER BY product_id""",
+    ) == [(first["id"], 3, order["id"], editor.id), (second["id"], 4, order["id"], editor.id)]
 
 
 def test_owner_cancels_their_pending_order(client, customer, make_product, database_url):
     product = make_product(stock=5)
     order = place(client, customer, [(product["id"], 2)]).json
 
-    response = client.simulate_post(f"/api/orders/{order['id']}/cancel",
-                                    headers=customer.headers)
+    response = client.simulate_post(f"/api/orders/{order['id']}/cancel", headers=customer.headers)
 
     assert response.status_code == 200
     assert response.json["id"] == order["id"]
@@ -143,8 +159,7 @@ def test_owner_cannot_cancel_once_paid(client, admin, customer, make_product, da
     product = make_product(stock=5)
     order = order_in(client, admin, customer, product, "paid")
 
-    response = client.simulate_post(f"/api/orders/{order['id']}/cancel",
-                                    headers=customer.headers)
+    response = client.simulate_post(f"/api/orders/{order['id']}/cancel", headers=customer.headers)
 
     assert_problem(response, 409, "invalid_transition")
     assert stock_of(database_url, product["id"]) == 4
@@ -156,14 +171,18 @@ def test_cancel_endpoint_is_404_for_anyone_but_the_owner(
     product = make_product(stock=5)
     order = place(client, customer, [(product["id"], 1)]).json
     for user in (make_user(), admin, editor):
-        response = client.simulate_post(f"/api/orders/{order['id']}/cancel",
-                                        headers=user.headers)
+        response = client.simulate_post(f"/api/orders/{order['id']}/cancel", headers=user.headers)
         assert_problem(response, 404, "not_found")
-    assert_problem(client.simulate_post("/api/orders/987654/cancel", headers=customer.headers),
-                   404, "not_found")
+    assert_problem(
+        client.simulate_post("/api/orders/987654/cancel", headers=customer.headers),
+        404,
+        "not_found",
+    )
     assert stock_of(database_url, product["id"]) == 4
-    assert client.simulate_get(f"/api/orders/{order['id']}",
-                               headers=customer.headers).json["status"] == "pending"
+    assert (
+        client.simulate_get(f"/api/orders/{order['id']}", headers=customer.headers).json["status"]
+        == "pending"
+    )
 
 
 def test_racing_cancels_give_the_stock_back_exactly_once(
@@ -178,11 +197,15 @@ def test_racing_cancels_give_the_stock_back_exactly_once(
     def cancel(index: int) -> int:
         own = testing.TestClient(app)
         if index % 2:
-            response = own.simulate_post(f"/api/orders/{order['id']}/cancel",
-                                         headers=customer.headers)
+            response = own.simulate_post(
+                f"/api/orders/{order['id']}/cancel", headers=customer.headers
+            )
         else:
-            response = own.simulate_put(f"/api/orders/{order['id']}/status",
-                                        json={"status": "cancelled"}, headers=admin.headers)
+            response = own.simulate_put(
+                f"/api/orders/{order['id']}/status",
+                json={"status": "cancelled"},
+                headers=admin.headers,
+            )
         return response.status_code
 
     statuses = together(racers, cancel)
@@ -190,7 +213,13 @@ def test_racing_cancels_give_the_stock_back_exactly_once(
     assert sorted(statuses) == [200] + [409] * (racers - 1)
     assert stock_of(database_url, first["id"]) == 20
     assert stock_of(database_url, second["id"]) == 20
-    assert db_rows(database_url, "SELECT count(*) FROM stock_movements WHERE reason = 'cancel'"
-                   )[0][0] == 2
-    assert db_rows(database_url, "SELECT count(*) FROM order_status_history WHERE status = "
-                                 "'cancelled'")[0][0] == 1
+    assert (
+        db_rows(database_url, "SELECT count(*) FROM stock_movements WHERE reason = 'cancel'")[0][0]
+        == 2
+    )
+    assert (
+        db_rows(
+            database_url, "SELECT count(*) FROM order_status_history WHERE status = 'cancelled'"
+        )[0][0]
+        == 1
+    )

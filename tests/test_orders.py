@@ -9,7 +9,7 @@ import pytest
 
 from shopapi import instruments
 from tests.conftest import assert_problem, db_rows, stock_of
-from tests.helpers import place, units_held, written
+from tests.helpers import place, written
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -35,10 +35,20 @@ def test_place_order_returns_201_with_the_order_and_deducts_stock(
     assert order["user_id"] == customer.id
     assert order["status"] == "pending"
     assert order["items"] == [
-        {"product_id": pen["id"], "name": "Pen", "quantity": 4, "unit_price_cents": 150,
-         "line_total_cents": 600},
-        {"product_id": ink["id"], "name": "Ink", "quantity": 2, "unit_price_cents": 1999,
-         "line_total_cents": 3998},
+        {
+            "product_id": pen["id"],
+            "name": "Pen",
+            "quantity": 4,
+            "unit_price_cents": 150,
+            "line_total_cents": 600,
+        },
+        {
+            "product_id": ink["id"],
+            "name": "Ink",
+            "quantity": 2,
+            "unit_price_cents": 1999,
+            "line_total_cents": 3998,
+        },
     ]
     assert order["total_cents"] == 4598
     assert order["currency"] == "USD"
@@ -48,19 +58,33 @@ def test_place_order_returns_201_with_the_order_and_deducts_stock(
     ]
     assert stock_of(database_url, pen["id"]) == 6
     assert stock_of(database_url, ink["id"]) == 1
-    assert db_rows(database_url, """
+    assert db_rows(
+        database_url,
+        """
         SELECT product_id, delta, order_id, by_user_id FROM stock_movements
-         WHERE reason = 'order' ORDER BY product_id""") == [
-        (pen["id"], -4, order["id"], customer.id), (ink["id"], -2, order["id"], customer.id)]
+         WHERE reason = 'order' ORDER BY product_id""",
+    ) == [(pen["id"], -4, order["id"], customer.id), (ink["id"], -2, order["id"], customer.id)]
 
 
 def test_place_order_ignores_status_user_and_prices_sent_in_the_body(
     client, customer, admin, make_product
 ):
     product = make_product(price_cents=500, stock=5)
-    body = {"status": "delivered", "user_id": admin.id, "total_cents": 1, "currency": "EUR",
-            "items": [{"product_id": product["id"], "quantity": 2, "unit_price_cents": 1,
-                       "line_total_cents": 2, "name": "free"}]}
+    body = {
+        "status": "delivered",
+        "user_id": admin.id,
+        "total_cents": 1,
+        "currency": "EUR",
+        "items": [
+            {
+                "product_id": product["id"],
+                "quantity": 2,
+                "unit_price_cents": 1,
+                "line_total_cents": 2,
+                "name": "free",
+            }
+        ],
+    }
 
     order = place(client, customer, None, body=body).json
 
@@ -77,8 +101,11 @@ def test_order_keeps_the_name_and_price_copied_at_purchase(
 ):
     product = make_product(name="Old name", price_cents=700, stock=5)
     order = place(client, customer, [(product["id"], 1)]).json
-    db_rows(database_url, "UPDATE products SET name = 'New name', price_cents = 9 WHERE id = %s "
-                          "RETURNING id", (product["id"],))
+    db_rows(
+        database_url,
+        "UPDATE products SET name = 'New name', price_cents = 9 WHERE id = %s RETURNING id",
+        (product["id"],),
+    )
 
     again = client.simulate_get(f"/api/orders/{order['id']}", headers=customer.headers).json
 
@@ -142,33 +169,52 @@ def test_staff_may_place_orders_too(client, make_user, make_product, role):
 
 BAD_BODIES = {
     "quantity zero": ({"items": [{"product_id": "P", "quantity": 0}]}, 422, "items[0].quantity"),
-    "quantity 1001": ({"items": [{"product_id": "P", "quantity": 1001}]}, 422,
-                      "items[0].quantity"),
-    "quantity negative": ({"items": [{"product_id": "P", "quantity": -1}]}, 422,
-                          "items[0].quantity"),
-    "quantity as string": ({"items": [{"product_id": "P", "quantity": "2"}]}, 422,
-                           "items[0].quantity"),
-    "quantity as float": ({"items": [{"product_id": "P", "quantity": 1.5}]}, 422,
-                          "items[0].quantity"),
+    "quantity 1001": ({"items": [{"product_id": "P", "quantity": 1001}]}, 422, "items[0].quantity"),
+    "quantity negative": (
+        {"items": [{"product_id": "P", "quantity": -1}]},
+        422,
+        "items[0].quantity",
+    ),
+    "quantity as string": (
+        {"items": [{"product_id": "P", "quantity": "2"}]},
+        422,
+        "items[0].quantity",
+    ),
+    "quantity as float": (
+        {"items": [{"product_id": "P", "quantity": 1.5}]},
+        422,
+        "items[0].quantity",
+    ),
     "quantity missing": ({"items": [{"product_id": "P"}]}, 422, "items[0].quantity"),
-    "product id as string": ({"items": [{"product_id": "abc", "quantity": 1}]}, 422,
-                             "items[0].product_id"),
-    "product id over int64": ({"items": [{"product_id": 2**63, "quantity": 1}]}, 422,
-                              "items[0].product_id"),
+    "product id as string": (
+        {"items": [{"product_id": "abc", "quantity": 1}]},
+        422,
+        "items[0].product_id",
+    ),
+    "product id over int64": (
+        {"items": [{"product_id": 2**63, "quantity": 1}]},
+        422,
+        "items[0].product_id",
+    ),
     "no lines": ({"items": []}, 422, "items"),
     "items missing": ({}, 422, "items"),
     "items not a list": ({"items": {"product_id": "P"}}, 422, "items"),
-    "51 lines": ({"items": [{"product_id": n, "quantity": 1} for n in range(1, 52)]}, 422,
-                 "items"),
-    "duplicate product": ({"items": [{"product_id": "P", "quantity": 1},
-                                     {"product_id": "P", "quantity": 2}]}, 422,
-                          "items[1].product_id"),
-    "unknown product": ({"items": [{"product_id": "P", "quantity": 1},
-                                   {"product_id": 999999, "quantity": 1}]}, 422,
-                        "items[1].product_id"),
-    "inactive product": ({"items": [{"product_id": "P", "quantity": 1},
-                                    {"product_id": "INACTIVE", "quantity": 1}]}, 422,
-                         "items[1].product_id"),
+    "51 lines": ({"items": [{"product_id": n, "quantity": 1} for n in range(1, 52)]}, 422, "items"),
+    "duplicate product": (
+        {"items": [{"product_id": "P", "quantity": 1}, {"product_id": "P", "quantity": 2}]},
+        422,
+        "items[1].product_id",
+    ),
+    "unknown product": (
+        {"items": [{"product_id": "P", "quantity": 1}, {"product_id": 999999, "quantity": 1}]},
+        422,
+        "items[1].product_id",
+    ),
+    "inactive product": (
+        {"items": [{"product_id": "P", "quantity": 1}, {"product_id": "INACTIVE", "quantity": 1}]},
+        422,
+        "items[1].product_id",
+    ),
     "body a list": ([{"product_id": "P", "quantity": 1}], 400, None),
     "body a string": ("order", 400, None),
 }
@@ -181,17 +227,22 @@ def test_bad_order_bodies_are_refused_and_write_nothing(
     product = make_product(stock=10)
     inactive = make_product(stock=10, is_active=False)
     body, status, field = BAD_BODIES[case]
-    raw = json.dumps(body).replace('"P"', str(product["id"])).replace(
-        '"INACTIVE"', str(inactive["id"]))
+    raw = (
+        json.dumps(body)
+        .replace('"P"', str(product["id"]))
+        .replace('"INACTIVE"', str(inactive["id"]))
+    )
     before = written(database_url)
 
     response = client.simulate_post(
-        "/api/orders", body=raw,
+        "/api/orders",
+        body=raw,
         headers={**customer.headers, "Content-Type": "application/json"},
     )
 
-    problem = assert_problem(response, status, "validation_error" if status == 422
-                             else "invalid_json")
+    problem = assert_problem(
+        response, status, "validation_error" if status == 422 else "invalid_json"
+    )
     if field is not None:
         assert problem["errors"][0]["field"] == field
     assert written(database_url) == before
@@ -207,8 +258,10 @@ def test_fifty_lines_are_accepted(client, customer, make_product):
 def test_malformed_json_is_400_and_writes_nothing(client, customer, database_url):
     before = written(database_url)
     response = client.simulate_post(
-        "/api/orders", body=b'{"items": [', headers={**customer.headers,
-                                                    "Content-Type": "application/json"})
+        "/api/orders",
+        body=b'{"items": [',
+        headers={**customer.headers, "Content-Type": "application/json"},
+    )
     assert_problem(response, 400, "invalid_json")
     assert written(database_url) == before
 
@@ -246,10 +299,12 @@ def test_another_customers_order_is_404(client, customer, make_user, make_produc
 
 
 def test_unknown_order_is_404_and_bad_id_is_422(client, admin):
-    assert_problem(client.simulate_get("/api/orders/424242", headers=admin.headers), 404,
-                   "not_found")
-    assert_problem(client.simulate_get(f"/api/orders/{2**63}", headers=admin.headers), 422,
-                   "validation_error")
+    assert_problem(
+        client.simulate_get("/api/orders/424242", headers=admin.headers), 404, "not_found"
+    )
+    assert_problem(
+        client.simulate_get(f"/api/orders/{2**63}", headers=admin.headers), 422, "validation_error"
+    )
 
 
 def test_reading_orders_requires_a_token(client):
@@ -280,8 +335,9 @@ def test_customers_list_only_their_own_orders_newest_first(
     assert response.json["page"] == 1
     assert response.json["next_cursor"] is None
     # asking for someone else's orders shows nothing, not theirs
-    response = client.simulate_get("/api/orders", params={"user_id": other.id},
-                                   headers=customer.headers)
+    response = client.simulate_get(
+        "/api/orders", params={"user_id": other.id}, headers=customer.headers
+    )
     assert _ids(response) == [] and response.json["total"] == 0
 
 
@@ -292,23 +348,34 @@ def test_staff_list_all_orders_and_filter_by_user_and_status(
     other = make_user()
     first = place(client, customer, [(product["id"], 1)]).json["id"]
     second = place(client, other, [(product["id"], 1)]).json["id"]
-    client.simulate_put(f"/api/orders/{first}/status", json={"status": "paid"},
-                        headers=admin.headers)
+    client.simulate_put(
+        f"/api/orders/{first}/status", json={"status": "paid"}, headers=admin.headers
+    )
 
     for staff in (admin, editor):
         assert _ids(client.simulate_get("/api/orders", headers=staff.headers)) == [second, first]
-    by_user = client.simulate_get("/api/orders", params={"user_id": other.id},
-                                  headers=admin.headers)
+    by_user = client.simulate_get(
+        "/api/orders", params={"user_id": other.id}, headers=admin.headers
+    )
     assert _ids(by_user) == [second]
     paid = client.simulate_get("/api/orders", params={"status": "paid"}, headers=editor.headers)
     assert _ids(paid) == [first]
     assert paid.json["items"][0]["status_history"][-1]["status"] == "paid"
 
 
-@pytest.mark.parametrize("params", [
-    {"status": "PAID"}, {"status": ""}, {"status": "lost"}, {"per_page": "101"},
-    {"per_page": "0"}, {"page": "0"}, {"user_id": "x"}, {"user_id": str(2**63)},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"status": "PAID"},
+        {"status": ""},
+        {"status": "lost"},
+        {"per_page": "101"},
+        {"per_page": "0"},
+        {"page": "0"},
+        {"user_id": "x"},
+        {"user_id": str(2**63)},
+    ],
+)
 def test_bad_list_parameters_are_422(client, admin, params):
     response = client.simulate_get("/api/orders", params=params, headers=admin.headers)
     assert_problem(response, 422, "validation_error")
@@ -319,10 +386,12 @@ def test_list_pages_by_page_and_per_page(client, customer, make_product):
     ids = [place(client, customer, [(product["id"], 1)]).json["id"] for _ in range(5)][::-1]
 
     first = client.simulate_get("/api/orders", params={"per_page": 2}, headers=customer.headers)
-    third = client.simulate_get("/api/orders", params={"per_page": 2, "page": 3},
-                                headers=customer.headers)
-    past = client.simulate_get("/api/orders", params={"per_page": 2, "page": 9},
-                               headers=customer.headers)
+    third = client.simulate_get(
+        "/api/orders", params={"per_page": 2, "page": 3}, headers=customer.headers
+    )
+    past = client.simulate_get(
+        "/api/orders", params={"per_page": 2, "page": 9}, headers=customer.headers
+    )
 
     assert _ids(first) == ids[:2] and first.json["total"] == 5
     assert first.json["next_cursor"] is not None
@@ -343,8 +412,10 @@ def test_cursor_walks_every_order_once_even_with_orders_placed_meanwhile(
     place(client, customer, [(product["id"], 1)])  # newer: must not shift the walk
     while response.json["next_cursor"]:
         response = client.simulate_get(
-            "/api/orders", params={"per_page": 3, "cursor": response.json["next_cursor"]},
-            headers=admin.headers)
+            "/api/orders",
+            params={"per_page": 3, "cursor": response.json["next_cursor"]},
+            headers=admin.headers,
+        )
         assert response.json["page"] is None
         assert response.json["total"] == 8
         seen += _ids(response)
@@ -358,31 +429,41 @@ def test_cursor_must_come_from_us_with_the_same_filters_and_without_page(
     product = make_product(stock=100)
     for _ in range(3):
         place(client, customer, [(product["id"], 1)])
-    cursor = client.simulate_get("/api/orders", params={"per_page": 1},
-                                 headers=admin.headers).json["next_cursor"]
+    cursor = client.simulate_get("/api/orders", params={"per_page": 1}, headers=admin.headers).json[
+        "next_cursor"
+    ]
 
-    for params in ({"cursor": cursor, "page": 1}, {"cursor": cursor, "status": "paid"},
-                   {"cursor": cursor[:-2] + "xy"}, {"cursor": "not-a-cursor"}):
-        response = client.simulate_get("/api/orders", params={"per_page": 1, **params},
-                                       headers=admin.headers)
+    for params in (
+        {"cursor": cursor, "page": 1},
+        {"cursor": cursor, "status": "paid"},
+        {"cursor": cursor[:-2] + "xy"},
+        {"cursor": "not-a-cursor"},
+    ):
+        response = client.simulate_get(
+            "/api/orders", params={"per_page": 1, **params}, headers=admin.headers
+        )
         problem = assert_problem(response, 422, "validation_error")
         assert problem["errors"][0]["field"] == "cursor"
     # another customer replaying a customer's cursor is refused too (other scope)
-    own = client.simulate_get("/api/orders", params={"per_page": 1},
-                              headers=customer.headers).json["next_cursor"]
-    response = client.simulate_get("/api/orders", params={"per_page": 1, "cursor": own},
-                                   headers=admin.headers)
+    own = client.simulate_get("/api/orders", params={"per_page": 1}, headers=customer.headers).json[
+        "next_cursor"
+    ]
+    response = client.simulate_get(
+        "/api/orders", params={"per_page": 1, "cursor": own}, headers=admin.headers
+    )
     assert_problem(response, 422, "validation_error")
 
 
-def test_list_uses_a_constant_number_of_queries(client, admin, customer, make_product,
-                                                query_counter):
+def test_list_uses_a_constant_number_of_queries(
+    client, admin, customer, make_product, query_counter
+):
     products = [make_product(stock=100) for _ in range(3)]
 
     def counted_list() -> int:
         with query_counter() as counted:
-            response = client.simulate_get("/api/orders", params={"per_page": 100},
-                                           headers=admin.headers)
+            response = client.simulate_get(
+                "/api/orders", params={"per_page": 100}, headers=admin.headers
+            )
         assert response.status_code == 200
         return counted.n
 
@@ -414,12 +495,15 @@ def test_admin_deletes_a_pending_order_and_its_stock_comes_back(
     assert db_rows(database_url, "SELECT count(*) FROM order_items")[0][0] == 0
     assert db_rows(database_url, "SELECT count(*) FROM order_status_history")[0][0] == 0
     # the ledger outlives the order
-    assert db_rows(database_url, """
+    assert db_rows(
+        database_url,
+        """
         SELECT reason, delta, order_id, by_user_id FROM stock_movements
-         WHERE order_id IS NOT NULL ORDER BY id""") == [
-        ("order", -4, order["id"], customer.id), ("cancel", 4, order["id"], admin.id)]
-    assert_problem(client.simulate_get(f"/api/orders/{order['id']}", headers=admin.headers),
-                   404, "not_found")
+         WHERE order_id IS NOT NULL ORDER BY id""",
+    ) == [("order", -4, order["id"], customer.id), ("cancel", 4, order["id"], admin.id)]
+    assert_problem(
+        client.simulate_get(f"/api/orders/{order['id']}", headers=admin.headers), 404, "not_found"
+    )
 
 
 def test_deleting_a_shipped_or_cancelled_order_gives_nothing_back(
@@ -429,8 +513,9 @@ def test_deleting_a_shipped_or_cancelled_order_gives_nothing_back(
     shipped = place(client, customer, [(product["id"], 2)]).json["id"]
     cancelled = place(client, customer, [(product["id"], 3)]).json["id"]
     for status in ("paid", "shipped"):
-        client.simulate_put(f"/api/orders/{shipped}/status", json={"status": status},
-                            headers=admin.headers)
+        client.simulate_put(
+            f"/api/orders/{shipped}/status", json={"status": status}, headers=admin.headers
+        )
     client.simulate_post(f"/api/orders/{cancelled}/cancel", headers=customer.headers)
     assert stock_of(database_url, product["id"]) == 8
 
@@ -439,8 +524,10 @@ def test_deleting_a_shipped_or_cancelled_order_gives_nothing_back(
         assert response.status_code == 204
 
     assert stock_of(database_url, product["id"]) == 8
-    assert db_rows(database_url, "SELECT count(*) FROM stock_movements WHERE reason = 'cancel'"
-                   )[0][0] == 1
+    assert (
+        db_rows(database_url, "SELECT count(*) FROM stock_movements WHERE reason = 'cancel'")[0][0]
+        == 1
+    )
 
 
 def test_only_admins_delete_orders(client, editor, customer, make_product, database_url):
@@ -452,15 +539,17 @@ def test_only_admins_delete_orders(client, editor, customer, make_product, datab
 
 
 def test_deleting_an_unknown_order_is_404(client, admin):
-    assert_problem(client.simulate_delete("/api/orders/99", headers=admin.headers), 404,
-                   "not_found")
+    assert_problem(
+        client.simulate_delete("/api/orders/99", headers=admin.headers), 404, "not_found"
+    )
 
 
 # ------------------------------------------------------------------ the catalog sees it
 
 
-def test_product_reads_show_the_stock_orders_took_and_gave_back(client, customer, admin,
-                                                                make_product):
+def test_product_reads_show_the_stock_orders_took_and_gave_back(
+    client, customer, admin, make_product
+):
     product = make_product(stock=10)
     path = f"/api/products/{product['id']}"
     for _ in range(2):  # warm the catalog cache
@@ -476,15 +565,20 @@ def test_product_reads_show_the_stock_orders_took_and_gave_back(client, customer
     assert client.simulate_get(path).json["stock"] == 10
 
 
-def test_placing_an_order_is_one_database_statement(client, customer, make_product,
-                                                    query_counter, database_url):
+def test_placing_an_order_is_one_database_statement(
+    client, customer, make_product, query_counter, database_url
+):
     """Stock, order, lines, history, ledger and the Idempotency-Key row: one statement, and no
     user lookup once this worker remembers the caller."""
     products = [make_product(stock=5) for _ in range(3)]
     assert client.simulate_get("/api/auth/me", headers=customer.headers).status_code == 200
     with query_counter() as counted:
-        response = place(client, customer, [(p["id"], 2) for p in products],
-                         headers={"Idempotency-Key": "one-statement"})
+        response = place(
+            client,
+            customer,
+            [(p["id"], 2) for p in products],
+            headers={"Idempotency-Key": "one-statement"},
+        )
     assert response.status_code == 201, response.text
     assert counted.n == 1
     assert [stock_of(database_url, p["id"]) for p in products] == [3, 3, 3]

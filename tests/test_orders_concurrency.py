@@ -7,6 +7,7 @@ import random
 from collections import Counter
 
 import psycopg
+import pytest
 from falcon import testing
 
 from tests.conftest import (
@@ -31,8 +32,9 @@ def test_fifty_buyers_racing_for_ten_units_buy_exactly_ten(
     answers: Counter = Counter()
 
     def buy(index: int, client: testing.TestClient) -> None:
-        response = client.simulate_post("/api/orders", json=order_body([(product["id"], 1)]),
-                                        headers=buyers[index].headers)
+        response = client.simulate_post(
+            "/api/orders", json=order_body([(product["id"], 1)]), headers=buyers[index].headers
+        )
         answers[(response.status_code, response.json.get("code"))] += 1
 
     together(50, lambda i: buy(i, testing.TestClient(app)))
@@ -57,8 +59,10 @@ def test_multi_line_orders_in_opposite_line_orders_never_deadlock(
         for round_ in range(6):
             quantities = [(index + round_ + n) % 3 + 1 for n in range(len(lines))]
             response = client.simulate_post(
-                "/api/orders", json=order_body(zip(lines, quantities, strict=True)),
-                headers=buyers[index % len(buyers)].headers)
+                "/api/orders",
+                json=order_body(zip(lines, quantities, strict=True)),
+                headers=buyers[index % len(buyers)].headers,
+            )
             statuses[response.status_code] += 1
 
     together(24, lambda i: buy(i, testing.TestClient(app)))
@@ -85,8 +89,10 @@ def test_mixed_placements_cancels_moves_and_deletes_keep_every_unit_accounted_fo
         for _ in range(8):
             lines = rng.sample(ids, rng.randint(1, len(ids)))
             response = client.simulate_post(
-                "/api/orders", json=order_body((pid, rng.randint(1, 6)) for pid in lines),
-                headers=buyer.headers)
+                "/api/orders",
+                json=order_body((pid, rng.randint(1, 6)) for pid in lines),
+                headers=buyer.headers,
+            )
             if response.status_code != 201:
                 if response.json.get("code") != "insufficient_stock":
                     unexpected.append(("place", response.status_code, response.text))
@@ -96,11 +102,15 @@ def test_mixed_placements_cancels_moves_and_deletes_keep_every_unit_accounted_fo
             if action == "own-cancel":
                 calls = [("POST", f"/api/orders/{order_id}/cancel", None, buyer)]
             elif action == "pay-cancel":
-                calls = [("PUT", f"/api/orders/{order_id}/status", {"status": s}, admin)
-                         for s in ("paid", "cancelled")]
+                calls = [
+                    ("PUT", f"/api/orders/{order_id}/status", {"status": s}, admin)
+                    for s in ("paid", "cancelled")
+                ]
             elif action == "ship":
-                calls = [("PUT", f"/api/orders/{order_id}/status", {"status": s}, admin)
-                         for s in ("paid", "shipped")]
+                calls = [
+                    ("PUT", f"/api/orders/{order_id}/status", {"status": s}, admin)
+                    for s in ("paid", "shipped")
+                ]
             elif action == "delete":
                 calls = [("DELETE", f"/api/orders/{order_id}", None, admin)]
             else:
@@ -117,7 +127,8 @@ def test_mixed_placements_cancels_moves_and_deletes_keep_every_unit_accounted_fo
     for product in products:
         # deleted orders were pending, so their stock came back
         assert product["stock"] == stock_of(database_url, product["id"]) + held.get(
-            product["id"], 0)
+            product["id"], 0
+        )
 
 
 def test_an_order_waiting_on_a_restock_sees_the_restocked_units(
@@ -130,13 +141,23 @@ def test_an_order_waiting_on_a_restock_sees_the_restocked_units(
 
     with psycopg.connect(database_url) as restock:
         restock.execute("UPDATE products SET stock = stock + 4 WHERE id = %s", (product["id"],))
-        restock.execute("INSERT INTO stock_movements (product_id, delta, reason) "
-                        "VALUES (%s, 4, 'adjust')", (product["id"],))
-        buyer = in_background(lambda: testing.TestClient(app).simulate_post(
-            "/api/orders", json=order_body([(other["id"], 2), (product["id"], 3)]),
-            headers=customer.headers))
-        wait_for(lambda: backends(database_url, waiting_on_lock=True), timeout=10,
-                 interval=0.01, what="the order to wait for the lock")
+        restock.execute(
+            "INSERT INTO stock_movements (product_id, delta, reason) VALUES (%s, 4, 'adjust')",
+            (product["id"],),
+        )
+        buyer = in_background(
+            lambda: testing.TestClient(app).simulate_post(
+                "/api/orders",
+                json=order_body([(other["id"], 2), (product["id"], 3)]),
+                headers=customer.headers,
+            )
+        )
+        wait_for(
+            lambda: backends(database_url, waiting_on_lock=True),
+            timeout=10,
+            interval=0.01,
+            what="the order to wait for the lock",
+        )
         restock.commit()
         response = buyer.join()
 
@@ -158,12 +179,20 @@ def test_a_real_deadlock_is_retried_and_never_reaches_the_client(
         # the app's statement (deadlock_timeout 1 s) must be the one to find the cycle
         outsider.execute("SET deadlock_timeout = '20s'")
         outsider.execute("SELECT FROM products WHERE id = %s FOR UPDATE", (second["id"],))
-        buyer = in_background(lambda: testing.TestClient(app).simulate_post(
-            "/api/orders", json=order_body([(first["id"], 1), (second["id"], 1)]),
-            headers=customer.headers))
+        buyer = in_background(
+            lambda: testing.TestClient(app).simulate_post(
+                "/api/orders",
+                json=order_body([(first["id"], 1), (second["id"], 1)]),
+                headers=customer.headers,
+            )
+        )
         # the order holds `first`, waits for `second`
-        wait_for(lambda: backends(database_url, waiting_on_lock=True), timeout=10,
-                 interval=0.01, what="the order to wait for the lock")
+        wait_for(
+            lambda: backends(database_url, waiting_on_lock=True),
+            timeout=10,
+            interval=0.01,
+            what="the order to wait for the lock",
+        )
         # close the cycle; returns once PostgreSQL has aborted the order's statement
         outsider.execute("SELECT FROM products WHERE id = %s FOR UPDATE", (first["id"],))
         outsider.commit()

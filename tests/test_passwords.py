@@ -115,9 +115,11 @@ def test_a_user_changes_their_password_with_the_current_one(client, database_url
     assert response.status_code == 200, response.text
     assert "password" not in response.text
     assert_problem(
-        client.simulate_post("/api/auth/login",
-                             json={"email": user.email, "password": user.password}),
-        401, "invalid_credentials",
+        client.simulate_post(
+            "/api/auth/login", json={"email": user.email, "password": user.password}
+        ),
+        401,
+        "invalid_credentials",
     )
     login(client, user.email, "brand-new-pass")
     # every earlier login has to start again
@@ -126,8 +128,10 @@ def test_a_user_changes_their_password_with_the_current_one(client, database_url
 
 @pytest.mark.parametrize(
     "extra",
-    [pytest.param({}, id="missing"),
-     pytest.param({"current_password": "wrong-password"}, id="wrong")],
+    [
+        pytest.param({}, id="missing"),
+        pytest.param({"current_password": "wrong-password"}, id="wrong"),
+    ],
 )
 def test_a_self_password_change_without_the_right_current_password_returns_422(
     client, database_url, make_user, extra
@@ -136,7 +140,8 @@ def test_a_self_password_change_without_the_right_current_password_returns_422(
     pair = login(client, user.email, user.password)
     before = db_state(database_url)
     response = client.simulate_put(
-        f"/api/users/{user.id}", json={"password": "brand-new-pass", "full_name": "X", **extra},
+        f"/api/users/{user.id}",
+        json={"password": "brand-new-pass", "full_name": "X", **extra},
         headers=user.headers,
     )
     problem = assert_problem(response, 422, "validation_error")
@@ -145,11 +150,13 @@ def test_a_self_password_change_without_the_right_current_password_returns_422(
     assert refresh(client, pair["refresh_token"]).status_code == 200
 
 
-def test_an_admin_changing_their_own_password_also_needs_the_current_one(client, database_url,
-                                                                         admin):
+def test_an_admin_changing_their_own_password_also_needs_the_current_one(
+    client, database_url, admin
+):
     before = db_state(database_url)
-    response = client.simulate_put(f"/api/users/{admin.id}", json={"password": "brand-new-pass"},
-                                   headers=admin.headers)
+    response = client.simulate_put(
+        f"/api/users/{admin.id}", json={"password": "brand-new-pass"}, headers=admin.headers
+    )
     assert_problem(response, 422, "validation_error")
     assert db_state(database_url) == before
 
@@ -157,20 +164,23 @@ def test_an_admin_changing_their_own_password_also_needs_the_current_one(client,
 def test_an_admin_resets_another_users_password_without_the_current_one(client, admin, make_user):
     user = make_user()
     pair = login(client, user.email, user.password)
-    response = client.simulate_put(f"/api/users/{user.id}", json={"password": "reset-by-admin"},
-                                   headers=admin.headers)
+    response = client.simulate_put(
+        f"/api/users/{user.id}", json={"password": "reset-by-admin"}, headers=admin.headers
+    )
     assert response.status_code == 200, response.text
     login(client, user.email, "reset-by-admin")
     assert_problem(refresh(client, pair["refresh_token"]), 401, "not_authenticated")
 
 
 @pytest.mark.parametrize("password", ["short", "p" * 129, None, "passw\x00rd123"])
-def test_a_password_change_to_an_invalid_password_returns_422(client, database_url, make_user,
-                                                              password):
+def test_a_password_change_to_an_invalid_password_returns_422(
+    client, database_url, make_user, password
+):
     user = make_user()
     before = db_state(database_url)
     response = client.simulate_patch(
-        f"/api/users/{user.id}", json={"password": password, "current_password": user.password},
+        f"/api/users/{user.id}",
+        json={"password": password, "current_password": user.password},
         headers=user.headers,
     )
     assert_problem(response, 422, "validation_error")
@@ -180,7 +190,8 @@ def test_a_password_change_to_an_invalid_password_returns_422(client, database_u
 def test_a_long_multibyte_password_can_be_set_by_a_password_change(client, make_user):
     user = make_user()
     response = client.simulate_patch(
-        f"/api/users/{user.id}", json={"password": "é" * 128, "current_password": user.password},
+        f"/api/users/{user.id}",
+        json={"password": "é" * 128, "current_password": user.password},
         headers=user.headers,
     )
     assert response.status_code == 200, response.text

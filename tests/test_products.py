@@ -4,8 +4,19 @@ import pytest
 
 from tests.conftest import assert_problem, db_rows
 
-PRODUCT_FIELDS = {"id", "name", "description", "price_cents", "currency", "stock", "image_url",
-                  "category", "is_active", "created_at", "updated_at"}
+PRODUCT_FIELDS = {
+    "id",
+    "name",
+    "description",
+    "price_cents",
+    "currency",
+    "stock",
+    "image_url",
+    "category",
+    "is_active",
+    "created_at",
+    "updated_at",
+}
 
 
 def count_products(database_url) -> int:
@@ -19,11 +30,15 @@ def ids(response) -> list[int]:
 
 def place_order_row(database_url, user_id: int, product_id: int) -> None:
     """An order line for the product, written directly (the orders API is another module)."""
-    db_rows(database_url, """
+    db_rows(
+        database_url,
+        """
         WITH o AS (INSERT INTO orders (user_id, total_cents, currency)
                    VALUES (%s, 100, 'USD') RETURNING id)
         INSERT INTO order_items (order_id, product_id, name, unit_price_cents, quantity)
-        SELECT o.id, %s, 'x', 100, 1 FROM o RETURNING order_id""", (user_id, product_id))
+        SELECT o.id, %s, 'x', 100, 1 FROM o RETURNING order_id""",
+        (user_id, product_id),
+    )
 
 
 # ------------------------------------------------------------------ create
@@ -31,8 +46,11 @@ def place_order_row(database_url, user_id: int, product_id: int) -> None:
 
 def test_staff_creates_a_product_with_defaults(client, editor, make_category, database_url):
     category = make_category("Books")
-    response = client.simulate_post("/api/products", headers=editor.headers, json={
-        "name": " Dune ", "price_cents": 1999, "category_id": category["id"]})
+    response = client.simulate_post(
+        "/api/products",
+        headers=editor.headers,
+        json={"name": " Dune ", "price_cents": 1999, "category_id": category["id"]},
+    )
     assert response.status_code == 201, response.text
     body = response.json
     assert set(body) == PRODUCT_FIELDS
@@ -47,23 +65,34 @@ def test_staff_creates_a_product_with_defaults(client, editor, make_category, da
     assert db_rows(database_url, "SELECT count(*) FROM stock_movements") == [(0,)]
 
 
-def test_product_created_with_stock_writes_an_adjust_movement(client, admin, make_category,
-                                                               database_url):
+def test_product_created_with_stock_writes_an_adjust_movement(
+    client, admin, make_category, database_url
+):
     category = make_category()
-    response = client.simulate_post("/api/products", headers=admin.headers, json={
-        "name": "Lamp", "price_cents": 0, "category_id": category["id"], "stock": 7,
-        "image_url": "https://img.example.com/lamp.png?size=2", "is_active": False,
-        "description": "Bright"})
+    response = client.simulate_post(
+        "/api/products",
+        headers=admin.headers,
+        json={
+            "name": "Lamp",
+            "price_cents": 0,
+            "category_id": category["id"],
+            "stock": 7,
+            "image_url": "https://img.example.com/lamp.png?size=2",
+            "is_active": False,
+            "description": "Bright",
+        },
+    )
     assert response.status_code == 201
     assert response.json["stock"] == 7 and response.json["is_active"] is False
     assert response.json["image_url"] == "https://img.example.com/lamp.png?size=2"
-    assert db_rows(database_url, "SELECT product_id, delta, reason, order_id, by_user_id "
-                                 "FROM stock_movements") == [
-        (response.json["id"], 7, "adjust", None, admin.id)
-    ]
+    assert db_rows(
+        database_url, "SELECT product_id, delta, reason, order_id, by_user_id FROM stock_movements"
+    ) == [(response.json["id"], 7, "adjust", None, admin.id)]
 
 
-def test_currency_comes_from_the_settings(async_redis, settings, pool, redis_client, make_product, database_url):
+def test_currency_comes_from_the_settings(
+    async_redis, settings, pool, redis_client, make_product, database_url
+):
     from dataclasses import replace
 
     from falcon import testing
@@ -76,10 +105,12 @@ def test_currency_comes_from_the_settings(async_redis, settings, pool, redis_cli
     assert response.json["currency"] == "EUR"
 
 
-def test_create_with_unknown_category_returns_422_and_writes_nothing(client, admin,
-                                                                      database_url):
-    response = client.simulate_post("/api/products", headers=admin.headers, json={
-        "name": "Ghost", "price_cents": 100, "category_id": 12345, "stock": 3})
+def test_create_with_unknown_category_returns_422_and_writes_nothing(client, admin, database_url):
+    response = client.simulate_post(
+        "/api/products",
+        headers=admin.headers,
+        json={"name": "Ghost", "price_cents": 100, "category_id": 12345, "stock": 3},
+    )
     body = assert_problem(response, 422, "validation_error")
     assert body["errors"][0]["field"] == "category_id"
     assert count_products(database_url) == 0
@@ -107,10 +138,25 @@ def test_create_with_unknown_category_returns_422_and_writes_nothing(client, adm
         ({"name": "X", "price_cents": 1, "is_active": "yes"}, "is_active"),
         ({"name": "X", "price_cents": 1, "category_id": 2**63}, "category_id"),
     ],
-    ids=["missing-name", "negative-price", "huge-price", "float-price", "string-price",
-         "negative-stock", "huge-stock", "long-name", "empty-name", "nul-name",
-         "long-description", "ftp-url", "js-url", "long-url", "blank-in-url", "bad-bool",
-         "huge-category-id"],
+    ids=[
+        "missing-name",
+        "negative-price",
+        "huge-price",
+        "float-price",
+        "string-price",
+        "negative-stock",
+        "huge-stock",
+        "long-name",
+        "empty-name",
+        "nul-name",
+        "long-description",
+        "ftp-url",
+        "js-url",
+        "long-url",
+        "blank-in-url",
+        "bad-bool",
+        "huge-category-id",
+    ],
 )
 def test_invalid_product_bodies_return_422_and_write_nothing(
     client, admin, make_category, database_url, body, field
@@ -124,32 +170,54 @@ def test_invalid_product_bodies_return_422_and_write_nothing(
 
 
 def test_product_body_that_is_not_json_returns_400(client, admin, database_url):
-    response = client.simulate_post("/api/products", headers=admin.headers, body="{nope",
-                                    content_type="application/json")
+    response = client.simulate_post(
+        "/api/products", headers=admin.headers, body="{nope", content_type="application/json"
+    )
     assert_problem(response, 400, "invalid_json")
     assert count_products(database_url) == 0
 
 
 def test_unknown_fields_are_ignored_on_create(client, admin, make_category):
-    response = client.simulate_post("/api/products", headers=admin.headers, json={
-        "name": "X", "price_cents": 5, "category_id": make_category()["id"],
-        "id": 999, "currency": "EUR", "created_at": "1999-01-01"})
+    response = client.simulate_post(
+        "/api/products",
+        headers=admin.headers,
+        json={
+            "name": "X",
+            "price_cents": 5,
+            "category_id": make_category()["id"],
+            "id": 999,
+            "currency": "EUR",
+            "created_at": "1999-01-01",
+        },
+    )
     assert response.status_code == 201
     assert response.json["id"] != 999 and response.json["currency"] == "USD"
 
 
 @pytest.mark.parametrize("role", ["CUSTOMER", None])
-def test_product_writes_need_admin_or_editor(client, make_user, make_product, role,
-                                             database_url):
+def test_product_writes_need_admin_or_editor(client, make_user, make_product, role, database_url):
     product = make_product(name="Kept", price_cents=100)
     headers = make_user(role).headers if role else {}
     status, code = (403, "forbidden") if role else (401, "not_authenticated")
-    assert_problem(client.simulate_post("/api/products", headers=headers, json={
-        "name": "New", "price_cents": 1, "category_id": product["category_id"]}), status, code)
-    assert_problem(client.simulate_patch(f"/api/products/{product['id']}", headers=headers,
-                                         json={"price_cents": 1}), status, code)
-    assert_problem(client.simulate_delete(f"/api/products/{product['id']}", headers=headers),
-                   status, code)
+    assert_problem(
+        client.simulate_post(
+            "/api/products",
+            headers=headers,
+            json={"name": "New", "price_cents": 1, "category_id": product["category_id"]},
+        ),
+        status,
+        code,
+    )
+    assert_problem(
+        client.simulate_patch(
+            f"/api/products/{product['id']}", headers=headers, json={"price_cents": 1}
+        ),
+        status,
+        code,
+    )
+    assert_problem(
+        client.simulate_delete(f"/api/products/{product['id']}", headers=headers), status, code
+    )
     assert db_rows(database_url, "SELECT name, price_cents FROM products") == [("Kept", 100)]
 
 
@@ -196,8 +264,9 @@ def test_put_and_patch_are_partial_updates(client, editor, make_product, make_ca
     assert patched.status_code == 200
     assert patched.json["price_cents"] == 900 and patched.json["name"] == "Mug"
     assert patched.json["description"] == "Blue"
-    put = client.simulate_put(url, headers=editor.headers,
-                              json={"category_id": other["id"], "image_url": "http://x.io/m"})
+    put = client.simulate_put(
+        url, headers=editor.headers, json={"category_id": other["id"], "image_url": "http://x.io/m"}
+    )
     assert put.json["price_cents"] == 900
     assert put.json["category"] == {"id": other["id"], "name": "Kitchen"}
     assert put.json["image_url"] == "http://x.io/m"
@@ -206,11 +275,15 @@ def test_put_and_patch_are_partial_updates(client, editor, make_product, make_ca
     assert put.json["updated_at"] >= patched.json["updated_at"]
 
 
-def test_update_to_unknown_category_returns_422_and_writes_nothing(client, admin, make_product,
-                                                                   database_url):
+def test_update_to_unknown_category_returns_422_and_writes_nothing(
+    client, admin, make_product, database_url
+):
     product = make_product(price_cents=100)
-    response = client.simulate_patch(f"/api/products/{product['id']}", headers=admin.headers,
-                                     json={"category_id": 9999, "price_cents": 5})
+    response = client.simulate_patch(
+        f"/api/products/{product['id']}",
+        headers=admin.headers,
+        json={"category_id": 9999, "price_cents": 5},
+    )
     assert_problem(response, 422, "validation_error")
     assert db_rows(database_url, "SELECT category_id, price_cents FROM products") == [
         (product["category_id"], 100)
@@ -218,16 +291,25 @@ def test_update_to_unknown_category_returns_422_and_writes_nothing(client, admin
 
 
 def test_update_of_unknown_product_returns_404(client, admin):
-    assert_problem(client.simulate_patch("/api/products/77", headers=admin.headers,
-                                         json={"price_cents": 5}), 404, "not_found")
+    assert_problem(
+        client.simulate_patch("/api/products/77", headers=admin.headers, json={"price_cents": 5}),
+        404,
+        "not_found",
+    )
 
 
 def test_invalid_update_returns_422_and_writes_nothing(client, admin, make_product, database_url):
     product = make_product(name="Same", price_cents=100)
-    for body in ({"price_cents": -5}, {"name": "n" * 201}, {"stock": -1},
-                 {"name": "\u0000"}, {"image_url": "file:///etc/passwd"}):
-        response = client.simulate_put(f"/api/products/{product['id']}", headers=admin.headers,
-                                       json=body)
+    for body in (
+        {"price_cents": -5},
+        {"name": "n" * 201},
+        {"stock": -1},
+        {"name": "\u0000"},
+        {"image_url": "file:///etc/passwd"},
+    ):
+        response = client.simulate_put(
+            f"/api/products/{product['id']}", headers=admin.headers, json=body
+        )
         assert_problem(response, 422, "validation_error")
     assert db_rows(database_url, "SELECT name, price_cents, stock FROM products") == [
         ("Same", 100, 10)
@@ -240,8 +322,11 @@ def test_stock_edit_writes_the_delta_to_the_ledger(client, editor, make_product,
     assert client.simulate_patch(url, headers=editor.headers, json={"stock": 4}).json["stock"] == 4
     client.simulate_patch(url, headers=editor.headers, json={"stock": 4, "name": "Same stock"})
     client.simulate_put(url, headers=editor.headers, json={"stock": 12})
-    rows = db_rows(database_url, "SELECT delta, reason, by_user_id FROM stock_movements "
-                                 "WHERE product_id = %s ORDER BY id", (product["id"],))
+    rows = db_rows(
+        database_url,
+        "SELECT delta, reason, by_user_id FROM stock_movements WHERE product_id = %s ORDER BY id",
+        (product["id"],),
+    )
     assert rows == [(10, "adjust", None), (-6, "adjust", editor.id), (8, "adjust", editor.id)]
     assert db_rows(database_url, "SELECT stock FROM products") == [(12,)]
 
@@ -250,33 +335,37 @@ def test_if_match_with_the_current_etag_updates(client, admin, make_product):
     product = make_product(price_cents=100)
     url = f"/api/products/{product['id']}"
     etag = client.simulate_get(url).headers["etag"]
-    response = client.simulate_patch(url, headers={**admin.headers, "If-Match": etag},
-                                      json={"price_cents": 200})
+    response = client.simulate_patch(
+        url, headers={**admin.headers, "If-Match": etag}, json={"price_cents": 200}
+    )
     assert response.status_code == 200
     assert response.headers["etag"] != etag
     # the ETag of a write answer is the one the next GET gives
     assert client.simulate_get(url).headers["etag"] == response.headers["etag"]
 
 
-def test_if_match_with_a_stale_etag_returns_412_and_writes_nothing(client, admin, editor,
-                                                                   make_product, database_url):
+def test_if_match_with_a_stale_etag_returns_412_and_writes_nothing(
+    client, admin, editor, make_product, database_url
+):
     product = make_product(price_cents=100, stock=5)
     url = f"/api/products/{product['id']}"
     stale = client.simulate_get(url).headers["etag"]
     client.simulate_patch(url, headers=editor.headers, json={"price_cents": 150})
-    response = client.simulate_put(url, headers={**admin.headers, "If-Match": stale},
-                                   json={"price_cents": 999, "stock": 1})
+    response = client.simulate_put(
+        url, headers={**admin.headers, "If-Match": stale}, json={"price_cents": 999, "stock": 1}
+    )
     assert_problem(response, 412, "precondition_failed")
     assert db_rows(database_url, "SELECT price_cents, stock FROM products") == [(150, 5)]
     assert db_rows(database_url, "SELECT count(*) FROM stock_movements") == [(1,)]
 
 
-def test_empty_if_match_returns_422_and_writes_nothing(client, admin, make_product,
-                                                      database_url):
+def test_empty_if_match_returns_422_and_writes_nothing(client, admin, make_product, database_url):
     product = make_product(price_cents=100)
-    response = client.simulate_patch(f"/api/products/{product['id']}",
-                                     headers={**admin.headers, "If-Match": ""},
-                                     json={"price_cents": 1})
+    response = client.simulate_patch(
+        f"/api/products/{product['id']}",
+        headers={**admin.headers, "If-Match": ""},
+        json={"price_cents": 1},
+    )
     assert_problem(response, 422, "validation_error")
     assert db_rows(database_url, "SELECT price_cents FROM products") == [(100,)]
 
@@ -285,16 +374,21 @@ def test_if_match_star_and_lists(client, admin, make_product):
     product = make_product()
     url = f"/api/products/{product['id']}"
     etag = client.simulate_get(url).headers["etag"]
-    star = client.simulate_patch(url, headers={**admin.headers, "If-Match": "*"},
-                                 json={"price_cents": 1})
+    star = client.simulate_patch(
+        url, headers={**admin.headers, "If-Match": "*"}, json={"price_cents": 1}
+    )
     assert star.status_code == 200
     listed = client.simulate_patch(
-        url, headers={**admin.headers, "If-Match": f'"nope", {star.headers["etag"]}'},
-        json={"price_cents": 2})
+        url,
+        headers={**admin.headers, "If-Match": f'"nope", {star.headers["etag"]}'},
+        json={"price_cents": 2},
+    )
     assert listed.status_code == 200
-    weak = client.simulate_patch(url, headers={**admin.headers,
-                                               "If-Match": "W/" + listed.headers["etag"]},
-                                 json={"price_cents": 3})
+    weak = client.simulate_patch(
+        url,
+        headers={**admin.headers, "If-Match": "W/" + listed.headers["etag"]},
+        json={"price_cents": 3},
+    )
     assert_problem(weak, 412, "precondition_failed")  # If-Match uses strong comparison
     assert etag != listed.headers["etag"]
 
@@ -307,25 +401,34 @@ def test_delete_of_a_never_ordered_product_removes_it(client, editor, make_produ
     response = client.simulate_delete(f"/api/products/{product['id']}", headers=editor.headers)
     assert response.status_code == 204 and response.text == ""
     assert count_products(database_url) == 0
-    assert_problem(client.simulate_get(f"/api/products/{product['id']}", headers=editor.headers),
-                   404, "not_found")
+    assert_problem(
+        client.simulate_get(f"/api/products/{product['id']}", headers=editor.headers),
+        404,
+        "not_found",
+    )
 
 
-def test_delete_of_an_ordered_product_deactivates_it(client, admin, customer, make_product,
-                                                     database_url):
+def test_delete_of_an_ordered_product_deactivates_it(
+    client, admin, customer, make_product, database_url
+):
     product = make_product(stock=3)
     place_order_row(database_url, customer.id, product["id"])
     response = client.simulate_delete(f"/api/products/{product['id']}", headers=admin.headers)
     assert response.status_code == 204
     assert db_rows(database_url, "SELECT is_active, stock FROM products") == [(False, 3)]
     assert_problem(client.simulate_get(f"/api/products/{product['id']}"), 404, "not_found")
-    assert client.simulate_get(f"/api/products/{product['id']}",
-                               headers=admin.headers).json["is_active"] is False
+    assert (
+        client.simulate_get(f"/api/products/{product['id']}", headers=admin.headers).json[
+            "is_active"
+        ]
+        is False
+    )
 
 
 def test_delete_of_an_unknown_product_returns_404(client, admin):
-    assert_problem(client.simulate_delete("/api/products/5", headers=admin.headers), 404,
-                   "not_found")
+    assert_problem(
+        client.simulate_delete("/api/products/5", headers=admin.headers), 404, "not_found"
+    )
 
 
 # ------------------------------------------------------------------ lists
@@ -347,11 +450,13 @@ def test_include_inactive_is_for_staff_only(client, make_product, editor, custom
     active = make_product()
     hidden = make_product(is_active=False)
     params = {"include_inactive": "true"}
-    assert set(ids(client.simulate_get("/api/products", params=params,
-                                       headers=editor.headers))) == {active["id"], hidden["id"]}
+    assert set(
+        ids(client.simulate_get("/api/products", params=params, headers=editor.headers))
+    ) == {active["id"], hidden["id"]}
     # anyone else just gets the active ones
-    assert ids(client.simulate_get("/api/products", params=params,
-                                   headers=customer.headers)) == [active["id"]]
+    assert ids(client.simulate_get("/api/products", params=params, headers=customer.headers)) == [
+        active["id"]
+    ]
     assert ids(client.simulate_get("/api/products", params=params)) == [active["id"]]
 
 
@@ -386,8 +491,10 @@ def test_list_filters_by_category_price_and_stock(client, make_product, make_cat
     ],
 )
 def test_list_sorts_with_id_as_tie_breaker(client, make_product, sort, expected):
-    made = [make_product(name=name, price_cents=price) for name, price in
-            (("cherry", 300), ("apple", 100), ("Banana", 200), ("cherry", 300))]
+    made = [
+        make_product(name=name, price_cents=price)
+        for name, price in (("cherry", 300), ("apple", 100), ("Banana", 200), ("cherry", 300))
+    ]
     items = client.simulate_get("/api/products", params={"sort": sort}).json["items"]
     field = sort.lstrip("-")
     assert [item[field] for item in items] == expected
@@ -448,15 +555,14 @@ def test_search_totals_count_every_match_on_every_page(client, make_product):
     make_product(name="Chair")
     first = client.simulate_get("/api/products", params={"q": "widget", "per_page": 5})
     assert first.json["total"] == 12 and len(first.json["items"]) == 5
-    middle = client.simulate_get("/api/products", params={"q": "widget", "per_page": 5,
-                                                          "page": 2})
+    middle = client.simulate_get("/api/products", params={"q": "widget", "per_page": 5, "page": 2})
     assert middle.json["total"] == 12 and len(middle.json["items"]) == 5
-    cursor = client.simulate_get("/api/products", params={
-        "q": "widget", "per_page": 5, "cursor": first.json["next_cursor"]})
+    cursor = client.simulate_get(
+        "/api/products", params={"q": "widget", "per_page": 5, "cursor": first.json["next_cursor"]}
+    )
     assert cursor.json["total"] == 12
     assert ids(cursor) == ids(middle)
-    past = client.simulate_get("/api/products", params={"q": "widget", "per_page": 5,
-                                                        "page": 9})
+    past = client.simulate_get("/api/products", params={"q": "widget", "per_page": 5, "page": 9})
     assert past.json["total"] == 12 and past.json["items"] == []
 
 
@@ -496,8 +602,9 @@ def test_offset_pages_carry_a_next_cursor_until_the_last(client, make_product):
     assert len(last["items"]) == 1 and last["next_cursor"] is None and last["total"] == 5
 
 
-@pytest.mark.parametrize("sort", [None, "name", "-name", "price_cents", "-price_cents",
-                                  "created_at", "-created_at"])
+@pytest.mark.parametrize(
+    "sort", [None, "name", "-name", "price_cents", "-price_cents", "created_at", "-created_at"]
+)
 def test_cursor_walk_visits_every_product_once_in_order(client, make_product, sort):
     totals = []
     for i in range(7):
@@ -530,8 +637,9 @@ def test_cursor_walk_over_ranked_search(client, make_product):
         seen += ids(response)
         if response.json["next_cursor"] is None:
             break
-        response = client.simulate_get("/api/products",
-                                       params={**params, "cursor": response.json["next_cursor"]})
+        response = client.simulate_get(
+            "/api/products", params={**params, "cursor": response.json["next_cursor"]}
+        )
     assert seen == expected and len(seen) == 6
 
 
@@ -541,10 +649,14 @@ def test_cursor_is_stable_under_concurrent_inserts(client, make_product, admin):
     first = client.simulate_get("/api/products", params={"per_page": 2})
     assert ids(first) == made[:1:-1]
     # newer: lands on page 1, not in the middle of the walk
-    client.simulate_post("/api/products", headers=admin.headers, json={
-        "name": "Newer", "price_cents": 1, "category_id": products[0]["category_id"]})
-    second = client.simulate_get("/api/products",
-                                 params={"per_page": 2, "cursor": first.json["next_cursor"]})
+    client.simulate_post(
+        "/api/products",
+        headers=admin.headers,
+        json={"name": "Newer", "price_cents": 1, "category_id": products[0]["category_id"]},
+    )
+    second = client.simulate_get(
+        "/api/products", params={"per_page": 2, "cursor": first.json["next_cursor"]}
+    )
     assert ids(second) == made[1::-1]
     assert second.json["total"] == 5
 
@@ -554,12 +666,19 @@ def test_cursor_misuse_returns_422(client, make_product):
         make_product(price_cents=100)
     cursor = client.simulate_get("/api/products", params={"per_page": 1}).json["next_cursor"]
     get = client.simulate_get
-    assert_problem(get("/api/products", params={"per_page": 1, "cursor": cursor, "page": 1}),
-                   422, "validation_error")
-    assert_problem(get("/api/products", params={"cursor": cursor, "sort": "name"}), 422,
-                   "validation_error")
-    assert_problem(get("/api/products", params={"cursor": cursor, "min_price_cents": 1}), 422,
-                   "validation_error")
+    assert_problem(
+        get("/api/products", params={"per_page": 1, "cursor": cursor, "page": 1}),
+        422,
+        "validation_error",
+    )
+    assert_problem(
+        get("/api/products", params={"cursor": cursor, "sort": "name"}), 422, "validation_error"
+    )
+    assert_problem(
+        get("/api/products", params={"cursor": cursor, "min_price_cents": 1}),
+        422,
+        "validation_error",
+    )
     forged = cursor[:-2] + ("AA" if not cursor.endswith("AA") else "BB")
     assert_problem(get("/api/products", params={"cursor": forged}), 422, "validation_error")
     assert_problem(get("/api/products", params={"cursor": "AAAA"}), 422, "validation_error")
@@ -567,8 +686,9 @@ def test_cursor_misuse_returns_422(client, make_product):
     assert get("/api/products", params={"cursor": cursor, "per_page": 5}).status_code == 200
 
 
-def test_list_runs_a_constant_number_of_statements(async_redis, client, make_product, query_counter,
-                                                   settings, pool, redis_client):
+def test_list_runs_a_constant_number_of_statements(
+    async_redis, client, make_product, query_counter, settings, pool, redis_client
+):
     from dataclasses import replace
 
     from falcon import testing
@@ -577,11 +697,17 @@ def test_list_runs_a_constant_number_of_statements(async_redis, client, make_pro
 
     for _ in range(30):
         make_product()
-    uncached = testing.TestClient(create_app(replace(settings, cache_enabled=False), pool=pool,
-                                             redis=async_redis))
+    uncached = testing.TestClient(
+        create_app(replace(settings, cache_enabled=False), pool=pool, redis=async_redis)
+    )
     counts = []
-    for params in ({"per_page": 1}, {"per_page": 25}, {"per_page": 100},
-                   {"per_page": 5, "page": 3}, {"per_page": 10, "q": "product"}):
+    for params in (
+        {"per_page": 1},
+        {"per_page": 25},
+        {"per_page": 100},
+        {"per_page": 5, "page": 3},
+        {"per_page": 10, "q": "product"},
+    ):
         with query_counter() as counted:
             assert uncached.simulate_get("/api/products", params=params).status_code == 200
         counts.append(counted.n)

@@ -150,7 +150,9 @@ def test_cors_preflights_are_not_counted(limited):
     assert get_me(client).headers["ratelimit-remaining"] == "4"
 
 
-def test_rate_limit_disabled_sends_no_headers_and_refuses_nothing(async_redis, database_url, pool, redis_client):
+def test_rate_limit_disabled_sends_no_headers_and_refuses_nothing(
+    async_redis, database_url, pool, redis_client
+):
     settings = make_settings(
         database_url,
         RATE_LIMIT_ENABLED="false",
@@ -406,7 +408,9 @@ def test_batches_close_a_connection_left_with_unread_replies(app_loop, redis_cli
     redis_client.set("batches:text", "not a number")
     batches = Batches(AsyncRedis.from_url(REDIS_URL))
     with pytest.raises(redis.ResponseError):
-        app_loop.run(batches.execute, [("INCR", "batches:text"), ("INCR", "batches:m"),
-                                       ("GET", "batches:text")])
+        app_loop.run(
+            batches.execute,
+            [("INCR", "batches:text"), ("INCR", "batches:m"), ("GET", "batches:text")],
+        )
     assert app_loop.run(batches.execute, [("GET", "batches:m")]) == [b"1"]
     assert app_loop.run(batches.execute, [("INCR", "batches:m")]) == [2]

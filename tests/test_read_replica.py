@@ -22,24 +22,31 @@ def replica_url():
     recreate_database(name, drop_only=True)
 
 
-def test_catalog_reads_use_the_replica_and_writes_the_primary(async_redis, settings, pool,
-                                                              replica_url, make_category,
-                                                              editor, database_url, app_loop):
-    replica_settings = make_settings(settings.database_url, DATABASE_READ_URL=replica_url,
-                                     CACHE_ENABLED="false")
+def test_catalog_reads_use_the_replica_and_writes_the_primary(
+    async_redis, settings, pool, replica_url, make_category, editor, database_url, app_loop
+):
+    replica_settings = make_settings(
+        settings.database_url, DATABASE_READ_URL=replica_url, CACHE_ENABLED="false"
+    )
     app = create_app(replica_settings, pool=pool, redis=async_redis)
     assert app.ctx.read_pool is not None
     client = testing.TestClient(app)
     try:
-        run_sql(app_loop, app.ctx.read_pool, lambda conn: queries.insert_category(
-            conn, name="Only on the replica", slug="replica", description=""))
+        run_sql(
+            app_loop,
+            app.ctx.read_pool,
+            lambda conn: queries.insert_category(
+                conn, name="Only on the replica", slug="replica", description=""
+            ),
+        )
         primary_category = make_category("Only on the primary")
 
         listed = client.simulate_get("/api/categories").json["items"]
         assert [c["name"] for c in listed] == ["Only on the replica"]
 
-        created = client.simulate_post("/api/categories", json={"name": "Written"},
-                                       headers=editor.headers)
+        created = client.simulate_post(
+            "/api/categories", json={"name": "Written"}, headers=editor.headers
+        )
         assert created.status_code == 201
         with psycopg.connect(database_url) as conn:
             names = {r[0] for r in conn.execute("SELECT name FROM categories").fetchall()}
@@ -50,4 +57,3 @@ def test_catalog_reads_use_the_replica_and_writes_the_primary(async_redis, setti
 
 def test_without_a_read_url_reads_use_the_primary(app):
     assert app.ctx.read_pool is None and app.ctx.reader is app.ctx.pool
-

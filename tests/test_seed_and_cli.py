@@ -12,9 +12,12 @@ from tests.conftest import db_rows
 
 
 def _counts(database_url):
-    return db_rows(database_url, "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM "
-                                 "categories), (SELECT count(*) FROM products), "
-                                 "(SELECT count(*) FROM stock_movements)")[0]
+    return db_rows(
+        database_url,
+        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM "
+        "categories), (SELECT count(*) FROM products), "
+        "(SELECT count(*) FROM stock_movements)",
+    )[0]
 
 
 def test_seed_twice_changes_nothing(app_loop, pool, settings, database_url):
@@ -28,43 +31,62 @@ def test_seed_twice_changes_nothing(app_loop, pool, settings, database_url):
 def test_seed_products_tops_up_to_n(app_loop, pool, settings, database_url):
     app_loop.run(seed, pool, settings, products=10)
     app_loop.run(seed, pool, settings, products=30)
-    generated = db_rows(database_url,
-                        "SELECT count(*) FROM products WHERE name LIKE 'Generated product %'")
+    generated = db_rows(
+        database_url, "SELECT count(*) FROM products WHERE name LIKE 'Generated product %'"
+    )
     assert generated[0][0] == 30
 
 
 def test_seeded_accounts_log_in_with_their_roles(app_loop, pool, settings, client):
     app_loop.run(seed, pool, settings)
-    for email, password, role in [("admin@example.com", "adminpass123", "ADMIN"),
-                                  ("editor@example.com", "editorpass123", "EDITOR"),
-                                  ("customer@example.com", "customerpass", "CUSTOMER")]:
+    for email, password, role in [
+        ("admin@example.com", "adminpass123", "ADMIN"),
+        ("editor@example.com", "editorpass123", "EDITOR"),
+        ("customer@example.com", "customerpass", "CUSTOMER"),
+    ]:
         login = client.simulate_post("/api/auth/login", json={"email": email, "password": password})
         assert login.status_code == 200, login.text
-        me = client.simulate_get("/api/auth/me",
-                                 headers={"Authorization": f"Bearer {login.json['access_token']}"})
+        me = client.simulate_get(
+            "/api/auth/me", headers={"Authorization": f"Bearer {login.json['access_token']}"}
+        )
         assert me.json["role"] == role
 
 
 def test_seed_keeps_the_ledger_balanced(app_loop, pool, settings, database_url):
     app_loop.run(seed, pool, settings, products=20)
-    unbalanced = db_rows(database_url, """
+    unbalanced = db_rows(
+        database_url,
+        """
         SELECT p.id FROM products p
           LEFT JOIN stock_movements m ON m.product_id = p.id
-         GROUP BY p.id HAVING p.stock <> coalesce(sum(m.delta), 0)""")
+         GROUP BY p.id HAVING p.stock <> coalesce(sum(m.delta), 0)""",
+    )
     assert unbalanced == []
 
 
 def _cli(database_url, *args):
-    env = {**os.environ, "DATABASE_URL": database_url, "APP_ENV": "test", "BCRYPT_ROUNDS": "4",
-           "REDIS_URL": "redis://127.0.0.1:6379/15"}
-    return subprocess.run([sys.executable, "-m", "shopapi.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "APP_ENV": "test",
+        "BCRYPT_ROUNDS": "4",
+        "REDIS_URL": "redis://127.0.0.1:6379/15",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "shopapi.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_bin_seed_runs_as_a_script(database_url):
     env = {**os.environ, "DATABASE_URL": database_url, "APP_ENV": "test", "BCRYPT_ROUNDS": "4"}
-    result = subprocess.run([str(ROOT / "bin" / "seed")], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [str(ROOT / "bin" / "seed")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "seeded" in result.stdout
     assert _counts(database_url)[0] == 3
@@ -85,20 +107,31 @@ def test_shopapi_dev_migrates_seeds_and_serves(database_url):
     from tests.live import free_port
 
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": "redis://127.0.0.1:6379/15",
-           "APP_ENV": "development", "BCRYPT_ROUNDS": "4", "WEB_CONCURRENCY": "2",
-           "LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "shopapi.cli", "dev", "--bind",
-                             f"127.0.0.1:{port}"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "APP_ENV": "development",
+        "BCRYPT_ROUNDS": "4",
+        "WEB_CONCURRENCY": "2",
+        "LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shopapi.cli", "dev", "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         body = None
         while time.monotonic() < deadline and body is None:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/categories",
-                                            timeout=2) as resp:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/categories", timeout=2
+                ) as resp:
                     body = resp.read()
             except OSError:
                 time.sleep(0.2)

@@ -28,8 +28,14 @@ def _claims(user_id: int, **overrides) -> dict:
     The forgeries below carry the victim's real role, so only the forged part can refuse them.
     """
     now = int(time.time())
-    claims = {"sub": str(user_id), "role": "CUSTOMER", "type": "access", "iat": now,
-              "exp": now + 600, "jti": "0" * 32}
+    claims = {
+        "sub": str(user_id),
+        "role": "CUSTOMER",
+        "type": "access",
+        "iat": now,
+        "exp": now + 600,
+        "jti": "0" * 32,
+    }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -63,22 +69,25 @@ def test_access_token_is_hs256_with_the_contract_claims(client, make_user):
     assert claims["type"] == "access"
     assert claims["exp"] - claims["iat"] == 900
     assert abs(claims["iat"] - time.time()) < 5
-    again = jwt.decode(login(client, user.email, user.password)["access_token"], TEST_SECRET,
-                       algorithms=["HS256"])
+    again = jwt.decode(
+        login(client, user.email, user.password)["access_token"], TEST_SECRET, algorithms=["HS256"]
+    )
     assert again["jti"] != claims["jti"]
 
 
 def test_refresh_token_is_a_refresh_type_token_with_the_refresh_lifetime(client, make_user):
     user = make_user()
-    claims = jwt.decode(login(client, user.email, user.password)["refresh_token"], TEST_SECRET,
-                        algorithms=["HS256"])
+    claims = jwt.decode(
+        login(client, user.email, user.password)["refresh_token"], TEST_SECRET, algorithms=["HS256"]
+    )
     assert claims["type"] == "refresh"
     assert claims["sub"] == str(user.id)
     assert claims["exp"] - claims["iat"] == 2592000
 
 
-def test_token_lifetimes_and_expires_in_follow_the_settings(async_redis, database_url, pool, redis_client,
-                                                           make_user):
+def test_token_lifetimes_and_expires_in_follow_the_settings(
+    async_redis, database_url, pool, redis_client, make_user
+):
     from falcon import testing
 
     settings = make_settings(database_url, ACCESS_TOKEN_TTL=60, REFRESH_TOKEN_TTL=3600)
@@ -104,8 +113,7 @@ def _forged_tokens(user_id: int, real_access: str, real_refresh: str) -> dict[st
         "hs512-same-key": _signed(_claims(user_id), algorithm="HS512"),
         "role-tampered-to-admin": _tampered(real_access, role="ADMIN"),
         "sub-tampered": _tampered(real_access, sub=str(user_id + 1)),
-        "expired": _signed(_claims(user_id, iat=int(time.time()) - 120,
-                                   exp=int(time.time()) - 60)),
+        "expired": _signed(_claims(user_id, iat=int(time.time()) - 120, exp=int(time.time()) - 60)),
         "missing-exp": _signed(_claims(user_id, exp=None)),
         "missing-type": _signed(_claims(user_id, type=None)),
         "missing-jti": _signed(_claims(user_id, jti=None)),
@@ -123,10 +131,26 @@ def _forged_tokens(user_id: int, real_access: str, real_refresh: str) -> dict[st
 
 
 FORGERIES = [
-    "alg-none", "alg-none-with-signature", "other-key", "hs512-same-key", "role-tampered-to-admin",
-    "sub-tampered", "expired", "missing-exp", "missing-type", "missing-jti", "missing-role",
-    "unknown-role", "integer-sub", "non-numeric-sub", "huge-sub", "unknown-user",
-    "refresh-as-access", "garbage", "three-garbage-parts", "truncated",
+    "alg-none",
+    "alg-none-with-signature",
+    "other-key",
+    "hs512-same-key",
+    "role-tampered-to-admin",
+    "sub-tampered",
+    "expired",
+    "missing-exp",
+    "missing-type",
+    "missing-jti",
+    "missing-role",
+    "unknown-role",
+    "integer-sub",
+    "non-numeric-sub",
+    "huge-sub",
+    "unknown-user",
+    "refresh-as-access",
+    "garbage",
+    "three-garbage-parts",
+    "truncated",
 ]
 
 
@@ -164,21 +188,24 @@ def test_a_malformed_authorization_header_returns_401(client, customer, header):
 
 
 def test_the_bearer_scheme_is_case_insensitive(client, customer):
-    response = client.simulate_get("/api/auth/me",
-                                   headers={"Authorization": f"bearer {customer.token}"})
+    response = client.simulate_get(
+        "/api/auth/me", headers={"Authorization": f"bearer {customer.token}"}
+    )
     assert response.status_code == 200
 
 
 def test_a_bad_token_on_a_public_route_is_ignored(client, database_url):
     response = client.simulate_post(
-        "/api/auth/register", json={"email": "pub@example.com", "password": "password123"},
+        "/api/auth/register",
+        json={"email": "pub@example.com", "password": "password123"},
         headers={"Authorization": "Bearer garbage"},
     )
     assert response.status_code == 201
 
 
-def test_an_access_token_at_refresh_returns_401_and_revokes_nothing(client, database_url,
-                                                                   make_user):
+def test_an_access_token_at_refresh_returns_401_and_revokes_nothing(
+    client, database_url, make_user
+):
     user = make_user()
     pair = login(client, user.email, user.password)
     before = db_state(database_url)
@@ -188,8 +215,9 @@ def test_an_access_token_at_refresh_returns_401_and_revokes_nothing(client, data
 
 
 @pytest.mark.parametrize("kind", ["expired", "other-key", "alg-none", "type-tampered"])
-def test_a_forged_or_expired_refresh_token_at_refresh_returns_401(client, database_url, make_user,
-                                                                  kind):
+def test_a_forged_or_expired_refresh_token_at_refresh_returns_401(
+    client, database_url, make_user, kind
+):
     user = make_user()
     pair = login(client, user.email, user.password)
     claims = jwt.decode(pair["refresh_token"], TEST_SECRET, algorithms=["HS256"])
@@ -204,8 +232,8 @@ def test_a_forged_or_expired_refresh_token_at_refresh_returns_401(client, databa
     assert db_state(database_url) == before
 
 
-def test_an_access_token_stops_working_when_it_expires_even_after_being_verified(async_redis, 
-    database_url, pool, redis_client, make_user
+def test_an_access_token_stops_working_when_it_expires_even_after_being_verified(
+    async_redis, database_url, pool, redis_client, make_user
 ):
     from falcon import testing
 
@@ -216,8 +244,7 @@ def test_an_access_token_stops_working_when_it_expires_even_after_being_verified
     exp = jwt.decode(token, TEST_SECRET, algorithms=["HS256"])["exp"]
     assert me(client, token).status_code == 200
     time.sleep(max(0.0, exp - time.time()) + 0.05)
-    assert_problem(me(client, token), 401,
-                   "not_authenticated")
+    assert_problem(me(client, token), 401, "not_authenticated")
 
 
 # ------------------------------------------------------------ revocation reaches access tokens
@@ -229,12 +256,12 @@ def test_deactivating_a_user_stops_their_access_and_refresh_tokens_at_once(
     user = make_user()
     pair = login(client, user.email, user.password)
     assert me(client, pair["access_token"]).status_code == 200
-    response = client.simulate_put(f"/api/users/{user.id}", json={"is_active": False},
-                                   headers=admin.headers)
+    response = client.simulate_put(
+        f"/api/users/{user.id}", json={"is_active": False}, headers=admin.headers
+    )
     assert response.status_code == 200, response.text
     assert response.json["is_active"] is False
-    assert_problem(me(client, pair["access_token"]), 401,
-                   "not_authenticated")
+    assert_problem(me(client, pair["access_token"]), 401, "not_authenticated")
     assert_problem(refresh(client, pair["refresh_token"]), 401, "not_authenticated")
     # reactivating does not bring the revoked refresh token back
     client.simulate_put(f"/api/users/{user.id}", json={"is_active": True}, headers=admin.headers)
@@ -248,19 +275,18 @@ def test_deleting_a_user_stops_their_access_and_refresh_tokens_at_once(
     user = make_user()
     pair = login(client, user.email, user.password)
     assert client.simulate_delete(f"/api/users/{user.id}", headers=admin.headers).status_code == 204
-    assert_problem(me(client, pair["access_token"]), 401,
-                   "not_authenticated")
+    assert_problem(me(client, pair["access_token"]), 401, "not_authenticated")
     assert_problem(refresh(client, pair["refresh_token"]), 401, "not_authenticated")
 
 
 def test_a_role_change_revokes_refresh_tokens_and_the_old_access_token(client, admin, make_user):
     user = make_user("CUSTOMER")
     pair = login(client, user.email, user.password)
-    response = client.simulate_patch(f"/api/users/{user.id}", json={"role": "EDITOR"},
-                                     headers=admin.headers)
+    response = client.simulate_patch(
+        f"/api/users/{user.id}", json={"role": "EDITOR"}, headers=admin.headers
+    )
     assert response.status_code == 200 and response.json["role"] == "EDITOR"
-    assert_problem(me(client, pair["access_token"]), 401,
-                   "not_authenticated")
+    assert_problem(me(client, pair["access_token"]), 401, "not_authenticated")
     assert_problem(refresh(client, pair["refresh_token"]), 401, "not_authenticated")
     # a fresh login carries the new role
     fresh = login(client, user.email, user.password)
@@ -272,9 +298,11 @@ def test_a_role_change_revokes_refresh_tokens_and_the_old_access_token(client, a
 def test_an_admin_edit_that_keeps_the_role_leaves_tokens_alone(client, admin, make_user):
     user = make_user("CUSTOMER")
     pair = login(client, user.email, user.password)
-    response = client.simulate_patch(f"/api/users/{user.id}",
-                                     json={"role": "CUSTOMER", "full_name": "Renamed"},
-                                     headers=admin.headers)
+    response = client.simulate_patch(
+        f"/api/users/{user.id}",
+        json={"role": "CUSTOMER", "full_name": "Renamed"},
+        headers=admin.headers,
+    )
     assert response.status_code == 200
     assert me(client, pair["access_token"]).status_code == 200
     assert refresh(client, pair["refresh_token"]).status_code == 200

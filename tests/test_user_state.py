@@ -35,12 +35,17 @@ def test_repeated_requests_do_not_read_the_users_state_again(client, customer, q
 
 
 @pytest.mark.parametrize("change", [{"is_active": False}, {"role": "EDITOR"}])
-def test_a_change_on_one_worker_refuses_the_user_on_another(client, settings, pool, admin,
-                                                            customer, change):
+def test_a_change_on_one_worker_refuses_the_user_on_another(
+    client, settings, pool, admin, customer, change
+):
     other = _second_worker(settings, pool)
     assert other.simulate_get("/api/auth/me", headers=customer.headers).status_code == 200
-    assert client.simulate_put(f"/api/users/{customer.id}", json=change,
-                               headers=admin.headers).status_code == 200
+    assert (
+        client.simulate_put(
+            f"/api/users/{customer.id}", json=change, headers=admin.headers
+        ).status_code
+        == 200
+    )
     started = time.monotonic()
     assert _eventually_401(other, customer.headers) == 401
     assert time.monotonic() - started < 0.5
@@ -49,19 +54,27 @@ def test_a_change_on_one_worker_refuses_the_user_on_another(client, settings, po
 def test_deleting_a_user_refuses_them_on_another_worker(client, settings, pool, admin, customer):
     other = _second_worker(settings, pool)
     assert other.simulate_get("/api/auth/me", headers=customer.headers).status_code == 200
-    assert client.simulate_delete(f"/api/users/{customer.id}",
-                                  headers=admin.headers).status_code == 204
+    assert (
+        client.simulate_delete(f"/api/users/{customer.id}", headers=admin.headers).status_code
+        == 204
+    )
     assert _eventually_401(other, customer.headers) == 401
 
 
-def test_without_redis_every_request_reads_postgres_and_refusal_is_immediate(settings, pool,
-                                                                             make_user):
-    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=0.1,
-                                socket_connect_timeout=0.1)
+def test_without_redis_every_request_reads_postgres_and_refusal_is_immediate(
+    settings, pool, make_user
+):
+    dead = redis.Redis.from_url(
+        "redis://127.0.0.1:1/0", socket_timeout=0.1, socket_connect_timeout=0.1
+    )
     client = testing.TestClient(create_app(settings, pool=pool, redis=dead))
     admin, customer = make_user("ADMIN"), make_user()
     assert client.simulate_get("/api/auth/me", headers=customer.headers).status_code == 200
-    assert client.simulate_put(f"/api/users/{customer.id}", json={"is_active": False},
-                               headers=admin.headers).status_code == 200
+    assert (
+        client.simulate_put(
+            f"/api/users/{customer.id}", json={"is_active": False}, headers=admin.headers
+        ).status_code
+        == 200
+    )
     # no listener, no memory: the very next request sees the database
     assert client.simulate_get("/api/auth/me", headers=customer.headers).status_code == 401

@@ -67,9 +67,19 @@ def test_list_users_accepts_per_page_100(client, population):
 @pytest.mark.parametrize(
     "params",
     [
-        {"per_page": 101}, {"per_page": 0}, {"per_page": -1}, {"per_page": "ten"},
-        {"page": 0}, {"page": -1}, {"page": "x"}, {"page": 2**63},
-        {"role": "admin"}, {"role": "SUPERUSER"}, {"role": ""}, {"q": "a\x00b"}, {"q": "x" * 201},
+        {"per_page": 101},
+        {"per_page": 0},
+        {"per_page": -1},
+        {"per_page": "ten"},
+        {"page": 0},
+        {"page": -1},
+        {"page": "x"},
+        {"page": 2**63},
+        {"role": "admin"},
+        {"role": "SUPERUSER"},
+        {"role": ""},
+        {"q": "a\x00b"},
+        {"q": "x" * 201},
     ],
     ids=lambda p: "-".join(f"{k}={str(v)[:10]!r}" for k, v in p.items()),
 )
@@ -111,8 +121,9 @@ def test_list_users_combines_role_and_q_and_pages(client, population):
     assert [u["email"] for u in page["items"]] == ["frank@shop.test"]
 
 
-def test_list_users_costs_the_same_statements_for_one_row_or_a_hundred(client, population,
-                                                                         query_counter):
+def test_list_users_costs_the_same_statements_for_one_row_or_a_hundred(
+    client, population, query_counter
+):
     counts = []
     _list(client, population[0], per_page=1)  # warm: the caller's state is now in memory
     for per_page in (1, 100):
@@ -163,8 +174,9 @@ def test_admin_gets_404_for_an_unknown_user(client, admin):
 def test_a_user_id_that_is_not_a_64_bit_integer_returns_422(client, database_url, admin, raw_id):
     before = db_state(database_url)
     for method in ("GET", "PUT", "PATCH", "DELETE"):
-        response = client.simulate_request(method, f"/api/users/{raw_id}", headers=admin.headers,
-                                           json={"full_name": "X"})
+        response = client.simulate_request(
+            method, f"/api/users/{raw_id}", headers=admin.headers, json={"full_name": "X"}
+        )
         problem = assert_problem(response, 422, "validation_error")
         assert problem["errors"][0]["field"] == "user_id"
     assert db_state(database_url) == before
@@ -177,18 +189,30 @@ def test_a_user_id_that_is_not_a_64_bit_integer_returns_422(client, database_url
 def test_admin_updates_every_field_of_a_user(client, database_url, admin, make_user, method):
     user = make_user()
     response = client.simulate_request(
-        method, f"/api/users/{user.id}", headers=admin.headers,
-        json={"email": " New@Example.COM ", "full_name": "New Name", "role": "EDITOR",
-              "is_active": False, "password": "admin-set-pass"},
+        method,
+        f"/api/users/{user.id}",
+        headers=admin.headers,
+        json={
+            "email": " New@Example.COM ",
+            "full_name": "New Name",
+            "role": "EDITOR",
+            "is_active": False,
+            "password": "admin-set-pass",
+        },
     )
     assert response.status_code == 200, response.text
     body = response.json
     assert set(body) == USER_FIELDS
     assert (body["email"], body["full_name"], body["role"], body["is_active"]) == (
-        "new@example.com", "New Name", "EDITOR", False)
+        "new@example.com",
+        "New Name",
+        "EDITOR",
+        False,
+    )
     assert body["updated_at"] > body["created_at"]
     stored = db_rows(
-        database_url, "SELECT email, full_name, role, is_active FROM users WHERE id = %s",
+        database_url,
+        "SELECT email, full_name, role, is_active FROM users WHERE id = %s",
         (user.id,),
     )
     assert stored == [("new@example.com", "New Name", "EDITOR", False)]
@@ -197,8 +221,9 @@ def test_admin_updates_every_field_of_a_user(client, database_url, admin, make_u
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
 def test_an_update_keeps_the_fields_left_out(client, database_url, admin, make_user, method):
     user = make_user("EDITOR", full_name="Keep Me")
-    response = client.simulate_request(method, f"/api/users/{user.id}", headers=admin.headers,
-                                       json={"full_name": "Changed"})
+    response = client.simulate_request(
+        method, f"/api/users/{user.id}", headers=admin.headers, json={"full_name": "Changed"}
+    )
     assert response.status_code == 200
     assert response.json["email"] == user.email
     assert response.json["role"] == "EDITOR" and response.json["is_active"] is True
@@ -207,8 +232,9 @@ def test_an_update_keeps_the_fields_left_out(client, database_url, admin, make_u
 
 def test_an_empty_full_name_is_allowed_and_stored(client, make_user):
     user = make_user(full_name="Someone")
-    response = client.simulate_patch(f"/api/users/{user.id}", json={"full_name": ""},
-                                     headers=user.headers)
+    response = client.simulate_patch(
+        f"/api/users/{user.id}", json={"full_name": ""}, headers=user.headers
+    )
     assert response.status_code == 200
     assert response.json["full_name"] == ""
 
@@ -217,7 +243,9 @@ def test_an_empty_full_name_is_allowed_and_stored(client, make_user):
 def test_a_user_updates_their_own_email_and_name(client, database_url, make_user, method):
     user = make_user()
     response = client.simulate_request(
-        method, f"/api/users/{user.id}", headers=user.headers,
+        method,
+        f"/api/users/{user.id}",
+        headers=user.headers,
         json={"email": "Me.New@Example.com", "full_name": "Me Myself"},
     )
     assert response.status_code == 200, response.text
@@ -244,60 +272,74 @@ def test_a_non_admin_setting_role_or_is_active_on_themself_gets_403_and_nothing_
     pair = login(client, user.email, user.password)
     before = db_state(database_url)
     for method in ("PUT", "PATCH"):
-        response = client.simulate_request(method, f"/api/users/{user.id}", headers=user.headers,
-                                           json=body)
+        response = client.simulate_request(
+            method, f"/api/users/{user.id}", headers=user.headers, json=body
+        )
         assert_problem(response, 403, "forbidden")
     assert db_state(database_url) == before
     assert refresh(client, pair["refresh_token"]).status_code == 200
 
 
-@pytest.mark.parametrize("body", [{"role": "CUSTOMER"}, {"is_active": False},
-                                  {"role": "ADMIN"}, {"full_name": "Still me", "is_active": True}])
-def test_an_admin_setting_their_own_role_or_is_active_gets_403(client, database_url, admin,
-                                                               body):
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"role": "CUSTOMER"},
+        {"is_active": False},
+        {"role": "ADMIN"},
+        {"full_name": "Still me", "is_active": True},
+    ],
+)
+def test_an_admin_setting_their_own_role_or_is_active_gets_403(client, database_url, admin, body):
     """An admin cannot demote or deactivate themselves (the last admin would lock everyone
     out); another admin can, and their name and email stay theirs to edit."""
     before = db_state(database_url)
     for method in ("PUT", "PATCH"):
-        response = client.simulate_request(method, f"/api/users/{admin.id}", json=body,
-                                           headers=admin.headers)
+        response = client.simulate_request(
+            method, f"/api/users/{admin.id}", json=body, headers=admin.headers
+        )
         assert_problem(response, 403, "forbidden")
     assert db_state(database_url) == before
-    renamed = client.simulate_patch(f"/api/users/{admin.id}", json={"full_name": "Root"},
-                                    headers=admin.headers)
+    renamed = client.simulate_patch(
+        f"/api/users/{admin.id}", json={"full_name": "Root"}, headers=admin.headers
+    )
     assert renamed.status_code == 200 and renamed.json["full_name"] == "Root"
 
 
 def test_an_editor_setting_their_own_role_gets_403(client, database_url, editor):
     before = db_state(database_url)
-    response = client.simulate_put(f"/api/users/{editor.id}", json={"role": "ADMIN"},
-                                   headers=editor.headers)
+    response = client.simulate_put(
+        f"/api/users/{editor.id}", json={"role": "ADMIN"}, headers=editor.headers
+    )
     assert_problem(response, 403, "forbidden")
     assert db_state(database_url) == before
 
 
 @pytest.mark.parametrize("role", ["CUSTOMER", "EDITOR"])
-def test_a_non_admin_updating_another_user_gets_403_existing_or_not(client, database_url,
-                                                                    make_user, role):
+def test_a_non_admin_updating_another_user_gets_403_existing_or_not(
+    client, database_url, make_user, role
+):
     user = make_user(role)
     other = make_user()
     before = db_state(database_url)
     for target in (other.id, 999999):
-        response = client.simulate_patch(f"/api/users/{target}", json={"full_name": "Hacked"},
-                                         headers=user.headers)
+        response = client.simulate_patch(
+            f"/api/users/{target}", json={"full_name": "Hacked"}, headers=user.headers
+        )
         assert_problem(response, 403, "forbidden")
     assert db_state(database_url) == before
 
 
 @pytest.mark.parametrize("spelling", ["taken@example.com", "TAKEN@example.com"])
 @pytest.mark.parametrize("as_admin", [True, False], ids=["admin", "self"])
-def test_an_update_to_an_email_already_taken_returns_409(client, database_url, admin, make_user,
-                                                         spelling, as_admin):
+def test_an_update_to_an_email_already_taken_returns_409(
+    client, database_url, admin, make_user, spelling, as_admin
+):
     make_user(email="taken@example.com")
     user = make_user()
     before = db_state(database_url)
     response = client.simulate_patch(
-        f"/api/users/{user.id}", json={"email": spelling, "full_name": "Renamed"},
+        f"/api/users/{user.id}",
+        json={"email": spelling, "full_name": "Renamed"},
         headers=admin.headers if as_admin else user.headers,
     )
     assert_problem(response, 409, "email_taken")
@@ -306,16 +348,18 @@ def test_an_update_to_an_email_already_taken_returns_409(client, database_url, a
 
 def test_an_update_to_the_users_own_email_in_another_case_is_allowed(client, make_user):
     user = make_user(email="same@example.com")
-    response = client.simulate_patch(f"/api/users/{user.id}", json={"email": "SAME@example.com"},
-                                     headers=user.headers)
+    response = client.simulate_patch(
+        f"/api/users/{user.id}", json={"email": "SAME@example.com"}, headers=user.headers
+    )
     assert response.status_code == 200
     assert response.json["email"] == "same@example.com"
 
 
 def test_admin_updating_an_unknown_user_gets_404(client, database_url, admin):
     before = db_state(database_url)
-    response = client.simulate_put("/api/users/999999", json={"full_name": "X"},
-                                   headers=admin.headers)
+    response = client.simulate_put(
+        "/api/users/999999", json={"full_name": "X"}, headers=admin.headers
+    )
     assert_problem(response, 404, "not_found")
     assert db_state(database_url) == before
 
@@ -338,8 +382,9 @@ def test_admin_updating_an_unknown_user_gets_404(client, database_url, admin):
         pytest.param({"is_active": None}, id="is-active-null"),
     ],
 )
-def test_admin_update_with_an_invalid_field_returns_422(client, database_url, admin, make_user,
-                                                        body):
+def test_admin_update_with_an_invalid_field_returns_422(
+    client, database_url, admin, make_user, body
+):
     user = make_user()
     before = db_state(database_url)
     response = client.simulate_patch(f"/api/users/{user.id}", json=body, headers=admin.headers)
@@ -348,24 +393,32 @@ def test_admin_update_with_an_invalid_field_returns_422(client, database_url, ad
     assert db_state(database_url) == before
 
 
-def test_an_update_with_a_body_that_is_not_an_object_returns_400(client, database_url, admin,
-                                                                 make_user):
+def test_an_update_with_a_body_that_is_not_an_object_returns_400(
+    client, database_url, admin, make_user
+):
     user = make_user()
     before = db_state(database_url)
     for raw in (b"[]", b"{", b""):
-        response = client.simulate_patch(f"/api/users/{user.id}", body=raw, headers={
-            **admin.headers, "Content-Type": "application/json"})
+        response = client.simulate_patch(
+            f"/api/users/{user.id}",
+            body=raw,
+            headers={**admin.headers, "Content-Type": "application/json"},
+        )
         assert_problem(response, 400, "invalid_json")
     assert db_state(database_url) == before
 
 
-def test_an_update_with_a_body_over_one_mebibyte_returns_413(client, database_url, admin,
-                                                             make_user):
+def test_an_update_with_a_body_over_one_mebibyte_returns_413(
+    client, database_url, admin, make_user
+):
     user = make_user()
     before = db_state(database_url)
     raw = b'{"full_name": "' + b"x" * (1 << 20) + b'"}'
-    response = client.simulate_patch(f"/api/users/{user.id}", body=raw,
-                                     headers={**admin.headers, "Content-Type": "application/json"})
+    response = client.simulate_patch(
+        f"/api/users/{user.id}",
+        body=raw,
+        headers={**admin.headers, "Content-Type": "application/json"},
+    )
     assert_problem(response, 413, "payload_too_large")
     assert db_state(database_url) == before
 
@@ -373,8 +426,9 @@ def test_an_update_with_a_body_over_one_mebibyte_returns_413(client, database_ur
 def test_deactivation_by_update_blocks_login(client, admin, make_user):
     user = make_user()
     client.simulate_patch(f"/api/users/{user.id}", json={"is_active": False}, headers=admin.headers)
-    response = client.simulate_post("/api/auth/login",
-                                    json={"email": user.email, "password": user.password})
+    response = client.simulate_post(
+        "/api/auth/login", json={"email": user.email, "password": user.password}
+    )
     assert_problem(response, 401, "invalid_credentials")
 
 
@@ -385,7 +439,8 @@ def _insert_order(database_url: str, user_id: int) -> int:
     with psycopg.connect(database_url, autocommit=True) as conn:
         return conn.execute(
             "INSERT INTO orders (user_id, status, total_cents, currency)"
-            " VALUES (%s, 'delivered', 1999, 'USD') RETURNING id", (user_id,)
+            " VALUES (%s, 'delivered', 1999, 'USD') RETURNING id",
+            (user_id,),
         ).fetchone()[0]
 
 
@@ -396,13 +451,19 @@ def test_admin_deletes_a_user_without_orders(client, database_url, admin, make_u
     assert response.status_code == 204
     assert response.content == b""
     assert db_rows(database_url, "SELECT id FROM users WHERE id = %s", (user.id,)) == []
-    assert db_rows(database_url, "SELECT id FROM refresh_tokens WHERE user_id = %s",
-                   (user.id,)) == []
-    assert_problem(client.simulate_get(f"/api/users/{user.id}", headers=admin.headers), 404,
-                   "not_found")
+    assert (
+        db_rows(database_url, "SELECT id FROM refresh_tokens WHERE user_id = %s", (user.id,)) == []
+    )
+    assert_problem(
+        client.simulate_get(f"/api/users/{user.id}", headers=admin.headers), 404, "not_found"
+    )
     # the email is free again
-    assert client.simulate_post("/api/auth/register", json={
-        "email": user.email, "password": "password123"}).status_code == 201
+    assert (
+        client.simulate_post(
+            "/api/auth/register", json={"email": user.email, "password": "password123"}
+        ).status_code
+        == 201
+    )
 
 
 def test_deleting_a_user_with_orders_deactivates_them_and_keeps_the_orders(
@@ -414,15 +475,23 @@ def test_deleting_a_user_with_orders_deactivates_them_and_keeps_the_orders(
     response = client.simulate_delete(f"/api/users/{user.id}", headers=admin.headers)
     assert response.status_code == 204
     assert db_rows(database_url, "SELECT is_active FROM users WHERE id = %s", (user.id,)) == [
-        (False,)]
+        (False,)
+    ]
     assert db_rows(database_url, "SELECT id, user_id FROM orders") == [(order_id, user.id)]
-    assert db_rows(database_url, "SELECT count(*) FROM refresh_tokens WHERE user_id = %s"
-                   " AND revoked_at IS NULL", (user.id,)) == [(0,)]
-    assert_problem(me(client, pair["access_token"]), 401,
-                   "not_authenticated")
+    assert db_rows(
+        database_url,
+        "SELECT count(*) FROM refresh_tokens WHERE user_id = %s AND revoked_at IS NULL",
+        (user.id,),
+    ) == [(0,)]
+    assert_problem(me(client, pair["access_token"]), 401, "not_authenticated")
     assert_problem(refresh(client, pair["refresh_token"]), 401, "not_authenticated")
-    assert_problem(client.simulate_post("/api/auth/login", json={
-        "email": user.email, "password": user.password}), 401, "invalid_credentials")
+    assert_problem(
+        client.simulate_post(
+            "/api/auth/login", json={"email": user.email, "password": user.password}
+        ),
+        401,
+        "invalid_credentials",
+    )
     # the closed account is still visible to the admin, and deleting it again is still a 204
     shown = client.simulate_get(f"/api/users/{user.id}", headers=admin.headers)
     assert shown.status_code == 200 and shown.json["is_active"] is False
@@ -439,8 +508,9 @@ def test_an_admin_deleting_themself_gets_409_and_nothing_changes(client, databas
 
 def test_deleting_an_unknown_user_returns_404(client, database_url, admin):
     before = db_state(database_url)
-    assert_problem(client.simulate_delete("/api/users/999999", headers=admin.headers), 404,
-                   "not_found")
+    assert_problem(
+        client.simulate_delete("/api/users/999999", headers=admin.headers), 404, "not_found"
+    )
     assert db_state(database_url) == before
 
 
@@ -448,5 +518,6 @@ def test_deleting_another_admin_works(client, database_url, admin, make_user):
     other = make_user("ADMIN")
     response = client.simulate_delete(f"/api/users/{other.id}", headers=admin.headers)
     assert response.status_code == 204
-    assert_problem(client.simulate_get("/api/auth/me", headers=other.headers), 401,
-                   "not_authenticated")
+    assert_problem(
+        client.simulate_get("/api/auth/me", headers=other.headers), 401, "not_authenticated"
+    )

@@ -44,8 +44,9 @@ Prefetch = Callable[[falcon.Request, dict[str, Any]], list[str] | None]
 
 
 class RateLimit:
-    def __init__(self, settings: Settings, limiter: Limiter | None,
-                 prefetch: Prefetch | None = None) -> None:
+    def __init__(
+        self, settings: Settings, limiter: Limiter | None, prefetch: Prefetch | None = None
+    ) -> None:
         self.limiter = limiter
         # the keys ride in the counters' batch: that read then costs no round trip of its own
         self.prefetch = prefetch

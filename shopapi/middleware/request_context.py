@@ -64,15 +64,17 @@ class RequestContext:
         started = getattr(req.context, "started", None)
         duration = time.perf_counter() - started if started else 0.0
         user = getattr(req.context, "user", None)
-        self.access_log.write({
-            "ts": time.time(),
-            "level": "info",
-            "event": "request",
-            "method": req.method,
-            "route": req.uri_template or "unmatched",
-            "path": req.path,
-            "status": resp.status_code,
-            "duration_ms": round(duration * 1000, 3),
-            "user_id": user.id if user else None,
-            "request_id": req.context.request_id,
-        })
+        self.access_log.write(
+            {
+                "ts": time.time(),
+                "level": "info",
+                "event": "request",
+                "method": req.method,
+                "route": req.uri_template or "unmatched",
+                "path": req.path,
+                "status": resp.status_code,
+                "duration_ms": round(duration * 1000, 3),
+                "user_id": user.id if user else None,
+                "request_id": req.context.request_id,
+            }
+        )

@@ -32,7 +32,10 @@ class RequestMetrics:
         child = self._children.get(key)
         if child is None:
             labels = (method, route, str(status))
-            child = (instruments.HTTP_REQUESTS.labels(*labels), instruments.HTTP_DURATION.labels(*labels))
+            child = (
+                instruments.HTTP_REQUESTS.labels(*labels),
+                instruments.HTTP_DURATION.labels(*labels),
+            )
             self._children[key] = child
         return child
 

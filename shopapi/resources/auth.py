@@ -16,8 +16,14 @@ class Register:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint("Register a customer account", body=UserCreate, returns=UserPublic, status=201,
-              errors=(400, 409, 413, 422, 429), tags=TAGS)
+    @endpoint(
+        "Register a customer account",
+        body=UserCreate,
+        returns=UserPublic,
+        status=201,
+        errors=(400, 409, 413, 422, 429),
+        tags=TAGS,
+    )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = await auth.register(self.ctx, req.context.body)
 
@@ -26,8 +32,13 @@ class Login:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint("Exchange email and password for a token pair", body=LoginRequest,
-              returns=TokenPair, errors=(400, 401, 413, 422, 429), tags=TAGS)
+    @endpoint(
+        "Exchange email and password for a token pair",
+        body=LoginRequest,
+        returns=TokenPair,
+        errors=(400, 401, 413, 422, 429),
+        tags=TAGS,
+    )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = await auth.login(self.ctx, req.context.body)
 
@@ -36,8 +47,13 @@ class Refresh:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint("Rotate a refresh token into a new pair (reuse revokes the login)",
-              body=RefreshRequest, returns=TokenPair, errors=(400, 401, 413, 422, 429), tags=TAGS)
+    @endpoint(
+        "Rotate a refresh token into a new pair (reuse revokes the login)",
+        body=RefreshRequest,
+        returns=TokenPair,
+        errors=(400, 401, 413, 422, 429),
+        tags=TAGS,
+    )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = await auth.refresh(self.ctx, req.context.body.refresh_token)
 
@@ -46,8 +62,13 @@ class Logout:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint("Revoke one refresh token", body=RefreshRequest, status=204,
-              errors=(400, 401, 413, 422, 429), tags=TAGS)
+    @endpoint(
+        "Revoke one refresh token",
+        body=RefreshRequest,
+        status=204,
+        errors=(400, 401, 413, 422, 429),
+        tags=TAGS,
+    )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         await auth.logout(self.ctx, req.context.body.refresh_token)
 
@@ -56,8 +77,13 @@ class LogoutAll:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint("Revoke every refresh token of the caller", roles=AUTHENTICATED, status=204,
-              errors=(401, 429), tags=TAGS)
+    @endpoint(
+        "Revoke every refresh token of the caller",
+        roles=AUTHENTICATED,
+        status=204,
+        errors=(401, 429),
+        tags=TAGS,
+    )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         await auth.logout_all(self.ctx, req.context.user)
 
@@ -66,8 +92,13 @@ class Me:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint("The caller's own user", roles=AUTHENTICATED, returns=UserPublic,
-              errors=(401, 429), tags=TAGS)
+    @endpoint(
+        "The caller's own user",
+        roles=AUTHENTICATED,
+        returns=UserPublic,
+        errors=(401, 429),
+        tags=TAGS,
+    )
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         user = req.context.user
         resp.media = await users.get_user(self.ctx, user, user.id)

@@ -11,8 +11,9 @@ from shopapi.services import health
 
 
 class Liveness:
-    @endpoint("Liveness: the process answers (no database access)", returns=Status,
-              tags=("operations",))
+    @endpoint(
+        "Liveness: the process answers (no database access)", returns=Status, tags=("operations",)
+    )
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = Status("ok")
 
@@ -21,8 +22,12 @@ class Readiness_:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint("Readiness: PostgreSQL answers (Redis down only degrades)",
-              returns=Readiness, errors=(503,), tags=("operations",))
+    @endpoint(
+        "Readiness: PostgreSQL answers (Redis down only degrades)",
+        returns=Readiness,
+        errors=(503,),
+        tags=("operations",),
+    )
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         report = await health.readiness(self.ctx)
         resp.media = report

@@ -39,43 +39,74 @@ class Products:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint(LIST_SUMMARY + ETAG_NOTE, query=ProductListQuery, returns=PageOf[ProductPublic],
-              errors=(422, 429), tags=TAGS)
+    @endpoint(
+        LIST_SUMMARY + ETAG_NOTE,
+        query=ProductListQuery,
+        returns=PageOf[ProductPublic],
+        errors=(422, 429),
+        tags=TAGS,
+    )
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         answer = await products.list_products(self.ctx, req.context.user, req.context.query)
         respond(req, resp, answer)
 
-    @endpoint("Create a product (its initial stock is written to the ledger)", roles=STAFF,
-              body=ProductCreate, returns=ProductPublic, status=201,
-              errors=(400, 401, 403, 413, 422, 429), tags=TAGS)
+    @endpoint(
+        "Create a product (its initial stock is written to the ledger)",
+        roles=STAFF,
+        body=ProductCreate,
+        returns=ProductPublic,
+        status=201,
+        errors=(400, 401, 403, 413, 422, 429),
+        tags=TAGS,
+    )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         send(resp, await products.create_product(self.ctx, req.context.user, req.context.body))
 
-    @endpoint("Get a product (inactive: 404 except for ADMIN/EDITOR)." + ETAG_NOTE,
-              returns=ProductPublic, errors=(404, 422, 429), tags=TAGS)
-    async def on_get_item(self, req: falcon.Request, resp: falcon.Response,
-                          product_id: int) -> None:
+    @endpoint(
+        "Get a product (inactive: 404 except for ADMIN/EDITOR)." + ETAG_NOTE,
+        returns=ProductPublic,
+        errors=(404, 422, 429),
+        tags=TAGS,
+    )
+    async def on_get_item(
+        self, req: falcon.Request, resp: falcon.Response, product_id: int
+    ) -> None:
         # the hottest read: a cache hit is answered from the values the rate limiter fetched
         # in its own round trip (cached_read_keys below)
         prefetched = getattr(req.context, "cache_prefetch", None)
         answer = await products.get_product(self.ctx, req.context.user, product_id, prefetched)
         respond(req, resp, answer)
 
-    @endpoint("Update a product (partial). If-Match with the ETag of a GET guards against lost "
-              "updates (412 when it changed since). A stock edit is written to the ledger.",
-              roles=STAFF, body=ProductUpdate, returns=ProductPublic,
-              errors=(400, 401, 403, 404, 412, 413, 422, 429), headers=("If-Match",), tags=TAGS)
-    async def on_put_item(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
-        answer = await products.update_product(self.ctx, req.context.user, product_id,
-                                         req.context.body, req.get_header("If-Match"))
+    @endpoint(
+        "Update a product (partial). If-Match with the ETag of a GET guards against lost "
+        "updates (412 when it changed since). A stock edit is written to the ledger.",
+        roles=STAFF,
+        body=ProductUpdate,
+        returns=ProductPublic,
+        errors=(400, 401, 403, 404, 412, 413, 422, 429),
+        headers=("If-Match",),
+        tags=TAGS,
+    )
+    async def on_put_item(
+        self, req: falcon.Request, resp: falcon.Response, product_id: int
+    ) -> None:
+        answer = await products.update_product(
+            self.ctx, req.context.user, product_id, req.context.body, req.get_header("If-Match")
+        )
         send(resp, answer)
 
     on_patch_item = on_put_item
 
-    @endpoint("Delete a product (one that appears in an order is deactivated instead)",
-              roles=STAFF, status=204, errors=(401, 403, 404, 422, 429), tags=TAGS)
-    async def on_delete_item(self, req: falcon.Request, resp: falcon.Response,
-                       product_id: int) -> None:
+    @endpoint(
+        "Delete a product (one that appears in an order is deactivated instead)",
+        roles=STAFF,
+        status=204,
+        errors=(401, 403, 404, 422, 429),
+        tags=TAGS,
+    )
+    async def on_delete_item(
+        self, req: falcon.Request, resp: falcon.Response, product_id: int
+    ) -> None:
         await products.delete_product(self.ctx, product_id)
 
 
@@ -83,10 +114,14 @@ class StockMovements:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint("A product's stock ledger, oldest first (next_cursor is always null)."
-              + ETAG_NOTE,
-              roles=STAFF, query=PageQuery, returns=PageOf[StockMovementPublic],
-              errors=(401, 403, 404, 422, 429), tags=TAGS)
+    @endpoint(
+        "A product's stock ledger, oldest first (next_cursor is always null)." + ETAG_NOTE,
+        roles=STAFF,
+        query=PageQuery,
+        returns=PageOf[StockMovementPublic],
+        errors=(401, 403, 404, 422, 429),
+        tags=TAGS,
+    )
     async def on_get(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
         answer = await products.list_stock_movements(self.ctx, product_id, req.context.query)
         respond(req, resp, answer)

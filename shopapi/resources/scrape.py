@@ -18,8 +18,10 @@ class MetricsScrape:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    @endpoint("Prometheus metrics of this instance, all workers (text exposition format)",
-              tags=("operations",))
+    @endpoint(
+        "Prometheus metrics of this instance, all workers (text exposition format)",
+        tags=("operations",),
+    )
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         # the scraping worker's pool numbers are fresh; the others' are at most a second old
         instruments.record_pool(*self.ctx.pools)

@@ -25,8 +25,10 @@ Text = Annotated[str, Meta(max_length=5000, pattern=NO_NUL)]
 # an absolute http(s) URL: a host, then an optional path/query/fragment without blanks
 ImageUrl = Annotated[
     str,
-    Meta(max_length=2048,
-         pattern="^https?://[A-Za-z0-9._~%!$&'()*+,;=:@\\[\\]-]+([/?#][^\\x00-\\x20\\x7f]*)?$"),
+    Meta(
+        max_length=2048,
+        pattern="^https?://[A-Za-z0-9._~%!$&'()*+,;=:@\\[\\]-]+([/?#][^\\x00-\\x20\\x7f]*)?$",
+    ),
 ]
 Search = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
 Cursor = Annotated[str, Meta(min_length=1, max_length=1024, pattern="^[A-Za-z0-9_-]+$")]

@@ -47,5 +47,6 @@ class Readiness(msgspec.Struct):
 def sent_fields(body: msgspec.Struct, *names: str) -> dict[str, Any]:
     """A partial update's values for `names`, each None when the client did not send it (the
     update queries keep a column whose parameter is NULL)."""
-    return {name: None if (value := getattr(body, name)) is msgspec.UNSET else value
-            for name in names}
+    return {
+        name: None if (value := getattr(body, name)) is msgspec.UNSET else value for name in names
+    }

@@ -14,8 +14,10 @@ EMAIL_MAX = 254
 Role = Literal["ADMIN", "EDITOR", "CUSTOMER"]
 # one @, no white space inside; surrounding blanks are trimmed by the service. "White space"
 # is every character Python's str.strip() removes, so trimming can never empty a part.
-_EMAIL_PART = ("[^@\\x00\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029"
-               "\\u202f\\u205f\\u3000]+")
+_EMAIL_PART = (
+    "[^@\\x00\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029"
+    "\\u202f\\u205f\\u3000]+"
+)
 Email = Annotated[
     str, Meta(max_length=EMAIL_MAX, pattern=f"^[ \\t]*{_EMAIL_PART}@{_EMAIL_PART}[ \\t]*$")
 ]
@@ -75,17 +77,32 @@ class UserUpdate(msgspec.Struct, kw_only=True):
     email: Email | UnsetType = UNSET
     full_name: FullName | UnsetType = UNSET
     password: Password | UnsetType = UNSET
-    current_password: Annotated[
-        str, Meta(max_length=1024,
-                  description="required to change your own password; missing or wrong: 422")
-    ] | UnsetType = UNSET
+    current_password: (
+        Annotated[
+            str,
+            Meta(
+                max_length=1024,
+                description="required to change your own password; missing or wrong: 422",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
     role: Role | UnsetType = UNSET
     is_active: bool | UnsetType = UNSET
 
 
 class UserListQuery(PageQuery, kw_only=True):
     role: Role | None = None
-    q: Annotated[str, Meta(
-        max_length=200, pattern=NO_NUL,
-        description="case-insensitive substring of email or full_name; `%` and `_` are literal",
-    )] | None = None
+    q: (
+        Annotated[
+            str,
+            Meta(
+                max_length=200,
+                pattern=NO_NUL,
+                description=(
+                    "case-insensitive substring of email or full_name; `%` and `_` are literal"
+                ),
+            ),
+        ]
+        | None
+    ) = None

@@ -23,7 +23,8 @@ def storable_email(email: str) -> str:
     local, _, domain = email.partition("@")
     if len(email) > EMAIL_MAX:
         raise ValidationFailed.single(
-            "email", f"must be at most {EMAIL_MAX} characters once lower-cased")
+            "email", f"must be at most {EMAIL_MAX} characters once lower-cased"
+        )
     if not local or not domain:
         raise ValidationFailed.single("email", "must have characters before and after the @")
     return email
@@ -36,8 +37,11 @@ async def register(ctx: AppContext, body: UserCreate) -> UserPublic:
     try:
         async with transaction(ctx.pool) as conn:
             row = await queries.insert_user(
-                conn, email=email, password_hash=password_hash,
-                full_name=body.full_name, role="CUSTOMER",
+                conn,
+                email=email,
+                password_hash=password_hash,
+                full_name=body.full_name,
+                role="CUSTOMER",
             )
     except psycopg.errors.UniqueViolation:
         raise EmailTaken("This email is already registered") from None
@@ -49,7 +53,10 @@ async def _issue_pair(
 ) -> TokenPair:
     refresh, expires_at = ctx.tokens.issue_refresh(user_id, family)
     await queries.insert_refresh_token(
-        conn, user_id=user_id, family_id=family, token_hash=token_digest(refresh),
+        conn,
+        user_id=user_id,
+        family_id=family,
+        token_hash=token_digest(refresh),
         expires_at=expires_at,
     )
     return TokenPair(

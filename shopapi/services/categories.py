@@ -34,7 +34,7 @@ def next_slug(base: str, taken: set[str]) -> str:
     """`base` when free, else `base-N` with N one more than the highest taken (from 2)."""
     if base not in taken:
         return base
-    suffixes = [int(m.group(1)) for slug in taken if (m := _SUFFIX.search(slug[len(base):]))]
+    suffixes = [int(m.group(1)) for slug in taken if (m := _SUFFIX.search(slug[len(base) :]))]
     return f"{base}-{max([1, *suffixes]) + 1}"
 
 
@@ -61,11 +61,19 @@ async def list_categories(ctx: AppContext, query: CategoryListQuery) -> Answer:
 
     async def load() -> tuple[bytes, list[int]]:
         async with connection(ctx.reader) as conn:
-            rows = [row async for row in queries.list_categories(
-                conn, q=pattern, limit=window.limit, offset=window.offset
-            )]
-            answer = await pager.page(rows, window, CategoryPublic, total_column="total",
-                                      count=lambda: queries.count_categories(conn, q=pattern))
+            rows = [
+                row
+                async for row in queries.list_categories(
+                    conn, q=pattern, limit=window.limit, offset=window.offset
+                )
+            ]
+            answer = await pager.page(
+                rows,
+                window,
+                CategoryPublic,
+                total_column="total",
+                count=lambda: queries.count_categories(conn, q=pattern),
+            )
         return cache.pack(_encode(answer)), []
 
     lookup = cache.category_list_key(cache.digest(q, window.page, window.per_page))

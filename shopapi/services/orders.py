@@ -76,8 +76,7 @@ async def _run(pool: Pool, query: Callable[..., Any], **params: Any) -> Any:
 def _retrying(query: Callable[..., Any], exc: Exception, attempt: int) -> None:
     if attempt == ATTEMPTS:
         raise exc
-    log.warning("%s: %s, attempt %d of %d", query.__name__, type(exc).__name__,
-                attempt, ATTEMPTS)
+    log.warning("%s: %s, attempt %d of %d", query.__name__, type(exc).__name__, attempt, ATTEMPTS)
 
 
 # ------------------------------------------------------------------ placement
@@ -165,10 +164,14 @@ async def place_order(
     product_ids = [line.product_id for line in body.items]
     try:
         row = await _run(
-            ctx.pool, queries.place_order,
-            user_id=user.id, currency=ctx.settings.currency, product_ids=product_ids,
+            ctx.pool,
+            queries.place_order,
+            user_id=user.id,
+            currency=ctx.settings.currency,
+            product_ids=product_ids,
             quantities=[line.quantity for line in body.items],
-            idempotency_key=key, request_hash=digest,
+            idempotency_key=key,
+            request_hash=digest,
         )
     except psycopg.errors.UniqueViolation as exc:
         if exc.diag.constraint_name != "idempotency_keys_pkey":
@@ -197,10 +200,10 @@ async def _earlier_answer(
 ) -> tuple[OrderPublic, bool] | None:
     """The replayed answer of a request that used `key` before, if one committed."""
     async with connection(ctx.pool) as conn:
-        earlier = await queries.get_idempotent_answer(conn, user_id=user.id,
-                                                      idempotency_key=key)
-    return None if earlier is None else _replay(earlier["request_hash"],
-                                                earlier["order_json"], digest)
+        earlier = await queries.get_idempotent_answer(conn, user_id=user.id, idempotency_key=key)
+    return (
+        None if earlier is None else _replay(earlier["request_hash"], earlier["order_json"], digest)
+    )
 
 
 async def purge_idempotency_keys(pool: Pool, older_than_seconds: int) -> int:
@@ -240,30 +243,55 @@ async def list_orders(
     user_id = _listed_user(user, query)
     filters = {"user_id": user_id, "status": query.status}
     pager = Pager(ctx.settings.signing_key)
-    window = pager.window(query.page, query.per_page, query.cursor,
-                          scope=fingerprint(sort=LIST_SORT, **filters), key_types=(str, int))
+    window = pager.window(
+        query.page,
+        query.per_page,
+        query.cursor,
+        scope=fingerprint(sort=LIST_SORT, **filters),
+        key_types=(str, int),
+    )
     if user_id == -1:
         return pager.empty(window, OrderPublic)
     async with connection(ctx.pool) as conn:
-        rows = [row async for row in queries.list_orders(
-            conn, **filters, after_created_at=window.after[0], after_id=window.after[1],
-            limit=window.limit, offset=window.offset,
-        )]
-        return await pager.page(rows, window, OrderPublic,
-                                count=lambda: queries.count_orders(conn, **filters),
-                                cursor_key=lambda row: [row["created_at"], row["id"]])
+        rows = [
+            row
+            async for row in queries.list_orders(
+                conn,
+                **filters,
+                after_created_at=window.after[0],
+                after_id=window.after[1],
+                limit=window.limit,
+                offset=window.offset,
+            )
+        ]
+        return await pager.page(
+            rows,
+            window,
+            OrderPublic,
+            count=lambda: queries.count_orders(conn, **filters),
+            cursor_key=lambda row: [row["created_at"], row["id"]],
+        )
 
 
 # ------------------------------------------------------------------ status changes
 
 
 async def _move(
-    ctx: AppContext, user: CurrentUser, order_id: int, status: str, *,
-    sources: tuple[str, ...], owner_id: int | None,
+    ctx: AppContext,
+    user: CurrentUser,
+    order_id: int,
+    status: str,
+    *,
+    sources: tuple[str, ...],
+    owner_id: int | None,
 ) -> OrderPublic:
     row = await _run(
-        ctx.pool, queries.change_order_status,
-        id=order_id, status=status, from_statuses=list(sources), owner_id=owner_id,
+        ctx.pool,
+        queries.change_order_status,
+        id=order_id,
+        status=status,
+        from_statuses=list(sources),
+        owner_id=owner_id,
         by_user_id=user.id,
     )
     if row is None:
@@ -271,9 +299,7 @@ async def _move(
             state = await queries.get_order_state(conn, id=order_id)
         if state is None or (owner_id is not None and state["user_id"] != owner_id):
             raise NotFound(f"Order {order_id} not found")
-        raise InvalidTransition(
-            f"Order {order_id} is {state['status']}; it cannot become {status}"
-        )
+        raise InvalidTransition(f"Order {order_id} is {state['status']}; it cannot become {status}")
     if row["restocked_ids"]:
         await ctx.cache.invalidate(*cache.stock_keys(row["restocked_ids"]))
     return msgspec.convert(row, OrderPublic)

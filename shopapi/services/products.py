@@ -59,7 +59,9 @@ def _category_missing() -> ValidationFailed:
 
 
 async def get_product(
-    ctx: AppContext, user: CurrentUser | None, product_id: int,
+    ctx: AppContext,
+    user: CurrentUser | None,
+    product_id: int,
     prefetched: list[bytes | None] | None = None,
 ) -> Answer:
     """One product; an inactive one is only visible to staff (404 for everyone else).
@@ -84,8 +86,9 @@ def _packed(product_id: int, row: dict | None) -> bytes:
     return cache.pack(_public_bytes(row), visible=row["is_active"])
 
 
-def _visible_to(user: CurrentUser | None, product_id: int, value: bytes,
-                served: str | None) -> Answer:
+def _visible_to(
+    user: CurrentUser | None, product_id: int, value: bytes, served: str | None
+) -> Answer:
     if not cache.is_visible(value) and not _is_staff(user):
         raise NotFound(f"Product {product_id} not found")
     return cache.unpack(value, served)
@@ -114,18 +117,32 @@ async def list_products(
     ordering = query.sort or ("relevance" if filters["q"] else DEFAULT_ORDERING)
     page_query, key_field, key_type = ORDERINGS[ordering]
     window = Pager(ctx.settings.signing_key).window(
-        query.page, query.per_page, query.cursor,
-        scope=fingerprint(sort=ordering, **filters), key_types=(key_type, int),
+        query.page,
+        query.per_page,
+        query.cursor,
+        scope=fingerprint(sort=ordering, **filters),
+        key_types=(key_type, int),
     )
 
     async def load() -> tuple[bytes, list[int]]:
         async with connection(ctx.reader) as conn:
-            rows = [row async for row in page_query(
-                conn, currency=ctx.settings.currency, **filters, after_key=window.after[0],
-                after_id=window.after[1], limit=window.limit, offset=window.offset,
-            )]
+            rows = [
+                row
+                async for row in page_query(
+                    conn,
+                    currency=ctx.settings.currency,
+                    **filters,
+                    after_key=window.after[0],
+                    after_id=window.after[1],
+                    limit=window.limit,
+                    offset=window.offset,
+                )
+            ]
             answer = await Pager(ctx.settings.signing_key).page(
-                rows, window, ProductPublic, total_column="matches",
+                rows,
+                window,
+                ProductPublic,
+                total_column="matches",
                 count=lambda: _count(ctx, conn, filters),
                 cursor_key=lambda row: [row[key_field], row["id"]],
             )
@@ -153,9 +170,12 @@ async def list_stock_movements(ctx: AppContext, product_id: int, query: PageQuer
     """A product's ledger, oldest first (staff only; not cached: it is an audit view)."""
     window = Pager(ctx.settings.signing_key).window(query.page, query.per_page)
     async with connection(ctx.pool) as conn:
-        rows = [row async for row in queries.list_stock_movements(
-            conn, product_id=product_id, limit=window.limit, offset=window.offset
-        )]
+        rows = [
+            row
+            async for row in queries.list_stock_movements(
+                conn, product_id=product_id, limit=window.limit, offset=window.offset
+            )
+        ]
         found = None
         if not rows:
             found = await queries.count_stock_movements(conn, product_id=product_id)
@@ -178,17 +198,29 @@ async def create_product(ctx: AppContext, user: CurrentUser, body: ProductCreate
     """A new product; its initial stock is the ledger's first `adjust` row."""
     async with transaction(ctx.pool) as conn:
         try:
-            product_id = (await queries.insert_product(
-                conn, name=body.name.strip(BLANKS), description=body.description,
-                price_cents=body.price_cents, stock=body.stock, image_url=body.image_url,
-                category_id=body.category_id, is_active=body.is_active,
-            ))["id"]
+            product_id = (
+                await queries.insert_product(
+                    conn,
+                    name=body.name.strip(BLANKS),
+                    description=body.description,
+                    price_cents=body.price_cents,
+                    stock=body.stock,
+                    image_url=body.image_url,
+                    category_id=body.category_id,
+                    is_active=body.is_active,
+                )
+            )["id"]
         except psycopg.errors.ForeignKeyViolation:
             raise _category_missing() from None
         if body.stock:
-            await queries.insert_stock_movement(conn, product_id=product_id, delta=body.stock,
-                                                reason="adjust", order_id=None,
-                                                by_user_id=user.id)
+            await queries.insert_stock_movement(
+                conn,
+                product_id=product_id,
+                delta=body.stock,
+                reason="adjust",
+                order_id=None,
+                by_user_id=user.id,
+            )
         row = await queries.get_product(conn, id=product_id, currency=ctx.settings.currency)
     await ctx.cache.invalidate(cache.product_version(product_id), cache.LIST_VERSION)
     return Answer.of(_public_bytes(row))
@@ -211,7 +243,10 @@ def _update_params(body: ProductUpdate) -> dict[str, Any]:
 
 
 async def update_product(
-    ctx: AppContext, user: CurrentUser, product_id: int, body: ProductUpdate,
+    ctx: AppContext,
+    user: CurrentUser,
+    product_id: int,
+    body: ProductUpdate,
     if_match: str | None = None,
 ) -> Answer:
     """Partial update (PUT = PATCH). `if_match` is compared with the locked row's ETag, and a
@@ -226,16 +261,21 @@ async def update_product(
         if if_match is not None and not strong_match(if_match, etag_of(_public_bytes(current))):
             raise PreconditionFailed("The product changed since you read it: fetch it again")
         try:
-            row = await queries.update_product(conn, id=product_id,
-                                               currency=ctx.settings.currency,
-                                               **_update_params(body))
+            row = await queries.update_product(
+                conn, id=product_id, currency=ctx.settings.currency, **_update_params(body)
+            )
         except psycopg.errors.ForeignKeyViolation:
             raise _category_missing() from None
         delta = row["stock"] - current["stock"]
         if delta:
-            await queries.insert_stock_movement(conn, product_id=product_id, delta=delta,
-                                                reason="adjust", order_id=None,
-                                                by_user_id=user.id)
+            await queries.insert_stock_movement(
+                conn,
+                product_id=product_id,
+                delta=delta,
+                reason="adjust",
+                order_id=None,
+                by_user_id=user.id,
+            )
     await ctx.cache.invalidate(cache.product_version(product_id), cache.LIST_VERSION)
     return Answer.of(_public_bytes(row))
 

@@ -41,11 +41,19 @@ async def list_users(ctx: AppContext, query: UserListQuery) -> PageOf[UserPublic
     window = pager.window(query.page, query.per_page)
     filters = {"role": query.role, "q": query.q}
     async with connection(ctx.pool) as conn:
-        rows = [row async for row in queries.list_users(
-            conn, **filters, limit=window.limit, offset=window.offset
-        )]
-        return await pager.page(rows, window, UserPublic, total_column="total",
-                                count=lambda: queries.count_users(conn, **filters))
+        rows = [
+            row
+            async for row in queries.list_users(
+                conn, **filters, limit=window.limit, offset=window.offset
+            )
+        ]
+        return await pager.page(
+            rows,
+            window,
+            UserPublic,
+            total_column="total",
+            count=lambda: queries.count_users(conn, **filters),
+        )
 
 
 def _check_rights(user: CurrentUser, user_id: int, body: UserUpdate) -> None:
@@ -78,8 +86,11 @@ async def _new_password_hash(
 
 def _logins_end(current: dict, row: dict, password_changed: bool) -> bool:
     """Whether an update changed credentials or rights: every login must then start again."""
-    return (password_changed or row["role"] != current["role"]
-            or (current["is_active"] and not row["is_active"]))
+    return (
+        password_changed
+        or row["role"] != current["role"]
+        or (current["is_active"] and not row["is_active"])
+    )
 
 
 async def update_user(
@@ -94,7 +105,10 @@ async def update_user(
         password_hash = await _new_password_hash(ctx, user, user_id, body, current)
         try:
             row = await queries.update_user(
-                conn, id=user_id, email=email, password_hash=password_hash,
+                conn,
+                id=user_id,
+                email=email,
+                password_hash=password_hash,
                 **sent_fields(body, "full_name", "role", "is_active"),
             )
         except psycopg.errors.UniqueViolation:
@@ -115,8 +129,15 @@ async def delete_user(ctx: AppContext, user: CurrentUser, user_id: int) -> None:
             raise NotFound(f"User {user_id} not found")
         if await queries.user_has_orders(conn, id=user_id):
             # orders are never lost: the account is closed instead
-            await queries.update_user(conn, id=user_id, email=None, full_name=None, role=None,
-                                      is_active=False, password_hash=None)
+            await queries.update_user(
+                conn,
+                id=user_id,
+                email=None,
+                full_name=None,
+                role=None,
+                is_active=False,
+                password_hash=None,
+            )
             await queries.revoke_user_refresh_tokens(conn, user_id=user_id)
         else:
             await queries.delete_user(conn, id=user_id)

@@ -29,8 +29,9 @@ def _test_redis() -> Iterator[None]:
     names a loopback port nobody listens on, run a redis-server of our own there."""
     parts = urlsplit(REDIS_URL)
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5,
-                             retry=Retry(NoBackoff(), 0)).ping()
+        redis.Redis.from_url(
+            REDIS_URL, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        ).ping()
     except redis.ConnectionError:
         if parts.hostname not in ("127.0.0.1", "localhost") or not parts.port:
             raise

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-
 import contextlib
 import http.client
 import json
@@ -72,18 +71,39 @@ class RedisServer:
         # --dir/--dbfilename only matter to stop(keep_data=True): SHUTDOWN SAVE writes the
         # dump there and the next start loads it, like a Redis restarted with persistence
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.dir),
-             "--dbfilename", "dump.rdb", "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--dbfilename",
+                "dump.rdb",
+                "--logfile",
+                str(self.dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for(self.answers, timeout, what=f"redis-server on port {self.port}")
         return self
 
     def client(self, timeout: float = 1.0) -> redis.Redis:
         # no retries: redis-py's default backs off for seconds on a refused connection
-        return redis.Redis(port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout,
-                           retry=Retry(NoBackoff(), 0))
+        return redis.Redis(
+            port=self.port,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def answers(self) -> bool:
         try:
@@ -145,29 +165,57 @@ class PostgresCluster:
         return (PG_BIN / "initdb").exists() and shutil.which("runuser") is not None
 
     def _run(self, *args: str, timeout: float = 60) -> None:
-        subprocess.run([*self._as, *args], check=True, timeout=timeout,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            [*self._as, *args],
+            check=True,
+            timeout=timeout,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def init(self) -> PostgresCluster:
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
-                  "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
+        self._run(
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
         return self
 
     def start(self) -> None:
         # fsync=off: the machine does not crash here, only PostgreSQL does, and what it wrote
         # is in the OS cache. synchronous_commit stays on: a commit that was answered must
         # survive `stop immediate` (with it off, the audit does catch the lost orders)
-        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c full_page_writes=off -c max_connections=50 "
-                   "-c shared_buffers=32MB")
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options,
-                  "-l", str(self.logfile), "-w", "-t", "30", "start")
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c full_page_writes=off -c max_connections=50 "
+            "-c shared_buffers=32MB"
+        )
+        self._run(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.logfile),
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """`fast`: clients are disconnected, open transactions rolled back, clean shutdown;
         `immediate`: the server dies without a checkpoint (crash recovery on the next start)."""
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "30",
-                  "stop")
+        self._run(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop"
+        )
 
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
@@ -267,10 +315,17 @@ def log_tail(server: LiveServer, size: int = 3000) -> str:
 
 def server_env(database_url: str, redis_url: str, **overrides: Any) -> dict[str, str]:
     """Production settings (as deployed), small pools, everything else from `overrides`."""
-    return app_env(database_url, redis_url, **{
-        "APP_ENV": "production", "GUNICORN_LOG_LEVEL": "warning", "DB_POOL_MIN": "1",
-        "DB_POOL_MAX": "4", **overrides,
-    })
+    return app_env(
+        database_url,
+        redis_url,
+        **{
+            "APP_ENV": "production",
+            "GUNICORN_LOG_LEVEL": "warning",
+            "DB_POOL_MIN": "1",
+            "DB_POOL_MAX": "4",
+            **overrides,
+        },
+    )
 
 
 # ------------------------------------------------------------------ HTTP clients
@@ -304,15 +359,24 @@ class Reply:
         return self.started <= moment <= self.ended
 
 
-def call(port: int, method: str, path: str, body: Any = None,
-         headers: dict[str, str] | None = None, *, kind: str = "", timeout: float = 15) -> Reply:
+def call(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    kind: str = "",
+    timeout: float = 15,
+) -> Reply:
     """One HTTP request on a fresh connection (as a mobile client after a pause)."""
     data = json.dumps(body).encode() if body is not None else None
     started = time.monotonic()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=data,
-                     headers={"Content-Type": "application/json", **(headers or {})})
+        conn.request(
+            method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})}
+        )
         resp = conn.getresponse()
         raw = resp.read()
         status, resp_headers = resp.status, {k.lower(): v for k, v in resp.getheaders()}
@@ -346,8 +410,11 @@ class Traffic:
 
     def errors(self, *kinds: str) -> Counter:
         """What clients saw other than 2xx/304, by status (or "no answer")."""
-        return Counter(r.outcome for r in self.of(*kinds)
-                       if r.status is None or not (200 <= r.status < 300 or r.status == 304))
+        return Counter(
+            r.outcome
+            for r in self.of(*kinds)
+            if r.status is None or not (200 <= r.status < 300 or r.status == 304)
+        )
 
     def unexpected(self, allowed: Callable[[Reply], bool], *kinds: str) -> list[Reply]:
         return [r for r in self.of(*kinds) if not allowed(r)]
@@ -355,9 +422,13 @@ class Traffic:
 
 def clean_problem(reply: Reply, status: int, code: str) -> bool:
     """The contract's error shape with this status and code."""
-    return (reply.status == status and reply.code == code
-            and reply.headers.get("content-type", "").startswith("application/problem+json")
-            and isinstance(reply.body, dict) and reply.body.get("status") == status)
+    return (
+        reply.status == status
+        and reply.code == code
+        and reply.headers.get("content-type", "").startswith("application/problem+json")
+        and isinstance(reply.body, dict)
+        and reply.body.get("status") == status
+    )
 
 
 class Clients:
@@ -367,8 +438,9 @@ class Clients:
     def __init__(self, *steps: Callable[[], Any], pace: float = 0.02) -> None:
         self._stop = threading.Event()
         self._failures: list[BaseException] = []
-        self._threads = [threading.Thread(target=self._loop, args=(step, pace), daemon=True)
-                         for step in steps]
+        self._threads = [
+            threading.Thread(target=self._loop, args=(step, pace), daemon=True) for step in steps
+        ]
 
     def _loop(self, step: Callable[[], Any], pace: float) -> None:
         try:
@@ -431,28 +503,48 @@ def seed_shop(url: str, stocks: list[int], customers: int, price_cents: int = 10
     return asyncio.run(_seed_shop(url, stocks, customers, price_cents, tokens, password_hash, run))
 
 
-async def _seed_shop(url: str, stocks: list[int], customers: int, price_cents: int,
-                     tokens: TokenCodec, password_hash: str, run: str) -> Shop:
+async def _seed_shop(
+    url: str,
+    stocks: list[int],
+    customers: int,
+    price_cents: int,
+    tokens: TokenCodec,
+    password_hash: str,
+    run: str,
+) -> Shop:
     # one transaction: the connection as a context manager commits when the block ends
     async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:
-        category = await queries.insert_category(conn, name=f"Faults {run}",
-                                                 slug=f"faults-{run}", description="")
+        category = await queries.insert_category(
+            conn, name=f"Faults {run}", slug=f"faults-{run}", description=""
+        )
         stock, price = {}, {}
         for index, units in enumerate(stocks):
             row = await queries.insert_product(
-                conn, name=f"Fault product {run} {index}", description="", stock=units,
-                price_cents=price_cents, image_url=None, category_id=category["id"],
-                is_active=True)
+                conn,
+                name=f"Fault product {run} {index}",
+                description="",
+                stock=units,
+                price_cents=price_cents,
+                image_url=None,
+                category_id=category["id"],
+                is_active=True,
+            )
             if units:
-                await queries.insert_stock_movement(conn, product_id=row["id"], delta=units,
-                                                    reason="adjust", order_id=None,
-                                                    by_user_id=None)
+                await queries.insert_stock_movement(
+                    conn,
+                    product_id=row["id"],
+                    delta=units,
+                    reason="adjust",
+                    order_id=None,
+                    by_user_id=None,
+                )
             stock[row["id"]], price[row["id"]] = units, price_cents
 
         async def account(role: str, name: str) -> Account:
             email = f"{name}-{run}@example.com"
-            row = await queries.insert_user(conn, email=email, password_hash=password_hash,
-                                            full_name=name, role=role)
+            row = await queries.insert_user(
+                conn, email=email, password_hash=password_hash, full_name=name, role=role
+            )
             return Account(row["id"], email, role, tokens.issue_access(row["id"], role))
 
         buyers = [await account("CUSTOMER", f"buyer{i}") for i in range(customers)]
@@ -480,18 +572,27 @@ class Buyer:
         picked = self.rng.sample(self.products, self.rng.randint(1, min(3, len(self.products))))
         return [(pid, self.rng.randint(1, 3)) for pid in sorted(picked)]
 
-    def place(self, lines: list[tuple[int, int]] | None = None, *, key: str | None = None,
-              port: int | None = None) -> Reply:
+    def place(
+        self,
+        lines: list[tuple[int, int]] | None = None,
+        *,
+        key: str | None = None,
+        port: int | None = None,
+    ) -> Reply:
         key = key or uuid.uuid4().hex
         body = order_body(lines or self.random_lines())
         headers = {**self.account.headers, "Idempotency-Key": key}
         deadline = time.monotonic() + self.retry_for
         while True:
             self.attempts[key] += 1
-            reply = self.traffic.add(call(port or self.port, "POST", "/api/orders", body,
-                                          headers, kind="order"))
-            retry = (reply.status is None or reply.status >= 500
-                     or (reply.status == 409 and reply.code == "request_in_progress"))
+            reply = self.traffic.add(
+                call(port or self.port, "POST", "/api/orders", body, headers, kind="order")
+            )
+            retry = (
+                reply.status is None
+                or reply.status >= 500
+                or (reply.status == 409 and reply.code == "request_in_progress")
+            )
             if not retry:
                 if reply.status == 201:
                     self.confirmed[key] = reply.body
@@ -562,21 +663,35 @@ def audit(shop: Shop, buyers: Iterable[Buyer] = ()) -> Audit:
     """Read the whole database and check the books against what clients were told."""
     buyers = list(buyers)
     with psycopg.connect(shop.url) as conn:
-        orders = {row[0]: row[1] for row in conn.execute(
-            "SELECT o.id, coalesce(array_agg(ARRAY[i.product_id, i.quantity::bigint] "
-            "ORDER BY i.product_id) FILTER (WHERE i.product_id IS NOT NULL), '{}') "
-            "FROM orders o LEFT JOIN order_items i ON i.order_id = o.id GROUP BY o.id")}
+        orders = {
+            row[0]: row[1]
+            for row in conn.execute(
+                "SELECT o.id, coalesce(array_agg(ARRAY[i.product_id, i.quantity::bigint] "
+                "ORDER BY i.product_id) FILTER (WHERE i.product_id IS NOT NULL), '{}') "
+                "FROM orders o LEFT JOIN order_items i ON i.order_id = o.id GROUP BY o.id"
+            )
+        }
         stock = dict(conn.execute("SELECT id, stock FROM products").fetchall())
-        held = dict(conn.execute(
-            "SELECT i.product_id, sum(i.quantity) FROM order_items i "
-            "JOIN orders o ON o.id = i.order_id WHERE o.status <> 'cancelled' "
-            "GROUP BY i.product_id").fetchall())
-        half_written = [f"{what}: order {row[0]}" for what, sql in _HALF_WRITTEN.items()
-                        for row in conn.execute(sql).fetchall()]
+        held = dict(
+            conn.execute(
+                "SELECT i.product_id, sum(i.quantity) FROM order_items i "
+                "JOIN orders o ON o.id = i.order_id WHERE o.status <> 'cancelled' "
+                "GROUP BY i.product_id"
+            ).fetchall()
+        )
+        half_written = [
+            f"{what}: order {row[0]}"
+            for what, sql in _HALF_WRITTEN.items()
+            for row in conn.execute(sql).fetchall()
+        ]
         keys = conn.execute("SELECT user_id, key, order_id FROM idempotency_keys").fetchall()
-        keyless = [row[0] for row in conn.execute(
-            "SELECT o.id FROM orders o WHERE NOT EXISTS "
-            "(SELECT FROM idempotency_keys k WHERE k.order_id = o.id)")]
+        keyless = [
+            row[0]
+            for row in conn.execute(
+                "SELECT o.id FROM orders o WHERE NOT EXISTS "
+                "(SELECT FROM idempotency_keys k WHERE k.order_id = o.id)"
+            )
+        ]
 
     lost = []
     confirmed_ids = set()
@@ -586,22 +701,37 @@ def audit(shop: Shop, buyers: Iterable[Buyer] = ()) -> Audit:
             sent = [[line["product_id"], line["quantity"]] for line in order["items"]]
             if orders.get(order["id"]) != sorted(sent):
                 lost.append(f"order {order['id']} (key {key})")
-    oversold = [pid for pid, units in shop.stock.items()
-                if stock.get(pid, 0) < 0 or held.get(pid, 0) > units]
-    unaccounted = [{"product_id": pid, "opening": units, "stock": stock.get(pid),
-                    "held_by_orders": held.get(pid, 0)}
-                   for pid, units in shop.stock.items()
-                   if units != stock.get(pid, 0) + held.get(pid, 0)]
+    oversold = [
+        pid
+        for pid, units in shop.stock.items()
+        if stock.get(pid, 0) < 0 or held.get(pid, 0) > units
+    ]
+    unaccounted = [
+        {
+            "product_id": pid,
+            "opening": units,
+            "stock": stock.get(pid),
+            "held_by_orders": held.get(pid, 0),
+        }
+        for pid, units in shop.stock.items()
+        if units != stock.get(pid, 0) + held.get(pid, 0)
+    ]
     per_key = Counter((user_id, key) for user_id, key, _ in keys)
-    duplicates = [f"key {key} of user {user}: {n} orders" for (user, key), n in per_key.items()
-                  if n > 1]
+    duplicates = [
+        f"key {key} of user {user}: {n} orders" for (user, key), n in per_key.items() if n > 1
+    ]
     if buyers:  # every order of these tests carries a key
         duplicates += [f"order {oid} has no Idempotency-Key" for oid in keyless]
     ledger = asyncio.run(_ledger(shop.url))
     return Audit(
-        orders_in_db=len(orders), lost=lost, oversold=oversold, unaccounted=unaccounted,
-        half_written=half_written, ledger=[dict(row) for row in ledger],
-        duplicates=duplicates, unconfirmed=sorted(set(orders) - confirmed_ids),
+        orders_in_db=len(orders),
+        lost=lost,
+        oversold=oversold,
+        unaccounted=unaccounted,
+        half_written=half_written,
+        ledger=[dict(row) for row in ledger],
+        duplicates=duplicates,
+        unconfirmed=sorted(set(orders) - confirmed_ids),
     )
 
 
@@ -626,19 +756,23 @@ class FaultSummary:
     recovery: str
 
     def line(self) -> str:
-        errors = ", ".join(f"{status}: {n}" for status, n in
-                           sorted(self.errors.items(), key=lambda kv: str(kv[0])))
-        return (f"{self.fault}: {self.sent} requests, client errors "
-                f"{'{' + errors + '}' if errors else 'none'}, orders lost {self.orders_lost}, "
-                f"oversells {self.oversells}, recovery {self.recovery}")
+        errors = ", ".join(
+            f"{status}: {n}" for status, n in sorted(self.errors.items(), key=lambda kv: str(kv[0]))
+        )
+        return (
+            f"{self.fault}: {self.sent} requests, client errors "
+            f"{'{' + errors + '}' if errors else 'none'}, orders lost {self.orders_lost}, "
+            f"oversells {self.oversells}, recovery {self.recovery}"
+        )
 
 
 SUMMARIES: list[FaultSummary] = []
 
 
 def summarize(fault: str, traffic: Traffic, books: Audit, recovery: str) -> FaultSummary:
-    summary = FaultSummary(fault, len(traffic.of()), traffic.errors(), len(books.lost),
-                           len(books.oversold), recovery)
+    summary = FaultSummary(
+        fault, len(traffic.of()), traffic.errors(), len(books.lost), len(books.oversold), recovery
+    )
     SUMMARIES.append(summary)
     print(summary.line())
     return summary

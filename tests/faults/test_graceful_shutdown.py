@@ -38,25 +38,44 @@ def test_sigterm_lets_slow_requests_in_flight_finish_and_exits_0(
     traffic = Traffic()
 
     def order(customer) -> None:
-        traffic.add(call(port, "POST", "/api/orders", order_body([(product, 1)]),
-                         {**customer.headers, "Idempotency-Key": uuid.uuid4().hex},
-                         kind="order"))
+        traffic.add(
+            call(
+                port,
+                "POST",
+                "/api/orders",
+                order_body([(product, 1)]),
+                {**customer.headers, "Idempotency-Key": uuid.uuid4().hex},
+                kind="order",
+            )
+        )
 
     with psycopg.connect(database_url) as locker:
         # every statement on products now waits: both workers get a request stuck inside
         # PostgreSQL, a product list (a cache miss) and an order
         locker.execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
-        threads = [in_background(lambda: traffic.add(
-            call(port, "GET", "/api/products?per_page=100", kind="list")))]
-        wait_for(lambda: len(backends(database_url, waiting_on_lock=True)) == 1, timeout=10,
-                 what="the product list waiting inside PostgreSQL")
+        threads = [
+            in_background(
+                lambda: traffic.add(call(port, "GET", "/api/products?per_page=100", kind="list"))
+            )
+        ]
+        wait_for(
+            lambda: len(backends(database_url, waiting_on_lock=True)) == 1,
+            timeout=10,
+            what="the product list waiting inside PostgreSQL",
+        )
         threads.append(in_background(lambda: order(shop.customers[0])))
-        wait_for(lambda: len(backends(database_url, waiting_on_lock=True)) == 2, timeout=10,
-                 what="the order waiting inside PostgreSQL")
+        wait_for(
+            lambda: len(backends(database_url, waiting_on_lock=True)) == 2,
+            timeout=10,
+            what="the order waiting inside PostgreSQL",
+        )
         # two more orders: the workers' event loops take them too, and they wait on the lock
         threads += [in_background(lambda c=c: order(c)) for c in shop.customers[1:]]
-        wait_for(lambda: len(backends(database_url, waiting_on_lock=True)) == 4, timeout=10,
-                 what="all four requests waiting inside PostgreSQL")
+        wait_for(
+            lambda: len(backends(database_url, waiting_on_lock=True)) == 4,
+            timeout=10,
+            what="all four requests waiting inside PostgreSQL",
+        )
 
         server.proc.send_signal(signal.SIGTERM)
         term_at = time.monotonic()
@@ -77,13 +96,18 @@ def test_sigterm_lets_slow_requests_in_flight_finish_and_exits_0(
     assert [r.status for r in answered] == [201] * 3
     assert exit_code == 0
     with psycopg.connect(database_url) as conn:
-        assert sorted(row[0] for row in conn.execute("SELECT id FROM orders")) == \
-            sorted(r.body["id"] for r in answered)
+        assert sorted(row[0] for row in conn.execute("SELECT id FROM orders")) == sorted(
+            r.body["id"] for r in answered
+        )
 
     books = audit(shop)
-    summarize("4a. SIGTERM with 4 requests stuck in PostgreSQL", traffic, books,
-              f"exit code {exit_code} {stopped:.1f} s after SIGTERM; every request in flight "
-              f"answered in full")
+    summarize(
+        "4a. SIGTERM with 4 requests stuck in PostgreSQL",
+        traffic,
+        books,
+        f"exit code {exit_code} {stopped:.1f} s after SIGTERM; every request in flight "
+        f"answered in full",
+    )
     books.assert_sound()
 
 
@@ -95,8 +119,10 @@ def test_sigterm_under_order_load_answers_every_order_it_wrote_and_exits_0(
     traffic = Traffic()
     # one attempt per order, and a buyer stops at the first request without an answer: the
     # server is going away, a retry could only be refused
-    buyers = [Buyer(server.port, customer, traffic, shop.product_ids, retry_for=0)
-              for customer in shop.customers]
+    buyers = [
+        Buyer(server.port, customer, traffic, shop.product_ids, retry_for=0)
+        for customer in shop.customers
+    ]
 
     def ordering(buyer: Buyer):
         gone = threading.Event()
@@ -104,6 +130,7 @@ def test_sigterm_under_order_load_answers_every_order_it_wrote_and_exits_0(
         def step() -> None:
             if not gone.is_set() and buyer.place().status is None:
                 gone.set()
+
         return step
 
     clients = Clients(*(ordering(buyer) for buyer in buyers), pace=0.0).start()
@@ -122,7 +149,11 @@ def test_sigterm_under_order_load_answers_every_order_it_wrote_and_exits_0(
     assert {r.status for r in traffic.of()} <= {201, None}
     books = audit(shop, buyers)
     assert books.unconfirmed == []  # no order was written without its 201 reaching the buyer
-    summarize("4b. SIGTERM under order load (6 buyers)", traffic, books,
-              f"exit code {exit_code} {stopped:.2f} s after SIGTERM; every order written was "
-              f"answered 201")
+    summarize(
+        "4b. SIGTERM under order load (6 buyers)",
+        traffic,
+        books,
+        f"exit code {exit_code} {stopped:.2f} s after SIGTERM; every order written was "
+        f"answered 201",
+    )
     books.assert_sound()

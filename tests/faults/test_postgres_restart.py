@@ -35,8 +35,7 @@ def settled(traffic: Traffic, since: float, window: float) -> bool:
     """The last `window` seconds (all after `since`) saw requests, and all of them succeeded."""
     now = time.monotonic()
     recent = [r for r in traffic.of() if r.started > now - window]
-    return (now - since > window and len(recent) > 10
-            and all(r.status in (200, 201) for r in recent))
+    return now - since > window and len(recent) > 10 and all(r.status in (200, 201) for r in recent)
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
@@ -50,16 +49,25 @@ def test_postgres_restarting_under_load_answers_clean_503s_and_recovers_by_itsel
     port = server.port
     traffic = Traffic()
     rng = random.Random(2)
-    buyers = [Buyer(port, customer, traffic, shop.product_ids, retry_for=15)
-              for customer in shop.customers]
+    buyers = [
+        Buyer(port, customer, traffic, shop.product_ids, retry_for=15)
+        for customer in shop.customers
+    ]
 
     def read_product() -> None:  # cached: may keep answering from Redis
         pid = rng.choice(shop.product_ids)
         traffic.add(call(port, "GET", f"/api/products/{pid}", kind="read"))
 
     def read_orders() -> None:  # always PostgreSQL
-        traffic.add(call(port, "GET", "/api/orders?per_page=5",
-                         headers=rng.choice(shop.customers).headers, kind="read"))
+        traffic.add(
+            call(
+                port,
+                "GET",
+                "/api/orders?per_page=5",
+                headers=rng.choice(shop.customers).headers,
+                kind="read",
+            )
+        )
 
     def probe() -> None:
         traffic.add(call(port, "GET", "/readyz", kind="ready"))
@@ -73,12 +81,19 @@ def test_postgres_restarting_under_load_answers_clean_503s_and_recovers_by_itsel
         time.sleep(OUTAGE)
         pg_cluster.start()
         back = time.monotonic()
-        ready = wait_for(lambda: next((r for r in traffic.of("ready")
-                                       if r.started > back and r.status == 200), None),
-                         timeout=15, what="/readyz 200 after the restart")
+        ready = wait_for(
+            lambda: next(
+                (r for r in traffic.of("ready") if r.started > back and r.status == 200), None
+            ),
+            timeout=15,
+            what="/readyz 200 after the restart",
+        )
         # every worker's pool reconnects by itself: 1.5 s in which everything succeeds
-        wait_for(lambda: settled(traffic, back, 1.5), timeout=20,
-                 what="1.5 s without a failed request after the restart")
+        wait_for(
+            lambda: settled(traffic, back, 1.5),
+            timeout=20,
+            what="1.5 s without a failed request after the restart",
+        )
     finally:
         clients.stop()
         if not pg_cluster.running():
@@ -86,18 +101,27 @@ def test_postgres_restarting_under_load_answers_clean_503s_and_recovers_by_itsel
 
     probes = traffic.of("ready")
     down = [r for r in probes if cut < r.started < back]
-    assert any(r.status == 503 and r.body == {"status": "unready", "database": "down",
-                                              "redis": "ok"} for r in down), \
-        [r.outcome for r in down]
+    assert any(
+        r.status == 503 and r.body == {"status": "unready", "database": "down", "redis": "ok"}
+        for r in down
+    ), [r.outcome for r in down]
     assert probes[-1].status == 200
 
     # every answer is a success or a clean, quick 503 with Retry-After: no 500, no hang
     unclean = traffic.unexpected(
-        lambda r: r.status in (200, 201) or (r.kind == "ready" and r.status == 503)
-        or clean_problem(r, 503, "service_unavailable") and r.headers.get("retry-after"))
+        lambda r: (
+            r.status in (200, 201)
+            or (r.kind == "ready" and r.status == 503)
+            or clean_problem(r, 503, "service_unavailable")
+            and r.headers.get("retry-after")
+        )
+    )
     assert [(r.kind, r.outcome, r.body) for r in unclean] == []
-    slow = [(r.kind, r.outcome, round(r.started - cut, 2), round(r.elapsed, 2))
-            for r in traffic.of() if r.elapsed >= QUICK]
+    slow = [
+        (r.kind, r.outcome, round(r.started - cut, 2), round(r.elapsed, 2))
+        for r in traffic.of()
+        if r.elapsed >= QUICK
+    ]
     assert slow == []
     during = [r for r in traffic.of("order", "read") if cut + 0.1 < r.started < back]
     assert any(r.status == 503 for r in during)
@@ -106,9 +130,13 @@ def test_postgres_restarting_under_load_answers_clean_503s_and_recovers_by_itsel
     assert last_failure - back < 5.0  # every worker's pool reconnected within a few seconds
 
     books = audit(shop, buyers)
-    summarize(f"2. PostgreSQL restart ({mode}, {OUTAGE} s down) under load", traffic, books,
-              f"first /readyz 200 {ready.ended - back:.2f} s after PostgreSQL was back, "
-              f"last failed request {max(0.0, last_failure - back):.2f} s after")
+    summarize(
+        f"2. PostgreSQL restart ({mode}, {OUTAGE} s down) under load",
+        traffic,
+        books,
+        f"first /readyz 200 {ready.ended - back:.2f} s after PostgreSQL was back, "
+        f"last failed request {max(0.0, last_failure - back):.2f} s after",
+    )
     books.assert_sound()
 
 
@@ -117,12 +145,10 @@ async def ping(pool) -> int:
         return await queries.ping(conn)
 
 
-def test_a_pool_that_saw_the_database_go_away_fails_fast_until_it_reconnects(pg_cluster,
-                                                                             app_loop):
+def test_a_pool_that_saw_the_database_go_away_fails_fast_until_it_reconnects(pg_cluster, app_loop):
     url = pg_cluster.create_database("shopapi_faults_pool")
     shop = seed_shop(url, stocks=[5], customers=0)
-    pool = open_pool(app_loop, make_settings(url, DB_POOL_MIN=1, DB_POOL_MAX=2,
-                                             DB_POOL_TIMEOUT=5))
+    pool = open_pool(app_loop, make_settings(url, DB_POOL_MIN=1, DB_POOL_MAX=2, DB_POOL_TIMEOUT=5))
     waits = []
     try:
         app_loop.run(ping, pool)

@@ -37,10 +37,16 @@ def test_redis_stopping_under_load_degrades_to_postgres_and_recovers_by_itself(
     database_url, redis_server, servers
 ):
     shop = seed_shop(database_url, stocks=[100_000] * 4, customers=3)
-    server = servers(server_env(
-        database_url, redis_server.url, RATE_LIMIT_ENABLED="true",
-        RATE_LIMIT_DEFAULT="100000/minute", RATE_LIMIT_LOGIN="5/minute",
-    ), workers=2)
+    server = servers(
+        server_env(
+            database_url,
+            redis_server.url,
+            RATE_LIMIT_ENABLED="true",
+            RATE_LIMIT_DEFAULT="100000/minute",
+            RATE_LIMIT_LOGIN="5/minute",
+        ),
+        workers=2,
+    )
     port, target = server.port, shop.product_ids[0]
     traffic = Traffic()
     rng = random.Random(1)
@@ -53,13 +59,16 @@ def test_redis_stopping_under_load_degrades_to_postgres_and_recovers_by_itself(
     def read_list() -> None:
         traffic.add(call(port, "GET", "/api/products?per_page=20", kind="read"))
 
-    wait_for(lambda: read_detail() or any(r.headers.get("x-cache") == "hit"
-                                          for r in traffic.of("read")),
-             timeout=5, what="a cache hit before the outage")
+    wait_for(
+        lambda: read_detail() or any(r.headers.get("x-cache") == "hit" for r in traffic.of("read")),
+        timeout=5,
+        what="a cache hit before the outage",
+    )
 
     buyers = [Buyer(port, customer, traffic, shop.product_ids) for customer in shop.customers]
-    clients = Clients(read_detail, read_detail, read_list,
-                      *(buyer.place for buyer in buyers)).start()
+    clients = Clients(
+        read_detail, read_detail, read_list, *(buyer.place for buyer in buyers)
+    ).start()
     try:
         time.sleep(1.0)
         cut = time.monotonic()
@@ -67,25 +76,54 @@ def test_redis_stopping_under_load_degrades_to_postgres_and_recovers_by_itself(
 
         # while Redis is away: a staff write, and a login flood over its limit
         time.sleep(0.2)
-        write = traffic.add(call(port, "PATCH", f"/api/products/{target}",
-                                 {"price_cents": NEW_PRICE}, shop.editor.headers, kind="write"))
-        logins = [traffic.add(call(port, "POST", "/api/auth/login",
-                                   {"email": "probe@example.com", "password": "wrong-pass"},
-                                   kind="login"))
-                  for _ in range(12)]
+        write = traffic.add(
+            call(
+                port,
+                "PATCH",
+                f"/api/products/{target}",
+                {"price_cents": NEW_PRICE},
+                shop.editor.headers,
+                kind="write",
+            )
+        )
+        logins = [
+            traffic.add(
+                call(
+                    port,
+                    "POST",
+                    "/api/auth/login",
+                    {"email": "probe@example.com", "password": "wrong-pass"},
+                    kind="login",
+                )
+            )
+            for _ in range(12)
+        ]
         time.sleep(max(0.0, cut + OUTAGE - time.monotonic()))
         degraded = [r for r in traffic.of("read", "order") if r.started > cut + 0.3]
 
         redis_server.start()
         back = time.monotonic()
         # caching and Redis-counted rate limits resume without a restart
-        wait_for(lambda: any(r.headers.get("x-cache") == "hit" and r.started > back
-                             for r in traffic.of("read")),
-                 timeout=10, what="X-Cache: hit after Redis came back")
-        hit_again = min(r.ended for r in traffic.of("read")
-                        if r.headers.get("x-cache") == "hit" and r.started > back) - back
-        wait_for(lambda: redis_calls(redis_server, "incr") > 0, timeout=10,
-                 what="rate limits counted in Redis again")
+        wait_for(
+            lambda: any(
+                r.headers.get("x-cache") == "hit" and r.started > back for r in traffic.of("read")
+            ),
+            timeout=10,
+            what="X-Cache: hit after Redis came back",
+        )
+        hit_again = (
+            min(
+                r.ended
+                for r in traffic.of("read")
+                if r.headers.get("x-cache") == "hit" and r.started > back
+            )
+            - back
+        )
+        wait_for(
+            lambda: redis_calls(redis_server, "incr") > 0,
+            timeout=10,
+            what="rate limits counted in Redis again",
+        )
         limits_again = time.monotonic() - back
         time.sleep(1.0)  # both workers serve the catalog from Redis again for a while
         settled = time.monotonic()
@@ -99,20 +137,29 @@ def test_redis_stopping_under_load_degrades_to_postgres_and_recovers_by_itself(
     assert [r.body["price_cents"] for r in fresh] == [NEW_PRICE] * 10
     listed_prices = {p["id"]: p["price_cents"] for p in listed.body["items"]}
     assert listed_prices[target] == NEW_PRICE
-    stale = [r for r in traffic.of("read") if r.started > write.ended
-             and r.status == 200 and r.body.get("id") == target
-             and r.body["price_cents"] != NEW_PRICE]
+    stale = [
+        r
+        for r in traffic.of("read")
+        if r.started > write.ended
+        and r.status == 200
+        and r.body.get("id") == target
+        and r.body["price_cents"] != NEW_PRICE
+    ]
     assert [r for r in stale if r.started > settled] == []
 
     # during the outage: answers from PostgreSQL, limits still counted (in memory)
-    assert degraded and all(r.status in (200, 201) for r in degraded), \
-        traffic.errors("read", "order")
+    assert degraded and all(r.status in (200, 201) for r in degraded), traffic.errors(
+        "read", "order"
+    )
     assert all(r.headers.get("x-cache") == "miss" for r in degraded if r.kind == "read")
     assert all("ratelimit-limit" in r.headers for r in degraded)
     assert {r.status for r in logins} == {401, 429}, [r.outcome for r in logins]
     assert sum(r.status == 429 for r in logins) >= 2  # 5 per worker at most, 2 workers
-    assert all(clean_problem(r, 429, "rate_limited") and r.headers.get("retry-after")
-               for r in logins if r.status == 429)
+    assert all(
+        clean_problem(r, 429, "rate_limited") and r.headers.get("retry-after")
+        for r in logins
+        if r.status == 429
+    )
 
     # no 5xx and no dropped connection, except a request caught in flight at the cut
     failed = [r for r in traffic.of() if r.status is None or r.status >= 500]
@@ -121,10 +168,14 @@ def test_redis_stopping_under_load_degrades_to_postgres_and_recovers_by_itself(
     assert all(not buyer.unresolved and not buyer.refused for buyer in buyers)
 
     books = audit(shop, buyers)
-    summarize("1. Redis stop (2 s, data kept) under load", traffic, books,
-              f"X-Cache hit {hit_again:.2f} s after Redis returned, limits in Redis after "
-              f"{limits_again:.1f} s; {len(stale)} stale reads before the writer's worker "
-              f"caught up")
+    summarize(
+        "1. Redis stop (2 s, data kept) under load",
+        traffic,
+        books,
+        f"X-Cache hit {hit_again:.2f} s after Redis returned, limits in Redis after "
+        f"{limits_again:.1f} s; {len(stale)} stale reads before the writer's worker "
+        f"caught up",
+    )
     books.assert_sound()
 
 
@@ -144,8 +195,16 @@ def test_a_write_made_while_redis_was_away_is_not_hidden_by_an_older_cache_entry
 
     redis_server.stop(keep_data=True)
     during = read()  # the reader notices the outage: served from PostgreSQL
-    write = traffic.add(call(writer.port, "PATCH", path, {"price_cents": NEW_PRICE},
-                             shop.editor.headers, kind="write"))
+    write = traffic.add(
+        call(
+            writer.port,
+            "PATCH",
+            path,
+            {"price_cents": NEW_PRICE},
+            shop.editor.headers,
+            kind="write",
+        )
+    )
     assert write.status == 200
     assert read().body["price_cents"] == NEW_PRICE
     time.sleep(1.2)  # past the reader's cache back-off
@@ -153,11 +212,16 @@ def test_a_write_made_while_redis_was_away_is_not_hidden_by_an_older_cache_entry
     after = read()
 
     books = audit(shop)
-    summarize("1b. Redis back with its data, read on another instance", traffic, books,
-              f"reader saw price {after.body['price_cents']} (X-Cache "
-              f"{after.headers.get('x-cache')}) after the write of {NEW_PRICE}")
+    summarize(
+        "1b. Redis back with its data, read on another instance",
+        traffic,
+        books,
+        f"reader saw price {after.body['price_cents']} (X-Cache "
+        f"{after.headers.get('x-cache')}) after the write of {NEW_PRICE}",
+    )
     books.assert_sound()
     assert during.status == 200 and during.headers["x-cache"] == "miss"
     assert after.body["price_cents"] == NEW_PRICE, (
         f"stale answer after Redis returned: price {after.body['price_cents']}, "
-        f"X-Cache {after.headers.get('x-cache')}")
+        f"X-Cache {after.headers.get('x-cache')}"
+    )

@@ -40,8 +40,9 @@ def test_an_order_stuck_on_a_row_lock_ends_at_the_statement_timeout_with_a_quick
     database_url, redis_server, servers
 ):
     shop = seed_shop(database_url, stocks=[10, 10], customers=1)
-    server = servers(server_env(database_url, redis_server.url, DB_STATEMENT_TIMEOUT_MS=500),
-                     workers=1)
+    server = servers(
+        server_env(database_url, redis_server.url, DB_STATEMENT_TIMEOUT_MS=500), workers=1
+    )
     port, (stuck, other) = server.port, shop.product_ids
     customer, traffic = shop.customers[0], Traffic()
     headers = {**customer.headers, "Idempotency-Key": "stuck-order"}
@@ -49,12 +50,20 @@ def test_an_order_stuck_on_a_row_lock_ends_at_the_statement_timeout_with_a_quick
     with psycopg.connect(database_url) as locker:
         # an outside session (a long admin transaction, a stuck job) holds the product's row
         locker.execute("SELECT id FROM products WHERE id = %s FOR UPDATE", (stuck,))
-        blocked = traffic.add(call(port, "POST", "/api/orders", order_body([(stuck, 1)]),
-                                   headers, kind="order"))
+        blocked = traffic.add(
+            call(port, "POST", "/api/orders", order_body([(stuck, 1)]), headers, kind="order")
+        )
         # the only worker is free again at once
-        free = traffic.add(call(port, "POST", "/api/orders", order_body([(other, 1)]),
-                                {**customer.headers, "Idempotency-Key": uuid.uuid4().hex},
-                                kind="order"))
+        free = traffic.add(
+            call(
+                port,
+                "POST",
+                "/api/orders",
+                order_body([(other, 1)]),
+                {**customer.headers, "Idempotency-Key": uuid.uuid4().hex},
+                kind="order",
+            )
+        )
         assert backends(database_url, waiting_on_lock=True) == []  # nothing left waiting
         locker.rollback()
 
@@ -65,14 +74,19 @@ def test_an_order_stuck_on_a_row_lock_ends_at_the_statement_timeout_with_a_quick
     assert free.status == 201 and free.elapsed < 1.0
     assert stock_of(database_url, stuck) == 10  # nothing written for the refused order
     # the key was not kept for the failed attempt: the same request now goes through
-    retried = traffic.add(call(port, "POST", "/api/orders", order_body([(stuck, 1)]), headers,
-                               kind="order"))
+    retried = traffic.add(
+        call(port, "POST", "/api/orders", order_body([(stuck, 1)]), headers, kind="order")
+    )
     assert retried.status == 201 and "idempotent-replayed" not in retried.headers
 
     books = audit(shop)
-    summarize("5a. order stuck on a row lock, DB_STATEMENT_TIMEOUT_MS=500", traffic, books,
-              f"503 after {blocked.elapsed:.2f} s, next request served in "
-              f"{free.elapsed * 1000:.0f} ms by the same worker")
+    summarize(
+        "5a. order stuck on a row lock, DB_STATEMENT_TIMEOUT_MS=500",
+        traffic,
+        books,
+        f"503 after {blocked.elapsed:.2f} s, next request served in "
+        f"{free.elapsed * 1000:.0f} ms by the same worker",
+    )
     books.assert_sound()
 
 
@@ -81,21 +95,40 @@ def test_a_request_that_gets_no_connection_in_time_gets_503_not_a_hang(
 ):
     shop = seed_shop(database_url, stocks=[10, 10], customers=1)
     # one worker: its event loop serves every request, with a pool of one connection
-    server = servers(server_env(
-        database_url, redis_server.url, DB_POOL_MIN=1, DB_POOL_MAX=1, DB_POOL_TIMEOUT=0.5,
-        CACHE_ENABLED="false",
-    ), workers=1)
+    server = servers(
+        server_env(
+            database_url,
+            redis_server.url,
+            DB_POOL_MIN=1,
+            DB_POOL_MAX=1,
+            DB_POOL_TIMEOUT=0.5,
+            CACHE_ENABLED="false",
+        ),
+        workers=1,
+    )
     port, (stuck, other) = server.port, shop.product_ids
     customer, traffic = shop.customers[0], Traffic()
 
     with psycopg.connect(database_url) as locker:
         locker.execute("SELECT id FROM products WHERE id = %s FOR UPDATE", (stuck,))
-        holder = in_background(lambda: traffic.add(
-            call(port, "POST", "/api/orders", order_body([(stuck, 1)]),
-                 {**customer.headers, "Idempotency-Key": uuid.uuid4().hex}, kind="order")))
+        holder = in_background(
+            lambda: traffic.add(
+                call(
+                    port,
+                    "POST",
+                    "/api/orders",
+                    order_body([(stuck, 1)]),
+                    {**customer.headers, "Idempotency-Key": uuid.uuid4().hex},
+                    kind="order",
+                )
+            )
+        )
         # the order holds the pool's only connection while it waits on the lock
-        wait_for(lambda: backends(database_url, waiting_on_lock=True), timeout=10,
-                 what="the order holding the connection")
+        wait_for(
+            lambda: backends(database_url, waiting_on_lock=True),
+            timeout=10,
+            what="the order holding the connection",
+        )
         starved = traffic.add(call(port, "GET", f"/api/products/{other}", kind="read"))
         alive = traffic.add(call(port, "GET", "/healthz", kind="alive"))
         locker.rollback()
@@ -110,26 +143,33 @@ def test_a_request_that_gets_no_connection_in_time_gets_503_not_a_hang(
     assert after.status == 200 and after.elapsed < 0.5  # the pool is not poisoned
 
     books = audit(shop)
-    summarize("5b. pool of 1 held (one asgi worker), DB_POOL_TIMEOUT=0.5", traffic, books,
-              f"503 after {starved.elapsed:.2f} s; served again "
-              f"{(after.ended - starved.ended) * 1000:.0f} ms later")
+    summarize(
+        "5b. pool of 1 held (one asgi worker), DB_POOL_TIMEOUT=0.5",
+        traffic,
+        books,
+        f"503 after {starved.elapsed:.2f} s; served again "
+        f"{(after.ended - starved.ended) * 1000:.0f} ms later",
+    )
     books.assert_sound()
 
 
-def test_a_hung_redis_costs_requests_no_more_than_its_timeout(
-    database_url, redis_server, servers
-):
+def test_a_hung_redis_costs_requests_no_more_than_its_timeout(database_url, redis_server, servers):
     shop = seed_shop(database_url, stocks=[100_000] * 4, customers=2)
-    server = servers(server_env(
-        database_url, redis_server.url, RATE_LIMIT_ENABLED="true",
-        RATE_LIMIT_DEFAULT="100000/minute", REDIS_TIMEOUT=0.25,
-    ), workers=2)
+    server = servers(
+        server_env(
+            database_url,
+            redis_server.url,
+            RATE_LIMIT_ENABLED="true",
+            RATE_LIMIT_DEFAULT="100000/minute",
+            REDIS_TIMEOUT=0.25,
+        ),
+        workers=2,
+    )
     port, traffic, rng = server.port, Traffic(), random.Random(5)
     buyers = [Buyer(port, customer, traffic, shop.product_ids) for customer in shop.customers]
 
     def read() -> None:
-        traffic.add(call(port, "GET", f"/api/products/{rng.choice(shop.product_ids)}",
-                         kind="read"))
+        traffic.add(call(port, "GET", f"/api/products/{rng.choice(shop.product_ids)}", kind="read"))
 
     clients = Clients(read, read, *(buyer.place for buyer in buyers)).start()
     started = time.monotonic()
@@ -140,11 +180,21 @@ def test_a_hung_redis_costs_requests_no_more_than_its_timeout(
         time.sleep(2.0)
         redis_server.thaw()
         thawed = time.monotonic()
-        wait_for(lambda: any(r.started > thawed and r.headers.get("x-cache") == "hit"
-                             for r in traffic.of("read")),
-                 timeout=10, what="X-Cache: hit after Redis answers again")
-        hit_again = min(r.ended for r in traffic.of("read")
-                        if r.started > thawed and r.headers.get("x-cache") == "hit") - thawed
+        wait_for(
+            lambda: any(
+                r.started > thawed and r.headers.get("x-cache") == "hit" for r in traffic.of("read")
+            ),
+            timeout=10,
+            what="X-Cache: hit after Redis answers again",
+        )
+        hit_again = (
+            min(
+                r.ended
+                for r in traffic.of("read")
+                if r.started > thawed and r.headers.get("x-cache") == "hit"
+            )
+            - thawed
+        )
     finally:
         redis_server.thaw()
         clients.stop()
@@ -157,12 +207,16 @@ def test_a_hung_redis_costs_requests_no_more_than_its_timeout(
     slow = [r for r in hung if r.elapsed > 0.2]
     before = [r for r in traffic.of() if r.started < frozen]
     books = audit(shop, buyers)
-    summarize("5c. Redis hung (SIGSTOP 2 s) under load, REDIS_TIMEOUT=0.25", traffic, books,
-              f"X-Cache hit {hit_again:.2f} s after Redis answered again; "
-              f"{len(slow)}/{len(hung)} requests during the hang took > 0.2 s "
-              f"(max {max(r.elapsed for r in hung):.2f} s); throughput "
-              f"{len(before) / (frozen - started):.0f}/s before, "
-              f"{len(hung) / (thawed - frozen):.0f}/s during")
+    summarize(
+        "5c. Redis hung (SIGSTOP 2 s) under load, REDIS_TIMEOUT=0.25",
+        traffic,
+        books,
+        f"X-Cache hit {hit_again:.2f} s after Redis answered again; "
+        f"{len(slow)}/{len(hung)} requests during the hang took > 0.2 s "
+        f"(max {max(r.elapsed for r in hung):.2f} s); throughput "
+        f"{len(before) / (frozen - started):.0f}/s before, "
+        f"{len(hung) / (thawed - frozen):.0f}/s during",
+    )
     books.assert_sound()
 
 
@@ -184,8 +238,12 @@ def test_orders_placed_while_redis_hangs_do_not_each_wait_for_its_timeout(
     books = audit(shop, [buyer])
     books.assert_sound()
     waited = [round(r.elapsed, 2) for r in orders if r.elapsed > 0.2]
-    summarize("5d. 8 orders in a row while Redis hangs (1 worker)", traffic, books,
-              f"{len(waited)} of 8 orders waited > 0.2 s for Redis: {waited}")
+    summarize(
+        "5d. 8 orders in a row while Redis hangs (1 worker)",
+        traffic,
+        books,
+        f"{len(waited)} of 8 orders waited > 0.2 s for Redis: {waited}",
+    )
     # the first order pays the timeout and starts the 1 s back-off; the next ones, within
     # it, must not wait again
     assert len(waited) <= 2, waited

@@ -52,8 +52,10 @@ def test_worker_killed_mid_order_and_under_load_leaves_exactly_one_order_per_key
     master, port = server.proc.pid, server.port
     scarce = shop.product_ids[-1]
     traffic = Traffic()
-    buyers = [Buyer(port, customer, traffic, shop.product_ids, rng=random.Random(i))
-              for i, customer in enumerate(shop.customers)]
+    buyers = [
+        Buyer(port, customer, traffic, shop.product_ids, rng=random.Random(i))
+        for i, customer in enumerate(shop.customers)
+    ]
 
     # 1. deterministic: the order is inside PostgreSQL, waiting on a row lock held here, when
     #    its worker dies; its statement is still queued for the lock when the retry arrives
@@ -61,17 +63,24 @@ def test_worker_killed_mid_order_and_under_load_leaves_exactly_one_order_per_key
     with psycopg.connect(database_url) as locker:
         locker.execute("SELECT id FROM products WHERE id = %s FOR UPDATE", (scarce,))
         buying = in_background(lambda: victim.place([(scarce, 2)], key="killed-mid-order"))
-        orphan = wait_for(lambda: backends(database_url, waiting_on_lock=True), timeout=10,
-                          what="the order waiting on the row lock")[0]
+        orphan = wait_for(
+            lambda: backends(database_url, waiting_on_lock=True),
+            timeout=10,
+            what="the order waiting on the row lock",
+        )[0]
         worker = process_with_local_port(worker_pids(master), orphan["client_port"])
         assert worker is not None, "no worker holds the waiting backend's connection"
         os.kill(worker, signal.SIGKILL)
         killed_at = time.monotonic()
         # the client saw its connection drop and retried with the same key: the retry waits
         # behind the dead worker's statement, which PostgreSQL still runs
-        wait_for(lambda: any(b["pid"] != orphan["pid"]
-                             for b in backends(database_url, waiting_on_lock=True)),
-                 timeout=10, what="the retried order waiting on the row lock")
+        wait_for(
+            lambda: any(
+                b["pid"] != orphan["pid"] for b in backends(database_url, waiting_on_lock=True)
+            ),
+            timeout=10,
+            what="the retried order waiting on the row lock",
+        )
         locker.rollback()
     first = buying.join(timeout=20)
     assert first.status == 201, first.body
@@ -88,27 +97,40 @@ def test_worker_killed_mid_order_and_under_load_leaves_exactly_one_order_per_key
     try:
         for _ in range(2):
             time.sleep(0.8)
-            victim_pid = wait_for(lambda: busy_worker(database_url, master), timeout=1.0,
-                                  interval=0.005, what="a busy worker", default=None)
+            victim_pid = wait_for(
+                lambda: busy_worker(database_url, master),
+                timeout=1.0,
+                interval=0.005,
+                what="a busy worker",
+                default=None,
+            )
             os.kill(victim_pid or worker_pids(master)[0], signal.SIGKILL)
-            wait_for(lambda pid=victim_pid: respawned(master, pid), timeout=15,
-                     what="gunicorn to replace the worker")
+            wait_for(
+                lambda pid=victim_pid: respawned(master, pid),
+                timeout=15,
+                what="gunicorn to replace the worker",
+            )
         time.sleep(0.5)
     finally:
         clients.stop()
 
     assert all(not b.unresolved for b in buyers), [b.unresolved for b in buyers]
     refused = [r for b in buyers for r in b.refused.values()]
-    assert all(r.status == 409 and r.code == "insufficient_stock" for r in refused), \
-        [(r.status, r.body) for r in refused]
+    assert all(r.status == 409 and r.code == "insufficient_stock" for r in refused), [
+        (r.status, r.body) for r in refused
+    ]
     cut_off = [r for r in traffic.of() if r.status is None or r.status >= 500]
     assert all(r.status is None for r in cut_off)  # a dropped connection, never a 5xx
     retried = sum(1 for b in buyers for n in b.attempts.values() if n > 1)
 
     books = audit(shop, buyers)
     assert books.unconfirmed == []  # every order written was answered to its buyer in the end
-    summarize("3. worker SIGKILL x3 (1 inside PostgreSQL) under order load", traffic, books,
-              f"replacement worker forked {respawn:.1f} s after the kill; {retried} orders retried with their key, "
-              f"each once in the database (mid-order kill "
-              f"{'replayed' if replayed else 'placed by the retry'})")
+    summarize(
+        "3. worker SIGKILL x3 (1 inside PostgreSQL) under order load",
+        traffic,
+        books,
+        f"replacement worker forked {respawn:.1f} s after the kill; {retried} orders retried with their key, "
+        f"each once in the database (mid-order kill "
+        f"{'replayed' if replayed else 'placed by the retry'})",
+    )
     books.assert_sound()

@@ -33,9 +33,28 @@ import uuid
 
 from locust import HttpUser, between, task
 
-NOUNS = ("lamp", "chair", "table", "phone", "camera", "guitar", "jacket", "kettle", "bottle",
-         "backpack", "watch", "speaker", "monitor", "keyboard", "mouse", "blender", "candle",
-         "notebook", "pillow", "sneaker")
+NOUNS = (
+    "lamp",
+    "chair",
+    "table",
+    "phone",
+    "camera",
+    "guitar",
+    "jacket",
+    "kettle",
+    "bottle",
+    "backpack",
+    "watch",
+    "speaker",
+    "monitor",
+    "keyboard",
+    "mouse",
+    "blender",
+    "candle",
+    "notebook",
+    "pillow",
+    "sneaker",
+)
 PRODUCTS = int(os.environ.get("LOCUST_PRODUCTS", "10000"))
 CUSTOMERS = int(os.environ.get("LOCUST_CUSTOMERS", "100"))
 SEEDED_CUSTOMER = ("customer@example.com", "customerpass")
@@ -51,16 +70,22 @@ class MobileShopper(HttpUser):
         self.etags: dict[int, str] = {}
         self.credentials = SEEDED_CUSTOMER
         if MobileShopper.bench_customers:
-            self.credentials = (f"customer{random.randint(1, CUSTOMERS)}@example.com",
-                                "password123")
+            self.credentials = (
+                f"customer{random.randint(1, CUSTOMERS)}@example.com",
+                "password123",
+            )
         self.login()
 
     # ------------------------------------------------------------ helpers
 
     def login(self) -> None:
         email, password = self.credentials
-        with self.client.post("/api/auth/login", json={"email": email, "password": password},
-                              name="/api/auth/login", catch_response=True) as resp:
+        with self.client.post(
+            "/api/auth/login",
+            json={"email": email, "password": password},
+            name="/api/auth/login",
+            catch_response=True,
+        ) as resp:
             if resp.status_code == 401 and self.credentials != SEEDED_CUSTOMER:
                 # no bench customers in this database: everyone uses the seeded one
                 MobileShopper.bench_customers = False
@@ -90,8 +115,12 @@ class MobileShopper(HttpUser):
     def product_detail(self) -> None:
         product_id = self.pick_product()
         headers = {"If-None-Match": self.etags[product_id]} if product_id in self.etags else {}
-        with self.client.get(f"/api/products/{product_id}", headers=headers,
-                             name="/api/products/{id}", catch_response=True) as resp:
+        with self.client.get(
+            f"/api/products/{product_id}",
+            headers=headers,
+            name="/api/products/{id}",
+            catch_response=True,
+        ) as resp:
             if resp.status_code == 200:
                 etag = resp.headers.get("ETag")
                 if etag:
@@ -102,20 +131,23 @@ class MobileShopper(HttpUser):
     @task(30)
     def browse(self) -> None:
         page = random.randint(1, 3)
-        resp = self.client.get(f"/api/products?page={page}&per_page=20",
-                               name="/api/products?page=[1-3]")
+        resp = self.client.get(
+            f"/api/products?page={page}&per_page=20", name="/api/products?page=[1-3]"
+        )
         self.remember(resp)
 
     @task(15)
     def search(self) -> None:
-        resp = self.client.get(f"/api/products?q={random.choice(NOUNS)}&per_page=20",
-                               name="/api/products?q=[noun]")
+        resp = self.client.get(
+            f"/api/products?q={random.choice(NOUNS)}&per_page=20", name="/api/products?q=[noun]"
+        )
         self.remember(resp)
 
     @task(8)
     def my_orders(self) -> None:
-        with self.client.get("/api/orders?per_page=20", headers=self.auth(),
-                             name="/api/orders", catch_response=True) as resp:
+        with self.client.get(
+            "/api/orders?per_page=20", headers=self.auth(), name="/api/orders", catch_response=True
+        ) as resp:
             if resp.status_code == 401:
                 resp.success()  # token expired: log in again, as the app would
                 self.login()
@@ -126,8 +158,13 @@ class MobileShopper(HttpUser):
         ids = random.sample(choices, random.randint(1, min(3, len(choices))))
         body = {"items": [{"product_id": i, "quantity": random.randint(1, 2)} for i in ids]}
         headers = {**self.auth(), "Idempotency-Key": str(uuid.uuid4())}
-        with self.client.post("/api/orders", json=body, headers=headers,
-                              name="/api/orders [place]", catch_response=True) as resp:
+        with self.client.post(
+            "/api/orders",
+            json=body,
+            headers=headers,
+            name="/api/orders [place]",
+            catch_response=True,
+        ) as resp:
             if resp.status_code == 409 and resp.json().get("code") == "insufficient_stock":
                 resp.success()
             elif resp.status_code == 401:

@@ -31,8 +31,9 @@ def snapshot(database_url: str) -> dict[str, tuple[int, str | None]]:
 
 def api_endpoints(app) -> list[tuple[str, str, Endpoint]]:
     """Every (template, METHOD, declaration) the app serves, from its own route table."""
-    return [(template, method.upper(), spec)
-            for template, method, spec in endpoints(routes(app.ctx))]
+    return [
+        (template, method.upper(), spec) for template, method, spec in endpoints(routes(app.ctx))
+    ]
 
 
 def live_env(database_url: str, **overrides: str) -> dict[str, str]:
@@ -57,9 +58,16 @@ def live_server(database_url) -> Iterator:
         server.log.unlink(missing_ok=True)
 
 
-def raw_http(server: LiveServer, method: str, path: str, *, body: bytes | Iterable[bytes] = b"",
-             headers: dict[str, str] | None = None, chunked: bool = False,
-             timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+def raw_http(
+    server: LiveServer,
+    method: str,
+    path: str,
+    *,
+    body: bytes | Iterable[bytes] = b"",
+    headers: dict[str, str] | None = None,
+    chunked: bool = False,
+    timeout: float = 10,
+) -> tuple[int, dict[str, str], bytes]:
     """One request exactly as given (chunked bodies, odd headers); (status, headers, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
     try:
@@ -93,13 +101,25 @@ def shop(client, make_user, make_category, make_product) -> Shop:
     customer, other = make_user("CUSTOMER"), make_user("CUSTOMER")
     category = make_category("Spare")
     product = make_product(stock=100, category_id=category["id"])
-    order = client.simulate_post("/api/orders", headers=other.headers, json={
-        "items": [{"product_id": product["id"], "quantity": 1}]})
+    order = client.simulate_post(
+        "/api/orders",
+        headers=other.headers,
+        json={"items": [{"product_id": product["id"], "quantity": 1}]},
+    )
     assert order.status_code == 201, order.text
-    pair = client.simulate_post("/api/auth/login",
-                                json={"email": other.email, "password": other.password})
-    return Shop(admin, editor, customer, other, category["id"], product["id"],
-                order.json["id"], pair.json["refresh_token"])
+    pair = client.simulate_post(
+        "/api/auth/login", json={"email": other.email, "password": other.password}
+    )
+    return Shop(
+        admin,
+        editor,
+        customer,
+        other,
+        category["id"],
+        product["id"],
+        order.json["id"],
+        pair.json["refresh_token"],
+    )
 
 
 # A body each route accepts, one that would change something were it applied.
@@ -107,12 +127,21 @@ EXAMPLE_BODIES: dict[str, Callable[[Shop], dict]] = {
     "UserCreate": lambda s: {"email": "fresh@example.com", "password": "password123"},
     "LoginRequest": lambda s: {"email": s.other.email, "password": s.other.password},
     "RefreshRequest": lambda s: {"refresh_token": s.refresh_token},
-    "UserUpdate": lambda s: {"full_name": "Taken over", "email": "taken@example.com",
-                             "password": "taken-over-1", "role": "ADMIN", "is_active": False},
+    "UserUpdate": lambda s: {
+        "full_name": "Taken over",
+        "email": "taken@example.com",
+        "password": "taken-over-1",
+        "role": "ADMIN",
+        "is_active": False,
+    },
     "CategoryCreate": lambda s: {"name": "Injected"},
     "CategoryUpdate": lambda s: {"name": "Renamed", "description": "defaced"},
-    "ProductCreate": lambda s: {"name": "Injected", "price_cents": 1,
-                                "category_id": s.category_id, "stock": 5},
+    "ProductCreate": lambda s: {
+        "name": "Injected",
+        "price_cents": 1,
+        "category_id": s.category_id,
+        "stock": 5,
+    },
     "ProductUpdate": lambda s: {"price_cents": 1, "stock": 0, "is_active": False},
     "OrderCreate": lambda s: {"items": [{"product_id": s.product_id, "quantity": 1}]},
     "OrderStatusUpdate": lambda s: {"status": "cancelled"},
@@ -121,8 +150,12 @@ EXAMPLE_BODIES: dict[str, Callable[[Shop], dict]] = {
 
 def example_request(shop: Shop, template: str, spec: Endpoint) -> tuple[str, dict | None]:
     """(path, JSON body) for calling `template` on the shop's objects."""
-    path = template.format(user_id=shop.other.id, category_id=shop.category_id,
-                           product_id=shop.product_id, order_id=shop.order_id)
+    path = template.format(
+        user_id=shop.other.id,
+        category_id=shop.category_id,
+        product_id=shop.product_id,
+        order_id=shop.order_id,
+    )
     if spec.body is None:
         return path, None
     name = spec.body.__name__

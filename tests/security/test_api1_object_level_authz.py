@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 from tests.conftest import assert_problem
-from tests.security.conftest import snapshot
 from tests.helpers import place
+from tests.security.conftest import snapshot
 
 
 def _without_ids(problem: dict) -> dict:
@@ -26,8 +26,9 @@ def test_a_customer_sweeping_every_order_id_reaches_only_their_own_and_learns_no
     product = make_product(stock=100)
     alice, bob, carol = make_user(), make_user(), make_user()
     own = {place(client, alice, [(product["id"], 1)]).json["id"] for _ in range(2)}
-    others = {place(client, user, [(product["id"], 1)]).json["id"]
-              for user in (bob, carol, bob, carol)}
+    others = {
+        place(client, user, [(product["id"], 1)]).json["id"] for user in (bob, carol, bob, carol)
+    }
     never = max(own | others) + 1
     before = snapshot(database_url)
 
@@ -38,8 +39,10 @@ def test_a_customer_sweeping_every_order_id_reaches_only_their_own_and_learns_no
             "cancel": client.simulate_post(f"{url}/cancel", headers=alice.headers),
         }
 
-    missing = {name: assert_problem(response, 404, "not_found")
-               for name, response in answers(never).items()}
+    missing = {
+        name: assert_problem(response, 404, "not_found")
+        for name, response in answers(never).items()
+    }
     for order_id in sorted(others):
         for name, response in answers(order_id).items():
             problem = assert_problem(response, 404, "not_found")
@@ -48,15 +51,17 @@ def test_a_customer_sweeping_every_order_id_reaches_only_their_own_and_learns_no
             assert str(order_id) not in response.headers.get("location", "")
     # staff routes are refused by role before the order is even looked up
     for order_id in sorted(others):
-        status = client.simulate_put(f"/api/orders/{order_id}/status",
-                                     json={"status": "cancelled"}, headers=alice.headers)
+        status = client.simulate_put(
+            f"/api/orders/{order_id}/status", json={"status": "cancelled"}, headers=alice.headers
+        )
         delete = client.simulate_delete(f"/api/orders/{order_id}", headers=alice.headers)
         assert_problem(status, 403, "forbidden")
         assert_problem(delete, 403, "forbidden")
     assert snapshot(database_url) == before
     for order_id in own:  # control: the sweep does reach the caller's own orders
-        assert client.simulate_get(f"/api/orders/{order_id}",
-                                   headers=alice.headers).status_code == 200
+        assert (
+            client.simulate_get(f"/api/orders/{order_id}", headers=alice.headers).status_code == 200
+        )
 
 
 def test_another_customers_cursor_or_filters_never_list_their_orders(
@@ -66,8 +71,9 @@ def test_another_customers_cursor_or_filters_never_list_their_orders(
     alice, bob = make_user(), make_user()
     bobs = {place(client, bob, [(product["id"], 1)]).json["id"] for _ in range(3)}
     place(client, alice, [(product["id"], 1)])
-    bobs_cursor = client.simulate_get("/api/orders", params={"per_page": 1},
-                                      headers=bob.headers).json["next_cursor"]
+    bobs_cursor = client.simulate_get(
+        "/api/orders", params={"per_page": 1}, headers=bob.headers
+    ).json["next_cursor"]
     assert bobs_cursor
 
     attempts = [
@@ -108,4 +114,3 @@ def test_an_idempotency_key_another_customer_used_is_no_oracle_and_replays_nothi
     again = place(client, bob, [(other_product["id"], 1)], headers=key)
     assert again.headers.get("idempotent-replayed") == "true"
     assert again.json == bobs.json
-

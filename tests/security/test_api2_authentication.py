@@ -29,7 +29,10 @@ def two_users(make_user):
 SMUGGLED = {
     "trailing junk": lambda c, a: [("Authorization", f"Bearer {c} junk")],
     "two tokens in one header": lambda c, a: [("Authorization", f"Bearer {c}, Bearer {a}")],
-    "two headers": lambda c, a: [("Authorization", f"Bearer {c}"), ("Authorization", f"Bearer {a}")],
+    "two headers": lambda c, a: [
+        ("Authorization", f"Bearer {c}"),
+        ("Authorization", f"Bearer {a}"),
+    ],
     "scheme twice": lambda c, a: [("Authorization", f"Bearer Bearer {a}")],
     "no scheme": lambda c, a: [("Authorization", a)],
     "basic scheme": lambda c, a: [("Authorization", f"Basic {a}")],
@@ -80,33 +83,42 @@ def test_an_oversized_refresh_token_is_refused_before_any_lookup(client, make_us
 def _refresh_token_row_held(database_url: str, token: str):
     """Hold the token's row lock, so a refresh of it stalls mid-transaction until released."""
     with psycopg.connect(database_url) as conn:
-        conn.execute("SELECT 1 FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
-                     (token_digest(token),))
+        conn.execute(
+            "SELECT 1 FROM refresh_tokens WHERE token_hash = %s FOR UPDATE", (token_digest(token),)
+        )
         yield
         conn.rollback()
 
 
 def _until(database_url: str, waiting: int) -> None:
     """Until `waiting` of the app's sessions wait on a lock."""
-    wait_for(lambda: len(backends(database_url, waiting_on_lock=True)) >= waiting, timeout=10,
-             interval=0.01, what="the racing requests to meet on a lock")
+    wait_for(
+        lambda: len(backends(database_url, waiting_on_lock=True)) >= waiting,
+        timeout=10,
+        interval=0.01,
+        what="the racing requests to meet on a lock",
+    )
 
 
 def _revoker(kind: str, user, pair: dict, old_refresh: str):
     """What the owner (or the server, on reuse) does to end a stolen login."""
     return {
-        "logout-all": lambda c: c.simulate_post("/api/auth/logout-all",
-                                                headers=bearer(pair["access_token"])),
+        "logout-all": lambda c: c.simulate_post(
+            "/api/auth/logout-all", headers=bearer(pair["access_token"])
+        ),
         "password change": lambda c: c.simulate_patch(
-            f"/api/users/{user.id}", headers=bearer(pair["access_token"]),
-            json={"password": "a-brand-new-password", "current_password": user.password}),
+            f"/api/users/{user.id}",
+            headers=bearer(pair["access_token"]),
+            json={"password": "a-brand-new-password", "current_password": user.password},
+        ),
         "reuse of a rotated token": lambda c: refresh(c, old_refresh),
     }[kind]
 
 
 @pytest.mark.parametrize("kind", ["logout-all", "password change", "reuse of a rotated token"])
-def test_a_refresh_racing_with_a_revocation_leaves_no_live_token(app, client, make_user,
-                                                                 database_url, kind):
+def test_a_refresh_racing_with_a_revocation_leaves_no_live_token(
+    app, client, make_user, database_url, kind
+):
     """A thief refreshes a stolen token at the moment the owner revokes the login: whichever
     commits first, the thief must not walk away with a refresh token that still works."""
     user = make_user()
@@ -128,8 +140,11 @@ def test_a_refresh_racing_with_a_revocation_leaves_no_live_token(app, client, ma
         assert_problem(refresh(client, rotated), 401, "not_authenticated")
     else:
         assert_problem(thiefs, 401, "not_authenticated")
-    live = db_rows(database_url, "SELECT count(*) FROM refresh_tokens "
-                                 "WHERE user_id = %s AND revoked_at IS NULL", (user.id,))
+    live = db_rows(
+        database_url,
+        "SELECT count(*) FROM refresh_tokens WHERE user_id = %s AND revoked_at IS NULL",
+        (user.id,),
+    )
     assert live == [(0,)]
 
 
@@ -145,18 +160,26 @@ def test_deactivation_and_role_change_are_refused_at_once_by_every_gunicorn_work
 
     def status_of(user) -> list[int]:
         # enough requests that both workers answer (and remember the user)
-        return [server.request("GET", "/api/auth/me", headers=user.headers)[0]
-                for _ in range(12)]
+        return [server.request("GET", "/api/auth/me", headers=user.headers)[0] for _ in range(12)]
 
     assert set(status_of(fired)) == {200} and set(status_of(demoted)) == {200}
-    assert server.request("PATCH", f"/api/users/{fired.id}", {"is_active": False},
-                          headers=admin.headers)[0] == 200
-    assert server.request("PATCH", f"/api/users/{demoted.id}", {"role": "CUSTOMER"},
-                          headers=admin.headers)[0] == 200
+    assert (
+        server.request(
+            "PATCH", f"/api/users/{fired.id}", {"is_active": False}, headers=admin.headers
+        )[0]
+        == 200
+    )
+    assert (
+        server.request(
+            "PATCH", f"/api/users/{demoted.id}", {"role": "CUSTOMER"}, headers=admin.headers
+        )[0]
+        == 200
+    )
 
     assert set(status_of(fired)) == {401}
     assert set(status_of(demoted)) == {401}
-    staff_route = [server.request("GET", "/api/products/1/stock-movements",
-                                  headers=demoted.headers)[0] for _ in range(6)]
+    staff_route = [
+        server.request("GET", "/api/products/1/stock-movements", headers=demoted.headers)[0]
+        for _ in range(6)
+    ]
     assert set(staff_route) == {401}
-

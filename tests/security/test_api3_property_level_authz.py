@@ -17,12 +17,24 @@ import pytest
 
 from shopapi.security import check_password, hash_password
 from tests.conftest import assert_problem, db_rows
-from tests.security.conftest import api_endpoints
 from tests.helpers import bearer, login
+from tests.security.conftest import api_endpoints
 
 # names that must never appear as a key, anywhere in any answer
-SECRET_KEYS = {"password", "password_hash", "current_password", "token_hash", "request_hash",
-               "family_id", "revoked_at", "search", "search_vector", "tsv", "hash", "secret"}
+SECRET_KEYS = {
+    "password",
+    "password_hash",
+    "current_password",
+    "token_hash",
+    "request_hash",
+    "family_id",
+    "revoked_at",
+    "search",
+    "search_vector",
+    "tsv",
+    "hash",
+    "secret",
+}
 BCRYPT = re.compile(r"\$2[aby]\$\d\d\$")
 
 
@@ -54,8 +66,15 @@ def undocumented_fields(spec: dict, value: Any, schema: dict, path: str = "$") -
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
-            float: "number", type(None): "null"}[type(value)]
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        type(None): "null",
+    }[type(value)]
 
 
 def _keys(value: Any) -> set[str]:
@@ -75,11 +94,22 @@ def world(client, make_user, make_category, make_product):
     spare_category = make_category("Spare")
     product = make_product(stock=50, category_id=category["id"])
     spare_product = make_product(stock=0, category_id=category["id"])
-    order = client.simulate_post("/api/orders", json={"items": [
-        {"product_id": product["id"], "quantity": 2}]}, headers=customer.headers).json
-    return {"admin": admin, "editor": editor, "customer": customer, "category": category,
-            "spare_category": spare_category, "product": product, "spare_product": spare_product,
-            "order": order, "victim": make_user("CUSTOMER")}
+    order = client.simulate_post(
+        "/api/orders",
+        json={"items": [{"product_id": product["id"], "quantity": 2}]},
+        headers=customer.headers,
+    ).json
+    return {
+        "admin": admin,
+        "editor": editor,
+        "customer": customer,
+        "category": category,
+        "spare_category": spare_category,
+        "product": product,
+        "spare_product": spare_product,
+        "order": order,
+        "victim": make_user("CUSTOMER"),
+    }
 
 
 def _tour(client, w: dict) -> list[tuple[str, str, Any]]:
@@ -93,12 +123,27 @@ def _tour(client, w: dict) -> list[tuple[str, str, Any]]:
         ("GET", "/healthz", None, None, {}),
         ("GET", "/readyz", None, None, {}),
         ("GET", "/metrics", None, None, {}),
-        ("POST", "/api/auth/register", None,
-         {"email": "new@example.com", "password": "password123"}, {}),
-        ("POST", "/api/auth/login", None,
-         {"email": w["customer"].email, "password": "customer-pass-1"}, {}),
-        ("POST", "/api/auth/login", None,
-         {"email": w["customer"].email, "password": "wrong-password"}, {}),
+        (
+            "POST",
+            "/api/auth/register",
+            None,
+            {"email": "new@example.com", "password": "password123"},
+            {},
+        ),
+        (
+            "POST",
+            "/api/auth/login",
+            None,
+            {"email": w["customer"].email, "password": "customer-pass-1"},
+            {},
+        ),
+        (
+            "POST",
+            "/api/auth/login",
+            None,
+            {"email": w["customer"].email, "password": "wrong-password"},
+            {},
+        ),
         ("POST", "/api/auth/refresh", None, {"refresh_token": pair["refresh_token"]}, {}),
         ("POST", "/api/auth/logout", None, {"refresh_token": spare_pair["refresh_token"]}, {}),
         ("GET", "/api/auth/me", customer, None, {}),
@@ -114,23 +159,43 @@ def _tour(client, w: dict) -> list[tuple[str, str, Any]]:
         ("GET", "/api/categories/{category_id}", None, None, {}),
         ("PUT", "/api/categories/{category_id}", editor, {"description": "Put"}, {}),
         ("PATCH", "/api/categories/{category_id}", editor, {"description": "Patched"}, {}),
-        ("DELETE", "/api/categories/{category_id}", editor, None,
-         {"category_id": w["spare_category"]["id"]}),
+        (
+            "DELETE",
+            "/api/categories/{category_id}",
+            editor,
+            None,
+            {"category_id": w["spare_category"]["id"]},
+        ),
         ("GET", "/api/products", None, None, {"q": "Product"}),
         ("GET", "/api/products", editor, None, {"include_inactive": "true", "per_page": 1}),
-        ("POST", "/api/products", editor,
-         {"name": "Saw", "price_cents": 1500, "category_id": c, "stock": 3}, {}),
+        (
+            "POST",
+            "/api/products",
+            editor,
+            {"name": "Saw", "price_cents": 1500, "category_id": c, "stock": 3},
+            {},
+        ),
         ("GET", "/api/products/{product_id}", None, None, {}),
         ("GET", "/api/products/{product_id}", None, None, {"product_id": 424242}),
         ("PUT", "/api/products/{product_id}", editor, {"description": "Put"}, {}),
         ("PATCH", "/api/products/{product_id}", editor, {"description": "Patched"}, {}),
-        ("DELETE", "/api/products/{product_id}", editor, None,
-         {"product_id": w["spare_product"]["id"]}),
+        (
+            "DELETE",
+            "/api/products/{product_id}",
+            editor,
+            None,
+            {"product_id": w["spare_product"]["id"]},
+        ),
         ("GET", "/api/products/{product_id}/stock-movements", editor, None, {}),
         ("GET", "/api/orders", customer, None, {"per_page": 1}),
         ("GET", "/api/orders", editor, None, {"user_id": uid}),
-        ("POST", "/api/orders", customer, {"items": [{"product_id": p, "quantity": 1}]},
-         {"Idempotency-Key": "tour"}),
+        (
+            "POST",
+            "/api/orders",
+            customer,
+            {"items": [{"product_id": p, "quantity": 1}]},
+            {"Idempotency-Key": "tour"},
+        ),
         ("POST", "/api/orders", customer, {"items": [{"product_id": p, "quantity": 1000}]}, {}),
         ("GET", "/api/orders/{order_id}", customer, None, {}),
         ("PUT", "/api/orders/{order_id}/status", editor, {"status": "paid"}, {}),
@@ -145,8 +210,12 @@ def _tour(client, w: dict) -> list[tuple[str, str, Any]]:
         params = {k: v for k, v in extra.items() if not k.endswith("_id") and k[0].islower()}
         more = {k: v for k, v in extra.items() if k[0].isupper()}
         response = client.simulate_request(
-            method, template.format(**path_ids), json=body, params=params or None,
-            headers={**(headers or {}), **more})
+            method,
+            template.format(**path_ids),
+            json=body,
+            params=params or None,
+            headers={**(headers or {}), **more},
+        )
         assert response.status_code < 500, (method, template, response.text)
         answers.append((method, template, response))
     return answers
@@ -178,37 +247,56 @@ def test_no_answer_of_any_operation_has_an_undocumented_field_or_a_secret(client
 
 def test_register_ignores_a_password_hash_id_and_timestamps_sent_with_it(client, database_url):
     planted = hash_password("attackers-password", 4)
-    response = client.simulate_post("/api/auth/register", json={
-        "email": "mass@example.com", "password": "the-real-password", "password_hash": planted,
-        "id": 4242, "created_at": "2000-01-01T00:00:00.000000Z", "role": "ADMIN",
-        "is_active": True, "email_verified": True,
-    })
+    response = client.simulate_post(
+        "/api/auth/register",
+        json={
+            "email": "mass@example.com",
+            "password": "the-real-password",
+            "password_hash": planted,
+            "id": 4242,
+            "created_at": "2000-01-01T00:00:00.000000Z",
+            "role": "ADMIN",
+            "is_active": True,
+            "email_verified": True,
+        },
+    )
     assert response.status_code == 201, response.text
     assert response.json["id"] != 4242 and response.json["role"] == "CUSTOMER"
     assert not response.json["created_at"].startswith("2000")
-    (stored, role), = db_rows(database_url, "SELECT password_hash, role FROM users WHERE id = %s",
-                              (response.json["id"],))
+    ((stored, role),) = db_rows(
+        database_url, "SELECT password_hash, role FROM users WHERE id = %s", (response.json["id"],)
+    )
     assert stored != planted and role == "CUSTOMER"
     assert check_password("the-real-password", stored)
     assert not check_password("attackers-password", stored)
 
 
 @pytest.mark.parametrize("who", ["self", "admin"])
-def test_a_user_update_ignores_a_password_hash_id_and_timestamps(client, make_user, database_url,
-                                                                 who):
+def test_a_user_update_ignores_a_password_hash_id_and_timestamps(
+    client, make_user, database_url, who
+):
     user = make_user("CUSTOMER")
     caller = user if who == "self" else make_user("ADMIN")
-    before = db_rows(database_url, "SELECT id, password_hash, created_at FROM users "
-                                   "WHERE id = %s", (user.id,))
-    response = client.simulate_patch(f"/api/users/{user.id}", headers=caller.headers, json={
-        "full_name": "Renamed", "id": user.id + 100, "password_hash": hash_password("x" * 9, 4),
-        "created_at": "2000-01-01T00:00:00.000000Z", "updated_at": "2000-01-01T00:00:00.000000Z",
-    })
+    before = db_rows(
+        database_url, "SELECT id, password_hash, created_at FROM users WHERE id = %s", (user.id,)
+    )
+    response = client.simulate_patch(
+        f"/api/users/{user.id}",
+        headers=caller.headers,
+        json={
+            "full_name": "Renamed",
+            "id": user.id + 100,
+            "password_hash": hash_password("x" * 9, 4),
+            "created_at": "2000-01-01T00:00:00.000000Z",
+            "updated_at": "2000-01-01T00:00:00.000000Z",
+        },
+    )
     assert response.status_code == 200, response.text
     assert response.json["full_name"] == "Renamed" and response.json["id"] == user.id
     assert not response.json["updated_at"].startswith("2000")
-    after = db_rows(database_url, "SELECT id, password_hash, created_at FROM users WHERE id = %s",
-                    (user.id,))
+    after = db_rows(
+        database_url, "SELECT id, password_hash, created_at FROM users WHERE id = %s", (user.id,)
+    )
     assert after == before
     assert login(client, user.email, user.password)["access_token"]
 
@@ -219,37 +307,53 @@ def test_catalog_writes_ignore_ids_slugs_currencies_and_timestamps(
     editor = make_user("EDITOR")
     home, other = make_category("Home"), make_category("Other")
     decoy = make_product(category_id=other["id"], name="Decoy")
-    smuggled = {"id": decoy["id"], "slug": "admin", "currency": "XAU",
-                "created_at": "2000-01-01T00:00:00.000000Z",
-                "updated_at": "2000-01-01T00:00:00.000000Z",
-                "category": {"id": other["id"], "name": "Other"}}
+    smuggled = {
+        "id": decoy["id"],
+        "slug": "admin",
+        "currency": "XAU",
+        "created_at": "2000-01-01T00:00:00.000000Z",
+        "updated_at": "2000-01-01T00:00:00.000000Z",
+        "category": {"id": other["id"], "name": "Other"},
+    }
 
-    created = client.simulate_post("/api/products", headers=editor.headers, json={
-        "name": "Kettle", "price_cents": 2500, "category_id": home["id"], **smuggled})
+    created = client.simulate_post(
+        "/api/products",
+        headers=editor.headers,
+        json={"name": "Kettle", "price_cents": 2500, "category_id": home["id"], **smuggled},
+    )
     assert created.status_code == 201, created.text
     kettle = created.json
     assert kettle["id"] != decoy["id"] and kettle["currency"] == "USD"
     assert kettle["category"] == {"id": home["id"], "name": "Home"}
     assert not kettle["created_at"].startswith("2000")
 
-    edited = client.simulate_patch(f"/api/products/{kettle['id']}", headers=editor.headers,
-                                   json={"name": "Kettle 2", **smuggled})
+    edited = client.simulate_patch(
+        f"/api/products/{kettle['id']}",
+        headers=editor.headers,
+        json={"name": "Kettle 2", **smuggled},
+    )
     assert edited.status_code == 200, edited.text
     assert edited.json["id"] == kettle["id"] and edited.json["currency"] == "USD"
     assert edited.json["category"]["id"] == home["id"]
-    assert db_rows(database_url, "SELECT name, category_id FROM products WHERE id = %s",
-                   (decoy["id"],)) == [("Decoy", other["id"])]
+    assert db_rows(
+        database_url, "SELECT name, category_id FROM products WHERE id = %s", (decoy["id"],)
+    ) == [("Decoy", other["id"])]
 
-    category = client.simulate_post("/api/categories", headers=editor.headers,
-                                    json={"name": "Garden Tools", **smuggled})
+    category = client.simulate_post(
+        "/api/categories", headers=editor.headers, json={"name": "Garden Tools", **smuggled}
+    )
     assert category.status_code == 201, category.text
     assert category.json["slug"] == "garden-tools" and category.json["id"] != other["id"]
-    renamed = client.simulate_put(f"/api/categories/{home['id']}", headers=editor.headers,
-                                  json={"name": "Home & Living", **smuggled})
+    renamed = client.simulate_put(
+        f"/api/categories/{home['id']}",
+        headers=editor.headers,
+        json={"name": "Home & Living", **smuggled},
+    )
     assert renamed.status_code == 200, renamed.text
     assert renamed.json["slug"] == home["slug"] and renamed.json["id"] == home["id"]
-    assert db_rows(database_url, "SELECT name, slug FROM categories WHERE id = %s",
-                   (other["id"],)) == [("Other", other["slug"])]
+    assert db_rows(
+        database_url, "SELECT name, slug FROM categories WHERE id = %s", (other["id"],)
+    ) == [("Other", other["slug"])]
 
 
 def test_order_writes_ignore_line_names_prices_totals_ids_and_history(
@@ -257,29 +361,63 @@ def test_order_writes_ignore_line_names_prices_totals_ids_and_history(
 ):
     customer, editor = make_user("CUSTOMER"), make_user("EDITOR")
     product = make_product(name="Lamp", price_cents=4000, stock=5)
-    response = client.simulate_post("/api/orders", headers=customer.headers, json={
-        "id": 1, "currency": "XAU", "created_at": "2000-01-01T00:00:00.000000Z",
-        "status_history": [{"status": "delivered", "at": "2000-01-01T00:00:00.000000Z",
-                            "by_user_id": editor.id}],
-        "items": [{"product_id": product["id"], "quantity": 2, "name": "Free lamp",
-                   "unit_price_cents": 1, "line_total_cents": 2}],
-    })
+    response = client.simulate_post(
+        "/api/orders",
+        headers=customer.headers,
+        json={
+            "id": 1,
+            "currency": "XAU",
+            "created_at": "2000-01-01T00:00:00.000000Z",
+            "status_history": [
+                {
+                    "status": "delivered",
+                    "at": "2000-01-01T00:00:00.000000Z",
+                    "by_user_id": editor.id,
+                }
+            ],
+            "items": [
+                {
+                    "product_id": product["id"],
+                    "quantity": 2,
+                    "name": "Free lamp",
+                    "unit_price_cents": 1,
+                    "line_total_cents": 2,
+                }
+            ],
+        },
+    )
     assert response.status_code == 201, response.text
     order = response.json
-    assert order["items"] == [{"product_id": product["id"], "name": "Lamp", "quantity": 2,
-                               "unit_price_cents": 4000, "line_total_cents": 8000}]
+    assert order["items"] == [
+        {
+            "product_id": product["id"],
+            "name": "Lamp",
+            "quantity": 2,
+            "unit_price_cents": 4000,
+            "line_total_cents": 8000,
+        }
+    ]
     assert order["total_cents"] == 8000 and order["currency"] == "USD"
     assert [h["status"] for h in order["status_history"]] == ["pending"]
     assert not order["created_at"].startswith("2000")
 
-    moved = client.simulate_put(f"/api/orders/{order['id']}/status", headers=editor.headers,
-                                json={"status": "paid", "user_id": editor.id, "total_cents": 1,
-                                      "items": [], "currency": "XAU"})
+    moved = client.simulate_put(
+        f"/api/orders/{order['id']}/status",
+        headers=editor.headers,
+        json={
+            "status": "paid",
+            "user_id": editor.id,
+            "total_cents": 1,
+            "items": [],
+            "currency": "XAU",
+        },
+    )
     assert moved.status_code == 200, moved.text
     assert moved.json["user_id"] == customer.id and moved.json["total_cents"] == 8000
     assert moved.json["items"] == order["items"] and moved.json["currency"] == "USD"
-    assert db_rows(database_url, "SELECT user_id, total_cents FROM orders WHERE id = %s",
-                   (order["id"],)) == [(customer.id, 8000)]
+    assert db_rows(
+        database_url, "SELECT user_id, total_cents FROM orders WHERE id = %s", (order["id"],)
+    ) == [(customer.id, 8000)]
 
 
 def test_search_filters_are_no_side_channel_to_hashes_or_hidden_products(
@@ -293,9 +431,11 @@ def test_search_filters_are_no_side_channel_to_hashes_or_hidden_products(
     assert control.json["total"] == 1
     make_product(name="Prototype zeppelin", is_active=False)
     public = client.simulate_get("/api/products", params={"q": "zeppelin"})
-    staff = client.simulate_get("/api/products", params={"q": "zeppelin",
-                                                         "include_inactive": "true"},
-                                headers=bearer(admin.token))
+    staff = client.simulate_get(
+        "/api/products",
+        params={"q": "zeppelin", "include_inactive": "true"},
+        headers=bearer(admin.token),
+    )
     assert public.status_code == 200 and public.json["total"] == 0
     assert staff.json["total"] == 1
 
@@ -304,12 +444,19 @@ def test_search_filters_are_no_side_channel_to_hashes_or_hidden_products(
 def test_a_refused_password_is_never_echoed_in_the_error(client, make_user, password):
     user = make_user()
     answers = [
-        client.simulate_post("/api/auth/register",
-                             json={"email": "echo@example.com", "password": password}),
-        client.simulate_patch(f"/api/users/{user.id}", headers=user.headers,
-                              json={"password": password, "current_password": user.password}),
-        client.simulate_patch(f"/api/users/{user.id}", headers=user.headers,
-                              json={"password": "good-new-password", "current_password": password}),
+        client.simulate_post(
+            "/api/auth/register", json={"email": "echo@example.com", "password": password}
+        ),
+        client.simulate_patch(
+            f"/api/users/{user.id}",
+            headers=user.headers,
+            json={"password": password, "current_password": user.password},
+        ),
+        client.simulate_patch(
+            f"/api/users/{user.id}",
+            headers=user.headers,
+            json={"password": "good-new-password", "current_password": password},
+        ),
     ]
     for response in answers:
         assert_problem(response, 422, "validation_error")

@@ -23,8 +23,12 @@ MIB = 1024 * 1024
 
 
 def _send(client, method: str, path: str, raw: bytes, user, headers=None):
-    return client.simulate_request(method, path, body=raw, headers={
-        "Content-Type": "application/json", **user.headers, **(headers or {})})
+    return client.simulate_request(
+        method,
+        path,
+        body=raw,
+        headers={"Content-Type": "application/json", **user.headers, **(headers or {})},
+    )
 
 
 def test_every_body_over_one_mebibyte_is_413_and_writes_nothing(client, app, shop, database_url):
@@ -37,8 +41,9 @@ def test_every_body_over_one_mebibyte_is_413_and_writes_nothing(client, app, sho
         raw = json.dumps(body).encode()
         padded = raw[:-1] + b', "pad": "' + b"x" * (MIB - len(raw) - 10) + b'"}'
         assert len(padded) == MIB + 1
-        problem = assert_problem(_send(client, method, path, padded, shop.admin), 413,
-                                 "payload_too_large")
+        problem = assert_problem(
+            _send(client, method, path, padded, shop.admin), 413, "payload_too_large"
+        )
         assert "limit" in problem["detail"]
         checked.append((method, template))
     assert len(checked) >= 10, checked
@@ -68,17 +73,31 @@ def test_nesting_near_the_parsers_limit_is_never_a_500(client, shop, depth):
     """Just under the recursion limit the body parses, and the Idempotency-Key digest parses it
     again deeper in the stack; past it, the answer must still be a clean 400."""
     items = [{"product_id": shop.product_id, "quantity": 1}]
-    raw = (b'{"items": ' + json.dumps(items).encode() + b', "pad": '
-           + b"[" * depth + b"]" * depth + b"}")
+    raw = (
+        b'{"items": '
+        + json.dumps(items).encode()
+        + b', "pad": '
+        + b"[" * depth
+        + b"]" * depth
+        + b"}"
+    )
     for _ in range(2):  # the second time is a replay
-        response = _send(client, "POST", "/api/orders", raw, shop.customer,
-                         {"Idempotency-Key": f"nested-{depth}"})
+        response = _send(
+            client,
+            "POST",
+            "/api/orders",
+            raw,
+            shop.customer,
+            {"Idempotency-Key": f"nested-{depth}"},
+        )
         assert response.status_code in (201, 400), response.text
     if response.status_code == 400:
         assert_problem(response, 400, "invalid_json")
 
 
-def test_login_with_deep_json_is_a_400_with_rate_limits_on(async_redis, database_url, pool, redis_client):
+def test_login_with_deep_json_is_a_400_with_rate_limits_on(
+    async_redis, database_url, pool, redis_client
+):
     """The login limiter reads the body first (its key is the email): it must not crash on it."""
     from falcon import testing
 
@@ -87,16 +106,36 @@ def test_login_with_deep_json_is_a_400_with_rate_limits_on(async_redis, database
 
     settings = make_settings(database_url, RATE_LIMIT_ENABLED="true")
     client = testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
-    raw = b'{"email": "a@example.com", "password": "password123", "pad": ' + \
-        b"[" * 100_000 + b"]" * 100_000 + b"}"
-    response = client.simulate_post("/api/auth/login", body=raw,
-                                    headers={"Content-Type": "application/json"})
+    raw = (
+        b'{"email": "a@example.com", "password": "password123", "pad": '
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}"
+    )
+    response = client.simulate_post(
+        "/api/auth/login", body=raw, headers={"Content-Type": "application/json"}
+    )
     assert_problem(response, 400, "invalid_json")
     assert "ratelimit-limit" in response.headers  # the attempt was counted all the same
 
 
-BAD_IDS = [str(2**63), str(-(2**63) - 1), "9" * 30, "9" * 5000, "1e3", "0x10", "1.0", "+1",
-           " 1", "1 ", "-", "\uff11", "\u0661", "\u0967", "1_0"]
+BAD_IDS = [
+    str(2**63),
+    str(-(2**63) - 1),
+    "9" * 30,
+    "9" * 5000,
+    "1e3",
+    "0x10",
+    "1.0",
+    "+1",
+    " 1",
+    "1 ",
+    "-",
+    "\uff11",
+    "\u0661",
+    "\u0967",
+    "1_0",
+]
 
 
 def test_a_malformed_or_oversized_id_in_any_path_is_422_before_any_lookup(
@@ -109,10 +148,11 @@ def test_a_malformed_or_oversized_id_in_any_path_is_422_before_any_lookup(
             continue
         _, body = example_request(shop, template, spec)
         for bad in BAD_IDS:
-            path = template.replace(template[template.index("{"):template.index("}") + 1], bad)
+            path = template.replace(template[template.index("{") : template.index("}") + 1], bad)
             with query_counter() as counted:
-                response = client.simulate_request(method, path, json=body,
-                                                   headers=shop.admin.headers)
+                response = client.simulate_request(
+                    method, path, json=body, headers=shop.admin.headers
+                )
             problem = assert_problem(response, 422, "validation_error")
             assert problem["errors"][0]["field"].endswith("id"), (method, path)
             assert counted.n <= 1, (method, path)  # at most the caller's own state
@@ -122,22 +162,33 @@ def test_a_malformed_or_oversized_id_in_any_path_is_422_before_any_lookup(
 
 
 def test_every_list_enforces_its_page_bounds_and_a_far_page_is_cheap(client, app, shop):
-    lists = [(t, s) for t, m, s in api_endpoints(app)
-             if m == "GET" and s.query is not None and "per_page" in s.query.__struct_fields__]
+    lists = [
+        (t, s)
+        for t, m, s in api_endpoints(app)
+        if m == "GET" and s.query is not None and "per_page" in s.query.__struct_fields__
+    ]
     assert len(lists) >= 5, lists
     for template, spec in lists:
         path, _ = example_request(shop, template, spec)
         fields = spec.query.__struct_fields__
-        refused = [{"per_page": "101"}, {"per_page": "0"}, {"per_page": "-1"}, {"page": "0"},
-                   {"page": str(10**9 + 1)}, {"page": str(10**12)}, {"per_page": "1.5"}]
+        refused = [
+            {"per_page": "101"},
+            {"per_page": "0"},
+            {"per_page": "-1"},
+            {"page": "0"},
+            {"page": str(10**9 + 1)},
+            {"page": str(10**12)},
+            {"per_page": "1.5"},
+        ]
         if "q" in fields:
             refused.append({"q": "a" * 10_000})
         for params in refused:
             response = client.simulate_get(path, params=params, headers=shop.admin.headers)
             assert_problem(response, 422, "validation_error")
         started = time.monotonic()
-        far = client.simulate_get(path, params={"page": str(10**9), "per_page": "100"},
-                                  headers=shop.admin.headers)
+        far = client.simulate_get(
+            path, params={"page": str(10**9), "per_page": "100"}, headers=shop.admin.headers
+        )
         assert far.status_code == 200, (template, far.text)
         assert far.json["items"] == [] and far.json["page"] == 10**9
         assert time.monotonic() - started < 1, template
@@ -149,15 +200,23 @@ def test_the_largest_order_the_contract_allows_is_exact_and_bounded(
     customer = make_user()
     products = [make_product(price_cents=10**12, stock=1000) for _ in range(50)]
     started = time.monotonic()
-    response = client.simulate_post("/api/orders", headers=customer.headers, json={
-        "items": [{"product_id": p["id"], "quantity": 1000} for p in products]})
+    response = client.simulate_post(
+        "/api/orders",
+        headers=customer.headers,
+        json={"items": [{"product_id": p["id"], "quantity": 1000} for p in products]},
+    )
     assert response.status_code == 201, response.text
     assert time.monotonic() - started < 3
     assert response.json["total_cents"] == 50 * 1000 * 10**12  # 5e16 cents, no float, no overflow
     assert db_rows(database_url, "SELECT sum(stock) FROM products")[0][0] == 0
-    over = client.simulate_post("/api/orders", headers=customer.headers, json={
-        "items": [{"product_id": products[0]["id"], "quantity": 1000}] + [
-            {"product_id": 10**6 + n, "quantity": 1} for n in range(50)]})
+    over = client.simulate_post(
+        "/api/orders",
+        headers=customer.headers,
+        json={
+            "items": [{"product_id": products[0]["id"], "quantity": 1000}]
+            + [{"product_id": 10**6 + n, "quantity": 1} for n in range(50)]
+        },
+    )
     assert_problem(over, 422, "validation_error")
 
 
@@ -167,14 +226,21 @@ def test_the_largest_order_the_contract_allows_is_exact_and_bounded(
 def test_gunicorn_refuses_oversized_headers_urls_and_header_counts_and_keeps_serving(live_server):
     server = live_server(workers=1)
     assert raw_http(server, "GET", "/api/products", headers={"X-Big": "a" * 10_240})[0] == 431
-    assert raw_http(server, "GET", "/api/auth/me",
-                    headers={"Authorization": "Bearer " + "a" * 10_240})[0] == 431
-    assert raw_http(server, "GET", "/api/products",
-                    headers={f"X-H{n}": "1" for n in range(101)})[0] == 431
+    assert (
+        raw_http(
+            server, "GET", "/api/auth/me", headers={"Authorization": "Bearer " + "a" * 10_240}
+        )[0]
+        == 431
+    )
+    assert (
+        raw_http(server, "GET", "/api/products", headers={f"X-H{n}": "1" for n in range(101)})[0]
+        == 431
+    )
     assert raw_http(server, "GET", "/api/products?q=" + "a" * 5_000)[0] == 414
     # just inside every limit, the app answers (here: refuses the over-long q itself)
-    status, _, body = raw_http(server, "GET", "/api/products?q=" + "a" * 3_000,
-                               headers={f"X-H{n}": "1" for n in range(90)})
+    status, _, body = raw_http(
+        server, "GET", "/api/products?q=" + "a" * 3_000, headers={f"X-H{n}": "1" for n in range(90)}
+    )
     assert status == 422 and json.loads(body)["code"] == "validation_error"
     assert raw_http(server, "GET", "/healthz")[0] == 200
 
@@ -182,15 +248,20 @@ def test_gunicorn_refuses_oversized_headers_urls_and_header_counts_and_keeps_ser
 def test_a_chunked_body_cannot_slip_past_the_body_limit(live_server, database_url):
     server = live_server(workers=1)
     before = snapshot(database_url)
-    head = (b"POST /api/auth/register HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-    body = b'{"email": "chunked@example.com", "password": "password123", "pad": "' + \
-        b"x" * (2 * MIB) + b'"}'
+    head = (
+        b"POST /api/auth/register HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    body = (
+        b'{"email": "chunked@example.com", "password": "password123", "pad": "'
+        + b"x" * (2 * MIB)
+        + b'"}'
+    )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(head)
         try:
             for start in range(0, len(body), 65_536):
-                piece = body[start:start + 65_536]
+                piece = body[start : start + 65_536]
                 sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
             sock.sendall(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):

@@ -16,24 +16,35 @@ PUBLIC, ANY_USER = None, ()
 STAFF, ADMIN = ("ADMIN", "EDITOR"), ("ADMIN",)
 # the contract's "who" column; a route missing here, or with other roles, fails the first test
 CONTRACT_ROLES = {
-    ("GET", "/healthz"): PUBLIC, ("GET", "/readyz"): PUBLIC, ("GET", "/metrics"): PUBLIC,
-    ("POST", "/api/auth/register"): PUBLIC, ("POST", "/api/auth/login"): PUBLIC,
-    ("POST", "/api/auth/refresh"): PUBLIC, ("POST", "/api/auth/logout"): PUBLIC,
-    ("POST", "/api/auth/logout-all"): ANY_USER, ("GET", "/api/auth/me"): ANY_USER,
-    ("GET", "/api/users"): ADMIN, ("GET", "/api/users/{user_id}"): ANY_USER,  # self or admin
-    ("PUT", "/api/users/{user_id}"): ANY_USER, ("PATCH", "/api/users/{user_id}"): ANY_USER,
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    ("POST", "/api/auth/register"): PUBLIC,
+    ("POST", "/api/auth/login"): PUBLIC,
+    ("POST", "/api/auth/refresh"): PUBLIC,
+    ("POST", "/api/auth/logout"): PUBLIC,
+    ("POST", "/api/auth/logout-all"): ANY_USER,
+    ("GET", "/api/auth/me"): ANY_USER,
+    ("GET", "/api/users"): ADMIN,
+    ("GET", "/api/users/{user_id}"): ANY_USER,  # self or admin
+    ("PUT", "/api/users/{user_id}"): ANY_USER,
+    ("PATCH", "/api/users/{user_id}"): ANY_USER,
     ("DELETE", "/api/users/{user_id}"): ADMIN,
-    ("GET", "/api/categories"): PUBLIC, ("POST", "/api/categories"): STAFF,
+    ("GET", "/api/categories"): PUBLIC,
+    ("POST", "/api/categories"): STAFF,
     ("GET", "/api/categories/{category_id}"): PUBLIC,
     ("PUT", "/api/categories/{category_id}"): STAFF,
     ("PATCH", "/api/categories/{category_id}"): STAFF,
     ("DELETE", "/api/categories/{category_id}"): STAFF,
-    ("GET", "/api/products"): PUBLIC, ("POST", "/api/products"): STAFF,
+    ("GET", "/api/products"): PUBLIC,
+    ("POST", "/api/products"): STAFF,
     ("GET", "/api/products/{product_id}"): PUBLIC,
-    ("PUT", "/api/products/{product_id}"): STAFF, ("PATCH", "/api/products/{product_id}"): STAFF,
+    ("PUT", "/api/products/{product_id}"): STAFF,
+    ("PATCH", "/api/products/{product_id}"): STAFF,
     ("DELETE", "/api/products/{product_id}"): STAFF,
     ("GET", "/api/products/{product_id}/stock-movements"): STAFF,
-    ("GET", "/api/orders"): ANY_USER, ("POST", "/api/orders"): ANY_USER,
+    ("GET", "/api/orders"): ANY_USER,
+    ("POST", "/api/orders"): ANY_USER,
     ("GET", "/api/orders/{order_id}"): ANY_USER,  # owner or staff
     ("PUT", "/api/orders/{order_id}/status"): STAFF,
     ("POST", "/api/orders/{order_id}/cancel"): ANY_USER,  # owner only
@@ -61,8 +72,9 @@ def test_every_protected_route_refuses_the_anonymous_and_the_wrong_roles_and_wri
             assert_problem(response, 401, "not_authenticated")
             refused += 1
         for role in set(callers) - set(spec.roles or callers):
-            response = client.simulate_request(method, path, json=body,
-                                               headers=callers[role].headers)
+            response = client.simulate_request(
+                method, path, json=body, headers=callers[role].headers
+            )
             assert_problem(response, 403, "forbidden")
             refused += 1
         assert snapshot(database_url) == before, (method, template)
@@ -75,21 +87,40 @@ def test_no_spelling_of_a_path_and_no_override_header_reaches_an_admin_function(
     customer = shop.customer.headers
     before = snapshot(database_url)
     users = "/api/users"
-    spellings = [users, users + "/", users + "//", "/api//users", "//api/users", "/api/./users",
-                 "/api/x/../users", "/API/USERS", "/api/Users", "/api/%75sers", "/api/users%2f",
-                 "/api/users;x=1", "/api/users?role=ADMIN", "/api/users.json", "/api/users%00"]
+    spellings = [
+        users,
+        users + "/",
+        users + "//",
+        "/api//users",
+        "//api/users",
+        "/api/./users",
+        "/api/x/../users",
+        "/API/USERS",
+        "/api/Users",
+        "/api/%75sers",
+        "/api/users%2f",
+        "/api/users;x=1",
+        "/api/users?role=ADMIN",
+        "/api/users.json",
+        "/api/users%00",
+    ]
     for path in spellings:
         response = client.simulate_get(path, headers=customer)
         assert response.status_code in (403, 404, 422), (path, response.status_code)
     order = f"/api/orders/{shop.order_id}"
-    overrides = [{"X-HTTP-Method-Override": "DELETE"}, {"X-HTTP-Method": "DELETE"},
-                 {"X-Method-Override": "DELETE"}, {"X-Original-URL": order},
-                 {"X-Rewrite-URL": order}, {"X-Forwarded-Prefix": "/admin"}]
+    overrides = [
+        {"X-HTTP-Method-Override": "DELETE"},
+        {"X-HTTP-Method": "DELETE"},
+        {"X-Method-Override": "DELETE"},
+        {"X-Original-URL": order},
+        {"X-Rewrite-URL": order},
+        {"X-Forwarded-Prefix": "/admin"},
+    ]
     for extra in overrides:
-        response = client.simulate_get(f"/api/products/{shop.product_id}",
-                                       headers={**customer, **extra})
+        response = client.simulate_get(
+            f"/api/products/{shop.product_id}", headers={**customer, **extra}
+        )
         assert response.status_code == 200 and response.json["id"] == shop.product_id
         deleting = client.simulate_post(order, headers={**customer, **extra})
         assert deleting.status_code == 405, extra
     assert snapshot(database_url) == before
-

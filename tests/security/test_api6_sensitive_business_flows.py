@@ -22,16 +22,17 @@ from tests.conftest import assert_problem, db_rows, make_settings, stock_of, tog
 from tests.helpers import place
 
 
-def test_buyers_spread_over_two_gunicorn_workers_never_oversell(app_loop, 
-    live_server, make_user, make_product, database_url, pool
+def test_buyers_spread_over_two_gunicorn_workers_never_oversell(
+    app_loop, live_server, make_user, make_product, database_url, pool
 ):
     server = live_server(workers=2)
     product = make_product(stock=5)
     buyers = [make_user() for _ in range(24)]
     body = {"items": [{"product_id": product["id"], "quantity": 1}]}
 
-    answers = together(24, lambda i: server.request("POST", "/api/orders", body,
-                                                     headers=buyers[i].headers)[:2])
+    answers = together(
+        24, lambda i: server.request("POST", "/api/orders", body, headers=buyers[i].headers)[:2]
+    )
 
     outcome = Counter((status, (reply or {}).get("code")) for status, reply in answers)
     assert outcome == {(201, None): 5, (409, "insufficient_stock"): 19}
@@ -40,8 +41,8 @@ def test_buyers_spread_over_two_gunicorn_workers_never_oversell(app_loop,
     assert app_loop.run(check_ledger, pool) == []
 
 
-def test_retries_of_one_checkout_spread_over_two_workers_charge_once(app_loop, 
-    live_server, make_user, make_product, database_url, pool
+def test_retries_of_one_checkout_spread_over_two_workers_charge_once(
+    app_loop, live_server, make_user, make_product, database_url, pool
 ):
     server = live_server(workers=2)
     product = make_product(stock=10, price_cents=2500)
@@ -49,21 +50,22 @@ def test_retries_of_one_checkout_spread_over_two_workers_charge_once(app_loop,
     body = {"items": [{"product_id": product["id"], "quantity": 3}]}
     headers = {**buyer.headers, "Idempotency-Key": "checkout-42"}
 
-    answers = together(12, lambda i: server.request("POST", "/api/orders", body,
-                                                     headers=headers))
+    answers = together(12, lambda i: server.request("POST", "/api/orders", body, headers=headers))
 
     placed = {reply["id"] for status, reply, _ in answers if status == 201}
     others = {(status, reply["code"]) for status, reply, _ in answers if status != 201}
     assert len(placed) == 1 and others <= {(409, "request_in_progress")}
-    assert sum(h.get("Idempotent-Replayed") == "true" for s, _, h in answers if s == 201) == \
-        sum(s == 201 for s, _, _ in answers) - 1
+    assert (
+        sum(h.get("Idempotent-Replayed") == "true" for s, _, h in answers if s == 201)
+        == sum(s == 201 for s, _, _ in answers) - 1
+    )
     assert stock_of(database_url, product["id"]) == 7
     assert db_rows(database_url, "SELECT count(*), sum(total_cents) FROM orders") == [(1, 7500)]
     assert app_loop.run(check_ledger, pool) == []
 
 
-def test_every_way_to_give_stock_back_gives_it_back_once(app_loop, 
-    client, make_user, make_product, database_url, pool
+def test_every_way_to_give_stock_back_gives_it_back_once(
+    app_loop, client, make_user, make_product, database_url, pool
 ):
     buyer, editor, admin = make_user(), make_user("EDITOR"), make_user("ADMIN")
     product = make_product(stock=10)
@@ -72,11 +74,13 @@ def test_every_way_to_give_stock_back_gives_it_back_once(app_loop,
     url = f"/api/orders/{order['id']}"
 
     assert client.simulate_post(f"{url}/cancel", headers=buyer.headers).status_code == 200
-    assert_problem(client.simulate_post(f"{url}/cancel", headers=buyer.headers), 409,
-                   "invalid_transition")
+    assert_problem(
+        client.simulate_post(f"{url}/cancel", headers=buyer.headers), 409, "invalid_transition"
+    )
     for status in ("cancelled", "pending", "paid"):
-        response = client.simulate_put(f"{url}/status", json={"status": status},
-                                       headers=editor.headers)
+        response = client.simulate_put(
+            f"{url}/status", json={"status": status}, headers=editor.headers
+        )
         assert_problem(response, 409, "invalid_transition")
     # a retry of the original checkout replays it: no new order, no new deduction
     replay = place(client, buyer, [(product["id"], 4)], headers=key)
@@ -84,8 +88,11 @@ def test_every_way_to_give_stock_back_gives_it_back_once(app_loop,
     assert client.simulate_delete(url, headers=admin.headers).status_code == 204
 
     assert stock_of(database_url, product["id"]) == 10
-    movements = db_rows(database_url, "SELECT reason, delta FROM stock_movements "
-                                      "WHERE product_id = %s ORDER BY id", (product["id"],))
+    movements = db_rows(
+        database_url,
+        "SELECT reason, delta FROM stock_movements WHERE product_id = %s ORDER BY id",
+        (product["id"],),
+    )
     assert movements == [("adjust", 10), ("order", -4), ("cancel", 4)]
     assert app_loop.run(check_ledger, pool) == []
 
@@ -96,8 +103,12 @@ def limited_client(async_redis, database_url, pool, redis_client):
     left = 3600 - time.time() % 3600
     if left < 5:  # windows follow the clock: never start at an hour's last seconds
         time.sleep(left + 0.1)
-    settings = make_settings(database_url, RATE_LIMIT_ENABLED="true",
-                             RATE_LIMIT_DEFAULT="5/hour", RATE_LIMIT_LOGIN="3/hour")
+    settings = make_settings(
+        database_url,
+        RATE_LIMIT_ENABLED="true",
+        RATE_LIMIT_DEFAULT="5/hour",
+        RATE_LIMIT_LOGIN="3/hour",
+    )
     return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
 
 
@@ -107,8 +118,9 @@ def test_credential_stuffing_of_many_accounts_from_one_address_is_stopped(
     victim = make_user(email="victim@example.com", password="victim-password")
 
     def attempt(email: str, password: str = "Summer2026!", ip: str = "203.0.113.9"):
-        return limited_client.simulate_post("/api/auth/login", remote_addr=ip,
-                                            json={"email": email, "password": password})
+        return limited_client.simulate_post(
+            "/api/auth/login", remote_addr=ip, json={"email": email, "password": password}
+        )
 
     # each email has its own login count, so only the per-address limit can stop this
     statuses = [attempt(f"leaked{n}@example.com").status_code for n in range(12)]

@@ -22,35 +22,49 @@ from tests.security.conftest import api_endpoints, example_request, raw_http, sn
 
 APPLIED = {200, 201, 204, 401, 409, 422}  # what a body that parses may get
 HARDENING = {"x-content-type-options": "nosniff", "x-frame-options": "DENY"}
-LEAKS = re.compile(r"Traceback|File \"|\.py\b|site-packages|/work/|psycopg|postgres|"
-                   r"SELECT |INSERT |UPDATE |DELETE FROM|syntax error|relation \"|"
-                   r"gunicorn/|falcon/|Python/|msgspec\.|Error\(", re.IGNORECASE)
+LEAKS = re.compile(
+    r"Traceback|File \"|\.py\b|site-packages|/work/|psycopg|postgres|"
+    r"SELECT |INSERT |UPDATE |DELETE FROM|syntax error|relation \"|"
+    r"gunicorn/|falcon/|Python/|msgspec\.|Error\(",
+    re.IGNORECASE,
+)
 
 
 @pytest.fixture()
 def limited_client(async_redis, database_url, pool, redis_client):
-    settings = make_settings(database_url, RATE_LIMIT_ENABLED="true",
-                             RATE_LIMIT_DEFAULT="1000/hour", RATE_LIMIT_LOGIN="10/hour")
+    settings = make_settings(
+        database_url,
+        RATE_LIMIT_ENABLED="true",
+        RATE_LIMIT_DEFAULT="1000/hour",
+        RATE_LIMIT_LOGIN="10/hour",
+    )
     return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
 
 
-def test_every_kind_of_answer_carries_the_hardening_headers(async_redis, client, shop, database_url, pool,
-                                                            redis_client):
+def test_every_kind_of_answer_carries_the_hardening_headers(
+    async_redis, client, shop, database_url, pool, redis_client
+):
     product = client.simulate_get(f"/api/products/{shop.product_id}")
     left = 3600 - time.time() % 3600
     if left < 3:  # the two limited requests below must fall in one clock-aligned window
         time.sleep(left + 0.1)
-    one_per_hour = testing.TestClient(create_app(
-        make_settings(database_url, RATE_LIMIT_ENABLED="true", RATE_LIMIT_DEFAULT="1/hour"),
-        pool=pool, redis=async_redis))
+    one_per_hour = testing.TestClient(
+        create_app(
+            make_settings(database_url, RATE_LIMIT_ENABLED="true", RATE_LIMIT_DEFAULT="1/hour"),
+            pool=pool,
+            redis=async_redis,
+        )
+    )
     one_per_hour.simulate_get("/api/categories", remote_addr="198.51.100.99")
     answers = {
         200: client.simulate_get("/api/auth/me", headers=shop.customer.headers),
-        201: client.simulate_post("/api/categories", json={"name": "Headers"},
-                                  headers=shop.editor.headers),
+        201: client.simulate_post(
+            "/api/categories", json={"name": "Headers"}, headers=shop.editor.headers
+        ),
         204: client.simulate_post("/api/auth/logout-all", headers=shop.customer.headers),
-        304: client.simulate_get(f"/api/products/{shop.product_id}",
-                                 headers={"If-None-Match": product.headers["etag"]}),
+        304: client.simulate_get(
+            f"/api/products/{shop.product_id}", headers={"If-None-Match": product.headers["etag"]}
+        ),
         400: client.simulate_post("/api/orders", body=b"{", headers=shop.customer.headers),
         401: client.simulate_get("/api/users"),
         403: client.simulate_get("/api/users", headers=shop.customer.headers),
@@ -72,8 +86,9 @@ def test_every_kind_of_answer_carries_the_hardening_headers(async_redis, client,
 def test_tokens_accounts_orders_and_errors_are_never_stored_but_the_catalog_revalidates(
     client, shop
 ):
-    pair = client.simulate_post("/api/auth/login", json={"email": shop.other.email,
-                                                         "password": shop.other.password})
+    pair = client.simulate_post(
+        "/api/auth/login", json={"email": shop.other.email, "password": shop.other.password}
+    )
     private = [
         pair,
         client.simulate_post("/api/auth/refresh", json={"refresh_token": shop.refresh_token}),
@@ -112,10 +127,15 @@ def _hostile_bodies(valid: dict) -> dict[str, tuple[bytes, set[int]]]:
         "form": (b"email=a%40b.c&password=x", {400}),
         "null": (b"null", {400}),
         "empty": (b"", {400}),
-        "SQL in every string": (json.dumps({k: "' OR 1=1; DROP TABLE users; --" if
-                                            isinstance(v, str) else v
-                                            for k, v in valid.items()}).encode(),
-                                APPLIED),
+        "SQL in every string": (
+            json.dumps(
+                {
+                    k: "' OR 1=1; DROP TABLE users; --" if isinstance(v, str) else v
+                    for k, v in valid.items()
+                }
+            ).encode(),
+            APPLIED,
+        ),
     }
 
 
@@ -129,9 +149,16 @@ def test_hostile_bytes_on_every_body_route_are_a_clean_4xx_that_leaks_nothing(
         path, valid = example_request(shop, template, spec)
         for name, (raw, allowed) in _hostile_bodies(valid).items():
             before = snapshot(database_url) if 400 in allowed and len(allowed) == 1 else None
-            response = client.simulate_request(method, path, body=raw, headers={
-                **shop.admin.headers, "Content-Type": "application/json",
-                "Idempotency-Key": f"hostile-{name}"})
+            response = client.simulate_request(
+                method,
+                path,
+                body=raw,
+                headers={
+                    **shop.admin.headers,
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": f"hostile-{name}",
+                },
+            )
             assert response.status_code in allowed, (method, template, name, response.text)
             assert not LEAKS.search(response.text), (method, template, name, response.text)
             if response.status_code == 400:
@@ -144,8 +171,10 @@ def test_hostile_bytes_on_every_body_route_are_a_clean_4xx_that_leaks_nothing(
 
 def test_a_login_body_that_is_not_utf8_is_a_400_with_rate_limits_on(limited_client):
     response = limited_client.simulate_post(
-        "/api/auth/login", body=b'{"email": "\xff@example.com", "password": "password123"}',
-        headers={"Content-Type": "application/json"})
+        "/api/auth/login",
+        body=b'{"email": "\xff@example.com", "password": "password123"}',
+        headers={"Content-Type": "application/json"},
+    )
     assert_problem(response, 400, "invalid_json")
     assert "ratelimit-remaining" in response.headers
 
@@ -154,23 +183,31 @@ def test_a_login_body_that_is_not_utf8_is_a_400_with_rate_limits_on(limited_clie
 @pytest.mark.parametrize("method", ["TRACE", "TRACK", "CONNECT", "PROPFIND", "DEBUG", "FOO"])
 def test_odd_http_methods_are_refused_and_echo_nothing(client, shop, method):
     for path in ("/api/users", f"/api/orders/{shop.order_id}", "/api/auth/login"):
-        response = client.simulate_request(method, path, headers={
-            **shop.admin.headers, "X-Echo": "reflected-marker"})
+        response = client.simulate_request(
+            method, path, headers={**shop.admin.headers, "X-Echo": "reflected-marker"}
+        )
         # known to Falcon or not (its own 400 for FOO is mapped), a method problem is a 405
         assert_problem(response, 405, "method_not_allowed")
         assert shop.admin.token not in response.text and "reflected-marker" not in response.text
 
 
 @pytest.mark.parametrize("origins", ["*", "https://shop.example"])
-def test_cors_never_lends_credentials_nor_trusts_the_null_origin(async_redis, database_url, pool,
-                                                                 redis_client, origins):
-    client = testing.TestClient(create_app(make_settings(database_url, CORS_ORIGINS=origins),
-                                           pool=pool, redis=async_redis))
+def test_cors_never_lends_credentials_nor_trusts_the_null_origin(
+    async_redis, database_url, pool, redis_client, origins
+):
+    client = testing.TestClient(
+        create_app(make_settings(database_url, CORS_ORIGINS=origins), pool=pool, redis=async_redis)
+    )
     for origin in ("https://shop.example", "https://evil.example", "null"):
         simple = client.simulate_get("/api/products", headers={"Origin": origin})
-        preflight = client.simulate_options("/api/orders", headers={
-            "Origin": origin, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization, content-type"})
+        preflight = client.simulate_options(
+            "/api/orders",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
         for response in (simple, preflight):
             assert "access-control-allow-credentials" not in response.headers, origin
             if origins != "*" and origin != origins:  # "null" included
@@ -186,6 +223,11 @@ def test_a_production_server_names_no_version_and_hides_its_internals(live_serve
         assert "x-powered-by" not in headers
         assert headers["x-content-type-options"] == "nosniff"
         assert not LEAKS.search(body.decode())
-    status, _, body = raw_http(server, "POST", "/api/orders", body=b'{"items": [',
-                               headers={"Content-Type": "application/json"})
+    status, _, body = raw_http(
+        server,
+        "POST",
+        "/api/orders",
+        body=b'{"items": [',
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 401 and not LEAKS.search(body.decode())

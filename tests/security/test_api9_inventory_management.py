@@ -54,8 +54,9 @@ def test_every_responder_of_every_routed_resource_is_declared(app):
     undeclared = []
     for template, resource, suffix in routes(app.ctx):
         for name in dir(resource):
-            wanted = name.startswith("on_") and (name.endswith(f"_{suffix}") if suffix else
-                                                 name.count("_") == 1)
+            wanted = name.startswith("on_") and (
+                name.endswith(f"_{suffix}") if suffix else name.count("_") == 1
+            )
             if wanted and not hasattr(getattr(resource, name), "__endpoint__"):
                 undeclared.append(f"{type(resource).__name__}.{name} ({template})")
     assert undeclared == []
@@ -85,20 +86,52 @@ def test_the_document_names_no_internal_host_secret_or_version_drift(client, set
     spec, text = response.json, response.text
     assert spec["servers"] == [{"url": "/"}]
     assert spec["info"]["version"] == importlib.metadata.version("shopapi")
-    for needle in ("127.0.0.1", "localhost", "postgres", "redis://", settings.signing_key,
-                   "password_hash", "token_hash"):
+    for needle in (
+        "127.0.0.1",
+        "localhost",
+        "postgres",
+        "redis://",
+        settings.signing_key,
+        "password_hash",
+        "token_hash",
+    ):
         assert needle not in text, needle
 
 
 FORGOTTEN = [
-    "/admin", "/debug", "/console", "/status", "/server-status", "/phpinfo.php", "/actuator/health",
-    "/api", "/api/admin", "/api/debug", "/api/internal", "/api/test", "/api/v1/users",
-    "/api/v2/products", "/api/users/1/password", "/api/users/1/tokens", "/api/orders/1/items",
-    "/api/products/1/stock", "/api/auth/token", "/api/auth/users", "/.env", "/.git/config",
-    "/openapi.json", "/swagger.json", "/docs", "/redoc", "/api/docs", "/api/docs/openapi.yaml",
-    "/api/docs/swagger-ui/static/.env", "/api/docs/swagger-ui/static/../../../../etc/passwd",
+    "/admin",
+    "/debug",
+    "/console",
+    "/status",
+    "/server-status",
+    "/phpinfo.php",
+    "/actuator/health",
+    "/api",
+    "/api/admin",
+    "/api/debug",
+    "/api/internal",
+    "/api/test",
+    "/api/v1/users",
+    "/api/v2/products",
+    "/api/users/1/password",
+    "/api/users/1/tokens",
+    "/api/orders/1/items",
+    "/api/products/1/stock",
+    "/api/auth/token",
+    "/api/auth/users",
+    "/.env",
+    "/.git/config",
+    "/openapi.json",
+    "/swagger.json",
+    "/docs",
+    "/redoc",
+    "/api/docs",
+    "/api/docs/openapi.yaml",
+    "/api/docs/swagger-ui/static/.env",
+    "/api/docs/swagger-ui/static/../../../../etc/passwd",
     "/api/docs/swagger-ui/static/%2e%2e/%2e%2e/%2e%2e/shopapi/config.py",
-    "/api/docs/swagger-ui/static/..%2f..%2f..%2fpyproject.toml", "/metrics/../.env",
+    "/api/docs/swagger-ui/static/..%2f..%2f..%2fpyproject.toml",
+    "/metrics/../.env",
 ]
 
 
@@ -113,9 +146,13 @@ def test_no_debug_admin_dotfile_or_old_version_route_exists(client, make_user):
 
 def test_a_production_server_serves_no_docs_and_no_swagger_asset(live_server):
     server = live_server(workers=1, APP_ENV="production")
-    for path in ("/api/docs/openapi.json", "/api/docs/swagger-ui", "/api/docs/swagger-ui/",
-                 "/api/docs/swagger-ui/static/swagger-ui.css",
-                 "/api/docs/swagger-ui/static/swagger-ui-bundle.js"):
+    for path in (
+        "/api/docs/openapi.json",
+        "/api/docs/swagger-ui",
+        "/api/docs/swagger-ui/",
+        "/api/docs/swagger-ui/static/swagger-ui.css",
+        "/api/docs/swagger-ui/static/swagger-ui-bundle.js",
+    ):
         for method in ("GET", "OPTIONS"):
             status, headers, _ = raw_http(server, method, path)
             assert status == 404, (method, path)
