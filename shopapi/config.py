@@ -161,14 +161,18 @@ class Settings:
         if len(self.currency) != 3 or not self.currency.isalpha():
             raise ConfigError("CURRENCY must be a three-letter ISO 4217 code")
         if self.is_production:
-            key = self.secret_key or ""
-            if key in KNOWN_WEAK_SECRETS or len(key.encode()) < 32:
-                raise ConfigError(
-                    "SECRET_KEY is missing, shorter than 32 bytes or a known default: "
-                    "refusing to start in production"
-                )
-            if not self.database_url or not self.redis_url:
-                raise ConfigError("DATABASE_URL and REDIS_URL are required in production")
+            self._validate_production()
+
+    def _validate_production(self) -> None:
+        """Production refuses weak secrets and never falls back to local services."""
+        key = self.secret_key or ""
+        if key in KNOWN_WEAK_SECRETS or len(key.encode()) < 32:
+            raise ConfigError(
+                "SECRET_KEY is missing, shorter than 32 bytes or a known default: "
+                "refusing to start in production"
+            )
+        if not self.database_url or not self.redis_url:
+            raise ConfigError("DATABASE_URL and REDIS_URL are required in production")
 
     @property
     def signing_key(self) -> str:

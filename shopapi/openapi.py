@@ -75,6 +75,31 @@ def _query_parameters(struct: type, components: dict[str, Any]) -> list[dict[str
     ]
 
 
+def _parameters(template: str, spec: Any, components: dict[str, Any]) -> list[dict[str, Any]]:
+    """An operation's path ids, query fields and documented request headers."""
+    params = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer", "format": "int64"},
+        }
+        for name in _PARAM_RE.findall(template)
+    ]
+    if spec.query is not None:
+        params += _query_parameters(spec.query, components)
+    for header in spec.headers:
+        params.append(
+            {
+                "name": header,
+                "in": "header",
+                "required": False,
+                "schema": HEADER_SCHEMAS.get(header, {"type": "string"}),
+            }
+        )
+    return params
+
+
 def build_spec(routes, *, title: str = "shopapi", version: str = "0.1.0") -> dict[str, Any]:
     found = endpoints(routes)
     types: list[Any] = [Problem]
@@ -88,26 +113,7 @@ def build_spec(routes, *, title: str = "shopapi", version: str = "0.1.0") -> dic
     paths: dict[str, dict[str, Any]] = {}
     for template, method, spec in found:
         path = _PARAM_RE.sub(r"{\1}", template)
-        params = [
-            {
-                "name": name,
-                "in": "path",
-                "required": True,
-                "schema": {"type": "integer", "format": "int64"},
-            }
-            for name in _PARAM_RE.findall(template)
-        ]
-        if spec.query is not None:
-            params += _query_parameters(spec.query, components)
-        for header in spec.headers:
-            params.append(
-                {
-                    "name": header,
-                    "in": "header",
-                    "required": False,
-                    "schema": HEADER_SCHEMAS.get(header, {"type": "string"}),
-                }
-            )
+        params = _parameters(template, spec, components)
         op: dict[str, Any] = {
             "summary": spec.summary,
             "operationId": f"{method}_" + re.sub(r"[^a-z0-9]+", "_", path.lower()).strip("_"),

@@ -162,22 +162,7 @@ async def place_order(
     key = checked_idempotency_key(idempotency_key)
     digest = request_digest(raw_body) if key is not None else None
     product_ids = [line.product_id for line in body.items]
-    try:
-        row = await _run(
-            ctx.pool,
-            queries.place_order,
-            user_id=user.id,
-            currency=ctx.settings.currency,
-            product_ids=product_ids,
-            quantities=[line.quantity for line in body.items],
-            idempotency_key=key,
-            request_hash=digest,
-        )
-    except psycopg.errors.UniqueViolation as exc:
-        if exc.diag.constraint_name != "idempotency_keys_pkey":
-            raise
-        row = None  # a request with the same key committed first
-
+    row = await _place(ctx, user, body, key, digest)
     if row is not None and row["order_json"] is not None:
         await ctx.cache.invalidate(*cache.stock_keys(product_ids))
         instruments.ORDERS_PLACED.inc()
@@ -192,7 +177,30 @@ async def place_order(
             return earlier
         if row is None:  # the winner's key is already gone (purged): let the client retry
             raise RequestInProgress("A request with this Idempotency-Key just finished; retry")
+    assert row is not None, "only a request with a key can lose a race on it"
     raise _refusal(body, row)
+
+
+async def _place(
+    ctx: AppContext, user: CurrentUser, body: OrderCreate, key: str | None, digest: bytes | None
+) -> dict[str, Any] | None:
+    """The placement statement's row; None when a request with the same key committed first
+    (this one then changed nothing)."""
+    try:
+        return await _run(
+            ctx.pool,
+            queries.place_order,
+            user_id=user.id,
+            currency=ctx.settings.currency,
+            product_ids=[line.product_id for line in body.items],
+            quantities=[line.quantity for line in body.items],
+            idempotency_key=key,
+            request_hash=digest,
+        )
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name != "idempotency_keys_pkey":
+            raise
+        return None
 
 
 async def _earlier_answer(
