@@ -9,6 +9,7 @@ Usage: DATABASE_URL=... BCRYPT_ROUNDS=4 .venv/bin/python bench/customers.py [N]
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 from shopapi.config import Settings
@@ -18,14 +19,15 @@ from shopapi.security import hash_password
 PASSWORD = "password123"  # noqa: S105  (the peer seed's shared bench password)
 
 
-def main(count: int) -> None:
+async def main(count: int) -> None:
     settings = Settings.from_env()
     created = 0
-    with make_pool(settings) as pool, transaction(pool) as conn:
+    pool = make_pool(settings)
+    async with transaction(pool) as conn:
         for i in range(1, count + 1):
             email = f"customer{i}@example.com"
-            if queries.get_login(conn, email=email) is None:
-                queries.seed_user(
+            if await queries.get_login(conn, email=email) is None:
+                await queries.seed_user(
                     conn,
                     email=email,
                     full_name=f"Bench Customer {i}",
@@ -33,8 +35,9 @@ def main(count: int) -> None:
                     password_hash=hash_password(PASSWORD, settings.bcrypt_rounds),
                 )
                 created += 1
+    await pool.close()
     print(f"bench customers: {created} created, {count - created} already there")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100)
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100))
