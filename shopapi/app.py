@@ -28,6 +28,7 @@ from shopapi.middleware.rate_limit import RateLimit
 from shopapi.middleware.request_context import JsonLineLogger, RequestContext
 from shopapi.middleware.request_metrics import RequestMetrics
 from shopapi.openapi import build_spec
+from shopapi.pager import Pager
 from shopapi.ratelimits import Limiter
 from shopapi.redis_client import make_redis
 from shopapi.resources import auth, categories, docs, health, orders, products, scrape, users
@@ -117,6 +118,7 @@ def build_context(
         ),
         passwords=Passwords(settings.bcrypt_rounds, settings.password_hash_threads),
         user_states=UserStates(redis),
+        pager=Pager(settings.signing_key),
         owned_closers=closers,
     )
 

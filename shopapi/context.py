@@ -12,6 +12,7 @@ import redis.asyncio
 from shopapi.cache import CatalogCache
 from shopapi.config import Settings
 from shopapi.db import Pool
+from shopapi.pager import Pager
 from shopapi.security import Passwords, TokenCodec
 from shopapi.user_state import UserStates
 
@@ -25,6 +26,7 @@ class AppContext:
     tokens: TokenCodec
     passwords: Passwords
     user_states: UserStates
+    pager: Pager  # every list's pages and cursors, signed with the settings' key
     # the read replica for catalog reads when DATABASE_READ_URL is set
     read_pool: Pool | None = None
     # what create_app built itself (not what a caller handed in): closed at shutdown

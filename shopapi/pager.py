@@ -102,6 +102,7 @@ class Pager:
         *,
         scope: str = "",
         key_types: tuple[type, ...] = (),
+        decode: bool = True,
     ) -> Window:
         """The window a query asks for: by `page` (default 1) or by `cursor` (not both: 422),
         whose decoded key must match `key_types` (the sort key's type, then int for the id)."""
@@ -110,6 +111,8 @@ class Pager:
             return Window(page, per_page, (page - 1) * per_page, (None, None), scope)
         if page is not None:
             raise ValidationFailed.single("cursor", "cannot be combined with page")
+        if not decode:  # a scope that matches nothing: any cursor leads to the same empty page
+            return Window(None, per_page, 0, (None, None), scope)
         last = self.codec.decode(cursor, scope)
         if len(last) != len(key_types) or not all(
             isinstance(value, kind) and not (kind is int and isinstance(value, bool))

@@ -13,7 +13,6 @@ from shopapi.cache import Answer
 from shopapi.context import AppContext
 from shopapi.db import connection, queries, transaction
 from shopapi.errors import CategoryInUse, NameTaken, NotFound
-from shopapi.pager import Pager
 from shopapi.schemas.catalog import (
     CategoryCreate,
     CategoryListQuery,
@@ -54,7 +53,7 @@ async def get_category(ctx: AppContext, category_id: int) -> Answer:
 
 
 async def list_categories(ctx: AppContext, query: CategoryListQuery) -> Answer:
-    pager = Pager(ctx.settings.signing_key)
+    pager = ctx.pager
     window = pager.window(query.page, query.per_page)
     q = query.q.strip(BLANKS) if query.q else ""
     pattern = f"%{like_escape(q)}%" if q else None

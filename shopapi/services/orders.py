@@ -28,7 +28,7 @@ from shopapi.errors import (
     RequestInProgress,
     ValidationFailed,
 )
-from shopapi.pager import Pager, fingerprint
+from shopapi.pager import fingerprint
 from shopapi.schemas.common import PageOf
 from shopapi.schemas.orders import (
     IDEMPOTENCY_KEY_MAX,
@@ -250,13 +250,14 @@ async def list_orders(
     """Newest first; customers see their own orders only, staff see all (user_id filter)."""
     user_id = _listed_user(user, query)
     filters = {"user_id": user_id, "status": query.status}
-    pager = Pager(ctx.settings.signing_key)
+    pager = ctx.pager
     window = pager.window(
         query.page,
         query.per_page,
         query.cursor,
         scope=fingerprint(sort=LIST_SORT, **filters),
         key_types=(str, int),
+        decode=user_id != -1,
     )
     if user_id == -1:
         return pager.empty(window, OrderPublic)

@@ -14,7 +14,7 @@ from shopapi.context import AppContext, CurrentUser
 from shopapi.db import connection, queries, transaction
 from shopapi.errors import NotFound, PreconditionFailed, ValidationFailed
 from shopapi.etags import etag_of, strong_match
-from shopapi.pager import Pager, fingerprint
+from shopapi.pager import fingerprint
 from shopapi.schemas.catalog import (
     ProductCreate,
     ProductListQuery,
@@ -116,7 +116,7 @@ async def list_products(
     filters = _list_filters(user, query)
     ordering = query.sort or ("relevance" if filters["q"] else DEFAULT_ORDERING)
     page_query, key_field, key_type = ORDERINGS[ordering]
-    window = Pager(ctx.settings.signing_key).window(
+    window = ctx.pager.window(
         query.page,
         query.per_page,
         query.cursor,
@@ -138,7 +138,7 @@ async def list_products(
                     offset=window.offset,
                 )
             ]
-            answer = await Pager(ctx.settings.signing_key).page(
+            answer = await ctx.pager.page(
                 rows,
                 window,
                 ProductPublic,
@@ -168,7 +168,7 @@ async def _count(ctx: AppContext, conn: Any, filters: dict[str, Any]) -> int:
 
 async def list_stock_movements(ctx: AppContext, product_id: int, query: PageQuery) -> Answer:
     """A product's ledger, oldest first (staff only; not cached: it is an audit view)."""
-    window = Pager(ctx.settings.signing_key).window(query.page, query.per_page)
+    window = ctx.pager.window(query.page, query.per_page)
     async with connection(ctx.pool) as conn:
         rows = [
             row
@@ -185,7 +185,7 @@ async def list_stock_movements(ctx: AppContext, product_id: int, query: PageQuer
     async def count() -> int:
         return found["total"] if found is not None else 0
 
-    answer = await Pager(ctx.settings.signing_key).page(
+    answer = await ctx.pager.page(
         rows, window, StockMovementPublic, total_column="total", count=count
     )
     return Answer.of(_encode(answer))

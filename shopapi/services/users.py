@@ -15,7 +15,6 @@ from shopapi.errors import (
     NotFound,
     ValidationFailed,
 )
-from shopapi.pager import Pager
 from shopapi.schemas.common import PageOf, sent_fields
 from shopapi.schemas.users import UserListQuery, UserPublic, UserUpdate
 from shopapi.services.auth import storable_email
@@ -37,7 +36,7 @@ async def get_user(ctx: AppContext, user: CurrentUser, user_id: int) -> UserPubl
 
 
 async def list_users(ctx: AppContext, query: UserListQuery) -> PageOf[UserPublic]:
-    pager = Pager(ctx.settings.signing_key)
+    pager = ctx.pager
     window = pager.window(query.page, query.per_page)
     filters = {"role": query.role, "q": query.q}
     async with connection(ctx.pool) as conn:
