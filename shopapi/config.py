@@ -121,6 +121,47 @@ class Settings:
         "86400", _positive_int, "seconds an Idempotency-Key is kept"
     )
     max_body_bytes: int = _setting("1048576", _positive_int, "largest request body (413 above)")
+    smtp_url: str | None = _setting(
+        None,
+        str,
+        "outgoing mail, `smtp://user:pass@host:587` (STARTTLS when offered) or `smtps://` "
+        "(TLS); unset in development: emails are written to the log",
+    )
+    email_from: str = _setting("shopapi <no-reply@localhost>", str, "From: of every email")
+    email_enabled: bool = _setting(
+        "true", _bool, "send emails; production refuses to start without SMTP_URL unless false"
+    )
+    webhook_max_attempts: int = _setting(
+        "8", _positive_int, "attempts per webhook delivery before it is given up"
+    )
+    webhook_allow_private: bool = _setting(
+        "false", _bool, "allow webhooks to loopback, private and link-local addresses"
+    )
+    job_max_attempts: int = _setting(
+        "8", _positive_int, "attempts of any other job (emails, housekeeping) before it fails"
+    )
+    job_retry_base: float = _setting(
+        "15",
+        float,
+        "seconds before a failed job's first retry; each next waits 4 times longer "
+        "(8 attempts span about a day)",
+    )
+    worker_concurrency: int = _setting("4", _positive_int, "jobs one worker runs at once")
+    worker_stalled_after: float = _setting(
+        "30",
+        float,
+        "seconds without a heartbeat after which a worker counts as dead and its running "
+        "jobs are run again",
+    )
+    worker_metrics_port: int = _setting(
+        "9101", _positive_int, "port of the worker's own /metrics (0: none)"
+    )
+    relay_interval: float = _setting(
+        "0.2", float, "seconds between two looks for committed events not yet relayed"
+    )
+    event_retention: int = _setting(
+        "2592000", _positive_int, "seconds events and their delivery log are kept"
+    )
     log_level: str = _setting("INFO", str, "log level")
 
     @property
@@ -158,6 +199,10 @@ class Settings:
             raise ConfigError("PASSWORD_HASH_THREADS must be >= 1")
         if self.db_pool_max < max(1, self.db_pool_min):
             raise ConfigError("DB_POOL_MAX must be >= DB_POOL_MIN and >= 1")
+        if self.webhook_max_attempts < 1 or self.job_max_attempts < 1:
+            raise ConfigError("WEBHOOK_MAX_ATTEMPTS and JOB_MAX_ATTEMPTS must be >= 1")
+        if self.worker_concurrency < 1:
+            raise ConfigError("WORKER_CONCURRENCY must be >= 1")
         if len(self.currency) != 3 or not self.currency.isalpha():
             raise ConfigError("CURRENCY must be a three-letter ISO 4217 code")
         if self.is_production:
@@ -173,6 +218,10 @@ class Settings:
             )
         if not self.database_url or not self.redis_url:
             raise ConfigError("DATABASE_URL and REDIS_URL are required in production")
+        if self.email_enabled and not self.smtp_url:
+            raise ConfigError(
+                "SMTP_URL is required in production (or EMAIL_ENABLED=false to send no email)"
+            )
 
     @property
     def signing_key(self) -> str:

@@ -40,6 +40,14 @@ TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
 
 # every table the app writes, emptied between tests
 TABLES = (
+    "sent_emails",
+    "webhook_deliveries",
+    "webhooks",
+    "events",
+    "procrastinate_events",
+    "procrastinate_periodic_defers",
+    "procrastinate_jobs",
+    "procrastinate_workers",
     "idempotency_keys",
     "order_status_history",
     "order_items",
@@ -86,6 +94,10 @@ def app_env(database_url: str, redis_url: str = REDIS_URL, **overrides: Any) -> 
         "BCRYPT_ROUNDS": "4",
         "RATE_LIMIT_ENABLED": "false",
         "LOG_LEVEL": "WARNING",
+        # production servers started by the tests send no email unless a test says so
+        "EMAIL_ENABLED": "false",
+        # the tests' webhook receivers listen on loopback
+        "WEBHOOK_ALLOW_PRIVATE": "true",
     }
     return {**defaults, **{key: str(value) for key, value in overrides.items()}}
 
@@ -187,6 +199,8 @@ def run_sql(app_loop: AppLoop, pool: Pool, work: Callable[[Any], Any]) -> Any:
 
 # DELETE + identity restart: ~3 ms a test, where TRUNCATE ... RESTART IDENTITY costs ~60 ms
 _IDENTITY_TABLES = (
+    "webhooks",
+    "webhook_deliveries",
     "order_status_history",
     "orders",
     "stock_movements",

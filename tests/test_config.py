@@ -19,6 +19,7 @@ def prod_env(**extra):
         "DATABASE_URL": "postgresql://db/x",
         "REDIS_URL": "redis://r/0",
         "SECRET_KEY": STRONG,
+        "SMTP_URL": "smtp://mail.internal:587",
     }
     env.update(extra)
     return env

@@ -1,0 +1,68 @@
+-- Events (the outbox) and the jobs they become. Events are written by the statements that
+-- cause them (orders.sql); the relay below turns them into procrastinate jobs.
+
+-- name: relay_events(limit)^
+-- Turns committed events into their jobs, exactly once: claims the oldest events not yet
+-- relayed (SKIP LOCKED, so the relays of several workers share the queue), defers one email
+-- job per order event and one delivery job per active webhook subscribed to the type, with
+-- procrastinate's own defer function, and stamps the events relayed, all in this statement:
+-- a relay killed half way has relayed nothing.
+WITH batch AS (
+    SELECT id
+      FROM events
+     WHERE relayed_at IS NULL
+     ORDER BY created_at
+     LIMIT :limit
+       FOR UPDATE SKIP LOCKED
+),
+relayed AS (
+    UPDATE events e
+       SET relayed_at = now()
+      FROM batch b
+     WHERE e.id = b.id
+ RETURNING e.id, e.type
+),
+jobs AS (
+    SELECT ROW('emails', 'send_event_email', 0, NULL, NULL,
+               jsonb_build_object('event_id', r.id), NULL)::procrastinate_job_to_defer_v1 AS job
+      FROM relayed r
+     WHERE r.type LIKE 'order.%'
+     UNION ALL
+    SELECT ROW('webhooks', 'deliver_webhook', 0, NULL, NULL,
+               jsonb_build_object('event_id', r.id, 'webhook_id', w.id),
+               NULL)::procrastinate_job_to_defer_v1
+      FROM relayed r
+      JOIN webhooks w ON w.is_active AND r.type = ANY (w.events)
+),
+deferred AS (
+    SELECT cardinality(procrastinate_defer_jobs_v1(array_agg(job))) AS jobs
+      FROM jobs
+    HAVING count(*) > 0
+)
+SELECT (SELECT count(*) FROM relayed)                 AS events,
+       coalesce((SELECT jobs FROM deferred), 0)       AS jobs;
+
+-- name: get_event(id)^
+-- One event as its envelope's fields.
+SELECT id::text AS id, type, api_time(created_at) AS created_at, data
+  FROM events
+ WHERE id = :id::uuid;
+
+-- name: claim_email(event_id, template, recipient)$
+-- Claims the email of an event inside the transaction that sends it; NULL when it was sent
+-- already (a retried or duplicated job then sends nothing).
+INSERT INTO sent_emails (event_id, template, recipient)
+VALUES (:event_id::uuid, :template, :recipient)
+    ON CONFLICT DO NOTHING
+RETURNING template;
+
+-- name: delete_old_events(older_than_seconds)!
+-- Housekeeping: relayed events past the retention window (their delivery log and email
+-- claims cascade).
+DELETE FROM events
+ WHERE relayed_at IS NOT NULL
+   AND created_at < now() - make_interval(secs => :older_than_seconds);
+
+-- name: count_unrelayed_events()$
+-- Events committed but not yet relayed (the relay's backlog).
+SELECT count(*) FROM events WHERE relayed_at IS NULL;
