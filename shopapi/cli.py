@@ -1,4 +1,5 @@
-"""`shopapi` command line: serve, dev, migrate, seed, check-ledger, purge-idempotency-keys."""
+"""`shopapi` command line: serve, worker, dev, migrate, seed, check-ledger,
+purge-idempotency-keys."""
 
 from __future__ import annotations
 
@@ -83,6 +84,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """The background worker: jobs, the event relay, periodic housekeeping (SIGTERM: the
+    running jobs finish, then it exits)."""
+    from shopapi.jobs.worker import main as run
+
+    queues = [q for q in (args.queues or "").split(",") if q] or None
+    run(_settings(), queues=queues)
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """Zero-setup start: local PostgreSQL and Redis, migrated, seeded, served by gunicorn."""
     from shopapi.devservices import provision
@@ -105,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve", help="run gunicorn with gunicorn.conf.py")
     p.add_argument("--bind", default=None)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run the background worker (jobs, event relay)")
+    p.add_argument("--queues", default=None, help="comma-separated queues (default: all)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("dev", help="provision local PostgreSQL/Redis, migrate, seed, serve")
     p.add_argument("--bind", default="127.0.0.1:8000")

@@ -201,6 +201,8 @@ class Settings:
             raise ConfigError("DB_POOL_MAX must be >= DB_POOL_MIN and >= 1")
         if self.webhook_max_attempts < 1 or self.job_max_attempts < 1:
             raise ConfigError("WEBHOOK_MAX_ATTEMPTS and JOB_MAX_ATTEMPTS must be >= 1")
+        if self.smtp_url and not self.smtp_url.startswith(("smtp://", "smtps://")):
+            raise ConfigError("SMTP_URL must start with smtp:// or smtps://")
         if self.worker_concurrency < 1:
             raise ConfigError("WORKER_CONCURRENCY must be >= 1")
         if len(self.currency) != 3 or not self.currency.isalpha():

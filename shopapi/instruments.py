@@ -77,3 +77,10 @@ def render(accept: str | None) -> tuple[bytes, str]:
     """The exposition body and its content type (Prometheus text, or OpenMetrics if asked)."""
     encode, content_type = choose_encoder(accept or "")
     return encode(registry()), content_type
+
+# Background work (`shopapi worker`, served on the worker's own /metrics port).
+JOBS = Counter("shopapi_jobs", "Jobs run by the worker, by outcome", ["task", "status"])
+WEBHOOK_DELIVERIES = Counter(
+    "shopapi_webhook_deliveries", "Webhook delivery attempts, by result", ["result"]
+)
+EMAILS_SENT = Counter("shopapi_emails_sent", "Emails handed to SMTP, by template", ["template"])

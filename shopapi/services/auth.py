@@ -9,7 +9,7 @@ import msgspec
 import psycopg.errors
 
 from shopapi.context import AppContext, CurrentUser
-from shopapi.db import connection, queries, transaction
+from shopapi.db import Pool, connection, queries, transaction
 from shopapi.errors import EmailTaken, InvalidCredentials, NotAuthenticated, ValidationFailed
 from shopapi.schemas.users import EMAIL_MAX, LoginRequest, TokenPair, UserCreate, UserPublic
 from shopapi.security import AccessClaims, token_digest
@@ -144,3 +144,9 @@ async def _load_state(ctx: AppContext, user_id: int) -> tuple[str, bool] | None:
     async with connection(ctx.pool) as conn:
         row = await queries.get_user_state(conn, id=user_id)
     return None if row is None else (row["role"], row["is_active"])
+
+
+async def purge_refresh_tokens(pool: Pool) -> int:
+    """Delete expired refresh tokens (housekeeping); returns how many."""
+    async with connection(pool) as conn:
+        return await queries.delete_expired_refresh_tokens(conn)

@@ -276,6 +276,8 @@ async def update_product(
                 order_id=None,
                 by_user_id=user.id,
             )
+        if current["stock"] > 0 and row["stock"] == 0:  # the event commits with the edit
+            await queries.record_out_of_stock(conn, product_id=product_id, name=row["name"])
     await ctx.cache.invalidate(cache.product_version(product_id), cache.LIST_VERSION)
     return Answer.of(_public_bytes(row))
 

@@ -26,7 +26,7 @@ jobs AS (
     SELECT ROW('emails', 'send_event_email', 0, NULL, NULL,
                jsonb_build_object('event_id', r.id), NULL)::procrastinate_job_to_defer_v1 AS job
       FROM relayed r
-     WHERE r.type LIKE 'order.%'
+     WHERE starts_with(r.type, 'order.')  -- the buyer may be told (notifications.py decides)
      UNION ALL
     SELECT ROW('webhooks', 'deliver_webhook', 0, NULL, NULL,
                jsonb_build_object('event_id', r.id, 'webhook_id', w.id),
@@ -41,6 +41,13 @@ deferred AS (
 )
 SELECT (SELECT count(*) FROM relayed)                 AS events,
        coalesce((SELECT jobs FROM deferred), 0)       AS jobs;
+
+-- name: record_out_of_stock(product_id, name)!
+-- A staff stock edit took a product to 0 (orders.sql: place_order writes its own).
+INSERT INTO events (type, data)
+VALUES ('product.out_of_stock',
+        json_build_object('product', json_build_object('id', :product_id::bigint,
+                                                       'name', :name::text, 'stock', 0)));
 
 -- name: get_event(id)^
 -- One event as its envelope's fields.

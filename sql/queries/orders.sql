@@ -8,6 +8,7 @@
 -- name: place_order(user_id, currency, product_ids, quantities, idempotency_key, request_hash)^
 -- Places an order all-or-nothing, or replays the answer stored under its Idempotency-Key.
 -- When a line cannot be served nothing is written and the last columns say why.
+-- Its events (order.created, product.out_of_stock) are inserted by the same statement.
 -- Its document is built from the CTE rows, not read from order_documents: the order, its
 -- lines and its history are inserted by this same statement, and a view (like any table)
 -- only shows the statement's snapshot, taken before them. It is the same document as
@@ -118,6 +119,22 @@ document AS (
            )::text AS order_json
       FROM new_order o
 ),
+created_event AS (
+    -- the outbox: the event commits with the order or not at all (events.sql relays it)
+    INSERT INTO events (type, data)
+    SELECT 'order.created', json_build_object('order', order_json::json)
+      FROM document
+),
+sold_out_events AS (
+    -- a line that took a product's last units
+    INSERT INTO events (type, data)
+    SELECT 'product.out_of_stock',
+           json_build_object('product', json_build_object('id', l.id, 'name', l.name,
+                                                          'stock', 0))
+      FROM reserved r
+      JOIN locked l ON l.id = r.product_id
+     WHERE l.stock = l.quantity
+),
 remembered AS (
     -- the key is stored with the stock change, in the same transaction, only on success
     INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, response)
@@ -193,17 +210,28 @@ SELECT user_id, status
 -- Moves an order only from a state allowed to reach :status (so of two racing cancels one
 -- wins and stock goes back exactly once); cancelling gives the stock back to the ledger.
 -- :owner_id restricts the move to the owner's order (self-service cancel). No row: no move.
+-- The order.status_changed event ({order, from, to}) is inserted by this same statement.
 -- The answer takes its lines from order_documents (this statement does not change them) but
 -- status, updated_at and the new history entry from the CTEs: the view shows the snapshot
 -- taken before this UPDATE and INSERT, i.e. the old status and the trail without the move.
-WITH moved AS (
-    UPDATE orders
-       SET status     = :status,
-           updated_at = now()
+WITH current AS (
+    -- the order as it is now (FOR UPDATE waits for a racing move and re-reads the row), so
+    -- `from` is the status actually left, not the one in this statement's snapshot
+    SELECT id, status
+      FROM orders
      WHERE id = :id
        AND status = ANY(:from_statuses::text[])
        AND (:owner_id::bigint IS NULL OR user_id = :owner_id)
- RETURNING id, user_id, status, total_cents, currency, created_at, updated_at
+       FOR UPDATE
+),
+moved AS (
+    UPDATE orders o
+       SET status     = :status,
+           updated_at = now()
+      FROM current c
+     WHERE o.id = c.id
+ RETURNING o.id, o.user_id, o.status, o.total_cents, o.currency, o.created_at, o.updated_at,
+           c.status AS from_status
 ),
 history AS (
     INSERT INTO order_status_history (order_id, status, by_user_id, at)
@@ -235,24 +263,44 @@ movements AS (
     SELECT r.id, r.quantity, 'cancel', m.id, :by_user_id::bigint
       FROM moved m
      CROSS JOIN restocked r
+),
+answer AS (
+    SELECT m.id, m.user_id, m.status, m.total_cents, m.currency,
+           api_time(m.created_at) AS created_at, api_time(m.updated_at) AS updated_at,
+           d.items,
+           -- the view's trail plus the entry just appended, last (not yet visible to this
+           -- statement); json_array_elements keeps each json entry's text as it is. The new
+           -- entry must keep the view's entry shape (0006_order_documents).
+           (SELECT json_agg(t.entry ORDER BY t.n NULLS LAST)
+              FROM (SELECT s.entry, s.n
+                      FROM json_array_elements(d.status_history) WITH ORDINALITY AS s (entry, n)
+                     UNION ALL
+                    SELECT json_build_object(
+                               'status', h.status, 'at', api_time(h.at),
+                               'by_user_id', h.by_user_id),
+                           NULL
+                      FROM history h) t) AS status_history,
+           m.from_status
+      FROM moved m
+      LEFT JOIN order_documents d ON d.id = m.id
+),
+changed_event AS (
+    INSERT INTO events (type, data)
+    SELECT 'order.status_changed',
+           json_build_object(
+               'order', json_build_object(
+                   'id', a.id, 'user_id', a.user_id, 'status', a.status, 'items', a.items,
+                   'total_cents', a.total_cents, 'currency', a.currency,
+                   'status_history', a.status_history,
+                   'created_at', a.created_at, 'updated_at', a.updated_at),
+               'from', a.from_status,
+               'to', a.status)
+      FROM answer a
 )
-SELECT m.id, m.user_id, m.status, m.total_cents, m.currency,
-       api_time(m.created_at) AS created_at, api_time(m.updated_at) AS updated_at,
-       d.items,
-       -- the view's trail plus the entry just appended, last (not yet visible to this
-       -- statement); json_array_elements keeps each json entry's text as it is. The new
-       -- entry must keep the view's entry shape (0006_order_documents).
-       (SELECT json_agg(t.entry ORDER BY t.n NULLS LAST)
-          FROM (SELECT s.entry, s.n
-                  FROM json_array_elements(d.status_history) WITH ORDINALITY AS s (entry, n)
-                 UNION ALL
-                SELECT json_build_object(
-                           'status', h.status, 'at', api_time(h.at), 'by_user_id', h.by_user_id),
-                       NULL
-                  FROM history h) t) AS status_history,
+SELECT a.id, a.user_id, a.status, a.total_cents, a.currency, a.created_at, a.updated_at,
+       a.items, a.status_history,
        (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM restocked) AS restocked_ids
-  FROM moved m
-  LEFT JOIN order_documents d ON d.id = m.id;
+  FROM answer a;
 
 -- name: delete_order(id, by_user_id)^
 -- Removes an order (lines and history cascade); one still holding stock (pending, paid)

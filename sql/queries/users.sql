@@ -108,3 +108,8 @@ UPDATE refresh_tokens
    SET revoked_at = now()
  WHERE user_id = :user_id
    AND revoked_at IS NULL;
+
+-- name: delete_expired_refresh_tokens()!
+-- Housekeeping: an expired refresh token can never be used again. Revoked ones are kept
+-- until they expire: presenting one is how reuse (a stolen token) is detected.
+DELETE FROM refresh_tokens WHERE expires_at < now();

@@ -1,0 +1,19 @@
+"""What a job's code works with, built once per worker process (`shopapi worker`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from shopapi.config import Settings
+from shopapi.db import Pool
+from shopapi.services.email import Mailer
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    settings: Settings
+    pool: Pool
+    mailer: Mailer
+    http: httpx.AsyncClient  # webhook deliveries: no redirects followed, 5 s per attempt

@@ -1,0 +1,146 @@
+"""The worker's tasks: plain async functions that call services, like the resources do.
+
+`app` declares them; `shopapi worker` runs them with `app.with_connector(...)` on the real
+database. Task names are fixed (events.sql and webhooks.sql defer jobs by name, in SQL, in
+the same statement that relays an event). Queues: `emails`, `webhooks`, `housekeeping`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import procrastinate
+from procrastinate.jobs import Job
+from procrastinate.retry import BaseRetryStrategy, RetryDecision
+
+from shopapi import instruments
+from shopapi.jobs.context import WorkerContext
+from shopapi.services import auth, deliveries, events, notifications, orders
+
+log = logging.getLogger("shopapi.jobs")
+
+app = procrastinate.App(connector=procrastinate.PsycopgConnector())
+
+
+class RetryAt(Exception):
+    """The task failed and says itself when to try again (a webhook's logged next attempt)."""
+
+    def __init__(self, at: datetime.datetime, reason: str | None) -> None:
+        super().__init__(reason or "retry")
+        self.at = at
+
+
+class Backoff(BaseRetryStrategy):
+    """RetryAt is retried when it says; any other error after JOB_RETRY_BASE x 4^(n-1)
+    seconds, up to JOB_MAX_ATTEMPTS (set by the worker from its settings at start)."""
+
+    max_attempts = 8
+    base = 15.0
+
+    def configure(self, max_attempts: int, base: float) -> None:
+        self.max_attempts, self.base = max_attempts, base
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if isinstance(exception, RetryAt):
+            return RetryDecision(retry_at=exception.at)
+        attempt = job.attempts + 1
+        if attempt >= self.max_attempts:
+            return None
+        return RetryDecision(retry_in={"seconds": deliveries.retry_delay(self.base, attempt)})
+
+
+BACKOFF = Backoff()
+
+
+def counted(
+    name: str,
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """Count every run of a task in shopapi_jobs_total{task, status}."""
+
+    def wrap(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(fn)
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await fn(*args, **kwargs)
+            except RetryAt:
+                instruments.JOBS.labels(task=name, status="retry").inc()
+                raise
+            except Exception:
+                instruments.JOBS.labels(task=name, status="error").inc()
+                log.exception("job %s failed", name, extra={"task": name, **kwargs})
+                raise
+            instruments.JOBS.labels(task=name, status="succeeded").inc()
+            return result
+
+        return run
+
+    return wrap
+
+
+def _shop(context: procrastinate.JobContext) -> WorkerContext:
+    return context.additional_context["shop"]
+
+
+@app.task(name="send_event_email", queue="emails", pass_context=True, retry=BACKOFF)
+@counted("send_event_email")
+async def send_event_email(context: procrastinate.JobContext, event_id: str) -> None:
+    await notifications.send_event_email(_shop(context), event_id)
+
+
+@app.task(name="deliver_webhook", queue="webhooks", pass_context=True, retry=BACKOFF)
+@counted("deliver_webhook")
+async def deliver_webhook(
+    context: procrastinate.JobContext, event_id: str, webhook_id: int
+) -> None:
+    attempt = await deliveries.deliver(
+        _shop(context), event_id, webhook_id, attempt=context.job.attempts + 1
+    )
+    if attempt.retry_at is not None:
+        raise RetryAt(attempt.retry_at, attempt.error)
+
+
+# ------------------------------------------------------------------ periodic jobs
+
+# Hourly housekeeping: each entry deletes what outlived its retention. Later work (unpaid
+# order expiry, guest cart purge) adds its entries here.
+HOUSEKEEPING: dict[str, Callable[[WorkerContext], Awaitable[int]]] = {
+    "idempotency_keys": lambda w: orders.purge_idempotency_keys(
+        w.pool, w.settings.idempotency_key_ttl
+    ),
+    "refresh_tokens": lambda w: auth.purge_refresh_tokens(w.pool),
+    "events": lambda w: events.purge_events(w.pool, w.settings.event_retention),
+}
+
+
+@app.periodic(cron="17 * * * *")
+@app.task(name="housekeeping", queue="housekeeping", pass_context=True, retry=BACKOFF)
+@counted("housekeeping")
+async def housekeeping(context: procrastinate.JobContext, timestamp: int) -> dict[str, int]:
+    removed = {name: await purge(_shop(context)) for name, purge in HOUSEKEEPING.items()}
+    log.info("housekeeping: %s", removed)
+    return removed
+
+
+@app.periodic(cron="* * * * * */5")
+@app.task(
+    name="retry_stalled_jobs",
+    queue="housekeeping",
+    queueing_lock="retry_stalled_jobs",
+    pass_context=True,
+)
+@counted("retry_stalled_jobs")
+async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Jobs left `doing` by a worker that stopped sending heartbeats (killed, frozen, cut
+    off) are run again: at least once, never lost."""
+    manager = context.app.job_manager
+    stalled = await manager.get_stalled_jobs(
+        seconds_since_heartbeat=_shop(context).settings.worker_stalled_after
+    )
+    for job in stalled:
+        log.warning("retrying stalled job %s (%s)", job.id, job.task_name)
+        await manager.retry_job(job)
+    return len(stalled)

@@ -1,0 +1,142 @@
+"""`shopapi worker`: the procrastinate worker, the event relay beside it, its own /metrics.
+
+One process runs the jobs of every queue (WORKER_CONCURRENCY at once) and one relay loop;
+start more processes to scale (`docker compose up --scale worker=N`): jobs are fetched with
+FOR UPDATE SKIP LOCKED and events relayed the same way, so workers share the work without
+coordinating. SIGTERM (or SIGINT) stops fetching; running jobs finish, then the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+
+import httpx
+import msgspec
+import procrastinate
+import psycopg
+import psycopg_pool
+
+from shopapi.config import Settings
+from shopapi.db import make_pool
+from shopapi.jobs import tasks
+from shopapi.jobs.context import WorkerContext
+from shopapi.services import deliveries, events
+from shopapi.services.email import Mailer
+
+log = logging.getLogger("shopapi.worker")
+
+_encode = msgspec.json.Encoder().encode
+# LogRecord attributes that are not extras
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line; extras (event_id, webhook_id, task, ...) become fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **{k: v for k, v in vars(record).items() if k not in _STANDARD},
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return _encode(line).decode(errors="replace")
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+
+
+async def run_relay(wctx: WorkerContext, stop: asyncio.Event) -> None:
+    """Relay committed events into jobs until `stop`; a full batch is followed at once, an
+    idle look waits RELAY_INTERVAL. The database going away is waited out, not fatal."""
+    while not stop.is_set():
+        relayed = 0
+        try:
+            relayed, jobs = await events.relay_events(wctx.pool)
+            if relayed:
+                log.debug("relayed %d event(s) into %d job(s)", relayed, jobs)
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            log.warning("relay: database unavailable (%s), retrying", type(exc).__name__)
+            await _wait(stop, 1.0)
+            continue
+        if relayed < events.RELAY_BATCH:
+            await _wait(stop, wctx.settings.relay_interval)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def job_app(settings: Settings) -> procrastinate.App:
+    """The tasks' app on this database: a pool of its own for fetching and finishing jobs
+    (and its LISTEN connection), apart from the pool the tasks' queries use."""
+    connector = procrastinate.PsycopgConnector(
+        conninfo=settings.dsn,
+        min_size=1,
+        max_size=settings.worker_concurrency + 2,
+        kwargs={"application_name": "shopapi-worker"},
+    )
+    return tasks.app.with_connector(connector)
+
+
+def start_metrics(port: int) -> None:
+    """The worker's /metrics on its own port (Prometheus scrapes each worker there)."""
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port)
+        log.info("metrics on :%d/metrics", port)
+
+
+async def run_worker(settings: Settings, *, queues: list[str] | None = None) -> None:
+    tasks.BACKOFF.configure(settings.job_max_attempts, settings.job_retry_base)
+    pool = make_pool(settings)
+    http = httpx.AsyncClient(
+        follow_redirects=False, timeout=deliveries.ATTEMPT_TIMEOUT, trust_env=False
+    )
+    wctx = WorkerContext(settings=settings, pool=pool, mailer=Mailer(settings), http=http)
+    stop = asyncio.Event()
+    app = job_app(settings)
+    try:
+        async with app.open_async():
+            relay = asyncio.create_task(run_relay(wctx, stop), name="event relay")
+            started = time.monotonic()
+            log.info("worker started", extra={"queues": queues or "all", "pid": os.getpid()})
+            try:
+                await app.run_worker_async(
+                    queues=queues,
+                    concurrency=settings.worker_concurrency,
+                    additional_context={"shop": wctx},
+                    delete_jobs="successful",
+                    update_heartbeat_interval=max(settings.worker_stalled_after / 3, 0.5),
+                    stalled_worker_timeout=settings.worker_stalled_after,
+                    install_signal_handlers=True,
+                )
+            finally:
+                stop.set()
+                await relay
+                log.info("worker stopped after %.1f s", time.monotonic() - started)
+    finally:
+        await http.aclose()
+        await pool.close()
+
+
+def main(settings: Settings, *, queues: list[str] | None = None) -> None:
+    # the worker exposes its own registry; it never writes into gunicorn's multiprocess files
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    configure_logging(settings.log_level)
+    start_metrics(settings.worker_metrics_port)
+    asyncio.run(run_worker(settings, queues=queues))

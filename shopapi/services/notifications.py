@@ -1,0 +1,56 @@
+"""The emails events cause: which template, to whom, sent at most once per event.
+
+An email is claimed (sent_emails) in the transaction that sends it: should SMTP fail, the
+claim rolls back and the job is retried; should the job run again after a success (a crash
+between the send and the job's end), the claim is found and nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shopapi import instruments
+from shopapi.db import connection, queries, transaction
+from shopapi.jobs.context import WorkerContext
+
+log = logging.getLogger("shopapi.notifications")
+
+# order.status_changed: the moves the buyer hears about
+STATUS_TEMPLATES = {"shipped": "order_shipped", "cancelled": "order_cancelled"}
+
+
+def template_for(event: dict[str, Any]) -> str | None:
+    """The email an event sends to the buyer, if any."""
+    if event["type"] == "order.created":
+        return "order_confirmation"
+    if event["type"] == "order.status_changed":
+        return STATUS_TEMPLATES.get(event["data"]["to"])
+    return None
+
+
+async def send_event_email(wctx: WorkerContext, event_id: str) -> str | None:
+    """Send the email of one event; returns its template, or None when there is none to
+    send (no template for the event, event purged, buyer gone, or sent already)."""
+    async with connection(wctx.pool) as conn:
+        event = await queries.get_event(conn, id=event_id)
+    template = None if event is None else template_for(event)
+    if event is None or template is None:
+        return None
+    order = event["data"]["order"]
+    async with transaction(wctx.pool) as conn:
+        buyer = await queries.get_user(conn, id=order["user_id"])
+        if buyer is None:
+            return None
+        if await queries.claim_email(
+            conn, event_id=event_id, template=template, recipient=buyer["email"]
+        ) is None:
+            log.info("email already sent", extra={"event_id": event_id, "template": template})
+            return None
+        message = wctx.mailer.render(
+            template, to=buyer["email"], name=buyer["full_name"] or buyer["email"], order=order
+        )
+        await wctx.mailer.send(message)  # raises: the claim rolls back, the job is retried
+    instruments.EMAILS_SENT.labels(template=template).inc()
+    log.info("email sent", extra={"event_id": event_id, "template": template})
+    return template
