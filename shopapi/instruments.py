@@ -78,6 +78,7 @@ def render(accept: str | None) -> tuple[bytes, str]:
     encode, content_type = choose_encoder(accept or "")
     return encode(registry()), content_type
 
+
 # Background work (`shopapi worker`, served on the worker's own /metrics port).
 JOBS = Counter("shopapi_jobs", "Jobs run by the worker, by outcome", ["task", "status"])
 WEBHOOK_DELIVERIES = Counter(

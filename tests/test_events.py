@@ -92,9 +92,10 @@ def test_a_staff_edit_to_zero_stock_writes_product_out_of_stock_once(
     url = f"/api/products/{product['id']}"
     assert client.simulate_patch(url, json={"stock": 0}, headers=editor.headers).status_code == 200
     assert client.simulate_patch(url, json={"stock": 0}, headers=editor.headers).status_code == 200
-    assert client.simulate_patch(url, json={"price_cents": 5}, headers=editor.headers).json[
-        "stock"
-    ] == 0
+    assert (
+        client.simulate_patch(url, json={"price_cents": 5}, headers=editor.headers).json["stock"]
+        == 0
+    )
 
     [event] = events(database_url, "product.out_of_stock")
     assert event["data"]["product"] == {"id": product["id"], "name": product["name"], "stock": 0}
@@ -118,9 +119,7 @@ def test_status_changes_write_their_event_with_from_and_to(
 def test_a_refused_move_writes_no_event(client, admin, customer, make_product, database_url):
     order = place(client, customer, [(make_product()["id"], 1)]).json
     assert_problem(set_status(client, admin, order["id"], "shipped"), 409, "invalid_transition")
-    own_cancel = client.simulate_post(
-        f"/api/orders/{order['id']}/cancel", headers=customer.headers
-    )
+    own_cancel = client.simulate_post(f"/api/orders/{order['id']}/cancel", headers=customer.headers)
     assert own_cancel.status_code == 200
     assert_problem(
         client.simulate_post(f"/api/orders/{order['id']}/cancel", headers=customer.headers),
@@ -148,8 +147,9 @@ def test_the_relay_turns_each_event_into_its_jobs_once(
     assert app_loop.run(relay_events, pool) == (2, 3)
     assert app_loop.run(relay_events, pool) == (0, 0)
 
-    created, sold_out = events(database_url, "order.created"), events(
-        database_url, "product.out_of_stock"
+    created, sold_out = (
+        events(database_url, "order.created"),
+        events(database_url, "product.out_of_stock"),
     )
     assert created[0]["relayed"] is not None and sold_out[0]["relayed"] is not None
     found = sorted(((q, t, json.loads(a)) for q, t, a in jobs(database_url)), key=str)

@@ -14,16 +14,40 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import procrastinate
+import psycopg_pool
 from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 
 from shopapi import instruments
+from shopapi.config import Settings
 from shopapi.jobs.context import WorkerContext
 from shopapi.services import auth, deliveries, events, notifications, orders
 
 log = logging.getLogger("shopapi.jobs")
 
-app = procrastinate.App(connector=procrastinate.PsycopgConnector())
+
+class EnginePool:
+    """Builds the job engine's own pool (fetching and finishing jobs, its LISTEN connection)
+    from the settings the worker gives at start: procrastinate's connector calls it each
+    time the app is opened, and closes what it built when the app closes."""
+
+    settings: Settings | None = None
+
+    def __call__(self, **kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
+        settings = self.settings
+        assert settings is not None, "shopapi.jobs.tasks.configure(settings) first"
+        return psycopg_pool.AsyncConnectionPool(
+            settings.dsn,
+            min_size=1,
+            max_size=settings.worker_concurrency + 2,
+            kwargs={"application_name": "shopapi-worker"},
+            name="procrastinate",
+            **kwargs,  # open=False and check=, from procrastinate
+        )
+
+
+ENGINE_POOL = EnginePool()
+app = procrastinate.App(connector=procrastinate.PsycopgConnector(pool_factory=ENGINE_POOL))
 
 
 class RetryAt(Exception):
@@ -50,10 +74,18 @@ class Backoff(BaseRetryStrategy):
         attempt = job.attempts + 1
         if attempt >= self.max_attempts:
             return None
-        return RetryDecision(retry_in={"seconds": deliveries.retry_delay(self.base, attempt)})
+        delay = datetime.timedelta(seconds=deliveries.retry_delay(self.base, attempt))
+        return RetryDecision(retry_at=datetime.datetime.now(datetime.UTC) + delay)
 
 
 BACKOFF = Backoff()
+
+
+def configure(settings: Settings) -> procrastinate.App:
+    """The app, set up for this worker's settings (database, retries); open it to use it."""
+    ENGINE_POOL.settings = settings
+    BACKOFF.configure(settings.job_max_attempts, settings.job_retry_base)
+    return app
 
 
 def counted(
@@ -137,8 +169,10 @@ async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) 
     """Jobs left `doing` by a worker that stopped sending heartbeats (killed, frozen, cut
     off) are run again: at least once, never lost."""
     manager = context.app.job_manager
-    stalled = await manager.get_stalled_jobs(
-        seconds_since_heartbeat=_shop(context).settings.worker_stalled_after
+    stalled = list(
+        await manager.get_stalled_jobs(
+            seconds_since_heartbeat=_shop(context).settings.worker_stalled_after
+        )
     )
     for job in stalled:
         log.warning("retrying stalled job %s (%s)", job.id, job.task_name)

@@ -17,9 +17,9 @@ import time
 
 import httpx
 import msgspec
-import procrastinate
 import psycopg
 import psycopg_pool
+from procrastinate.app import WorkerOptions
 
 from shopapi.config import Settings
 from shopapi.db import make_pool
@@ -80,18 +80,6 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-def job_app(settings: Settings) -> procrastinate.App:
-    """The tasks' app on this database: a pool of its own for fetching and finishing jobs
-    (and its LISTEN connection), apart from the pool the tasks' queries use."""
-    connector = procrastinate.PsycopgConnector(
-        conninfo=settings.dsn,
-        min_size=1,
-        max_size=settings.worker_concurrency + 2,
-        kwargs={"application_name": "shopapi-worker"},
-    )
-    return tasks.app.with_connector(connector)
-
-
 def start_metrics(port: int) -> None:
     """The worker's /metrics on its own port (Prometheus scrapes each worker there)."""
     if port:
@@ -101,30 +89,36 @@ def start_metrics(port: int) -> None:
         log.info("metrics on :%d/metrics", port)
 
 
-async def run_worker(settings: Settings, *, queues: list[str] | None = None) -> None:
-    tasks.BACKOFF.configure(settings.job_max_attempts, settings.job_retry_base)
+async def run_worker(
+    settings: Settings, *, queues: list[str] | None = None, install_signal_handlers: bool = True
+) -> None:
+    """Run until SIGTERM/SIGINT (or cancelled, in tests: `install_signal_handlers=False`)."""
     pool = make_pool(settings)
     http = httpx.AsyncClient(
         follow_redirects=False, timeout=deliveries.ATTEMPT_TIMEOUT, trust_env=False
     )
     wctx = WorkerContext(settings=settings, pool=pool, mailer=Mailer(settings), http=http)
     stop = asyncio.Event()
-    app = job_app(settings)
+    app = tasks.configure(settings)
     try:
         async with app.open_async():
             relay = asyncio.create_task(run_relay(wctx, stop), name="event relay")
             started = time.monotonic()
             log.info("worker started", extra={"queues": queues or "all", "pid": os.getpid()})
+            options: WorkerOptions = {
+                "concurrency": settings.worker_concurrency,
+                "additional_context": {"shop": wctx},
+                "delete_jobs": "successful",
+                # scheduled retries wake no LISTEN: look for due jobs every second
+                "fetch_job_polling_interval": 1.0,
+                "update_heartbeat_interval": max(settings.worker_stalled_after / 3, 0.5),
+                "stalled_worker_timeout": settings.worker_stalled_after,
+                "install_signal_handlers": install_signal_handlers,
+            }
+            if queues:  # else every queue
+                options["queues"] = queues
             try:
-                await app.run_worker_async(
-                    queues=queues,
-                    concurrency=settings.worker_concurrency,
-                    additional_context={"shop": wctx},
-                    delete_jobs="successful",
-                    update_heartbeat_interval=max(settings.worker_stalled_after / 3, 0.5),
-                    stalled_worker_timeout=settings.worker_stalled_after,
-                    install_signal_handlers=True,
-                )
+                await app.run_worker_async(**options)
             finally:
                 stop.set()
                 await relay

@@ -53,8 +53,12 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 def envelope(row: dict[str, Any]) -> bytes:
     return _encode(
-        {"id": row["event_id"], "type": row["type"], "created_at": row["created_at"],
-         "data": row["data"]}
+        {
+            "id": row["event_id"],
+            "type": row["type"],
+            "created_at": row["created_at"],
+            "data": row["data"],
+        }
     )
 
 

@@ -42,9 +42,12 @@ async def send_event_email(wctx: WorkerContext, event_id: str) -> str | None:
         buyer = await queries.get_user(conn, id=order["user_id"])
         if buyer is None:
             return None
-        if await queries.claim_email(
-            conn, event_id=event_id, template=template, recipient=buyer["email"]
-        ) is None:
+        if (
+            await queries.claim_email(
+                conn, event_id=event_id, template=template, recipient=buyer["email"]
+            )
+            is None
+        ):
             log.info("email already sent", extra={"event_id": event_id, "template": template})
             return None
         message = wctx.mailer.render(
