@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
 # shopapi: gunicorn + Falcon. Build: `docker build -t shopapi .`; run with docker-compose.yml.
+# One image, two process types: the API (the default command) and the background worker
+# (`python -m shopapi.cli worker`, its /metrics on 9101).
 
 # ---- build: a virtualenv holding only the runtime dependencies ----------------------------
 FROM python:3.11-slim AS build
@@ -35,7 +37,7 @@ COPY gunicorn.conf.py yoyo.ini ./
 RUN python -m compileall -q shopapi
 # the code stays root-owned and read-only to the process
 USER shopapi
-EXPOSE 8000
+EXPOSE 8000 9101
 # slim has no curl: ask /healthz (liveness, no database) with the standard library
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=2)"]

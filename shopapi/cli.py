@@ -73,12 +73,16 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _gunicorn(bind: str | None) -> list[str]:
     # gunicorn of this interpreter's environment (the venv may not be on PATH)
     argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
-    if args.bind:
-        argv += ["--bind", args.bind]
-    argv.append("shopapi.asgi:app")
+    if bind:
+        argv += ["--bind", bind]
+    return [*argv, "shopapi.asgi:app"]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    argv = _gunicorn(args.bind)
     # gunicorn is the process manager ops run: hand the process over to it
     os.execv(argv[0], argv)  # noqa: S606
     return 0
@@ -104,9 +108,40 @@ def cmd_dev(args: argparse.Namespace) -> int:
     cmd_migrate(argparse.Namespace(rollback_all=False))
     cmd_seed(argparse.Namespace(products=args.products))
     print(
-        "[shopapi] serving on http://127.0.0.1:8000  (docs: /api/docs/swagger-ui/)", file=sys.stderr
+        "[shopapi] serving on http://127.0.0.1:8000  (docs: /api/docs/swagger-ui/), "
+        "one background worker beside it",
+        file=sys.stderr,
     )
-    return cmd_serve(argparse.Namespace(bind=args.bind))
+    return _serve_with_worker(args.bind)
+
+
+def _serve_with_worker(bind: str) -> int:
+    """gunicorn and one `shopapi worker` side by side; a signal to this process reaches both,
+    and when gunicorn ends the worker is stopped too."""
+    import signal
+    import subprocess
+
+    worker_env = {
+        **os.environ,
+        # development webhooks point at local receivers; the worker's metrics stay off
+        "WEBHOOK_ALLOW_PRIVATE": os.environ.get("WEBHOOK_ALLOW_PRIVATE", "true"),
+        "WORKER_METRICS_PORT": os.environ.get("WORKER_METRICS_PORT", "0"),
+    }
+    worker = subprocess.Popen([sys.executable, "-m", "shopapi.cli", "worker"], env=worker_env)
+    server = subprocess.Popen(_gunicorn(bind))
+
+    def forward(signum: int, frame: object) -> None:
+        for process in (server, worker):
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = server.wait()
+    if worker.poll() is None:
+        worker.terminate()
+    worker.wait(35)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,9 +76,9 @@ def test_dockerfile_keeps_sql_next_to_the_package_as_config_root_expects():
         assert source in copied
 
 
-def test_dockerfile_exposes_8000_checks_healthz_and_starts_gunicorn():
+def test_dockerfile_exposes_8000_and_9101_checks_healthz_and_starts_gunicorn():
     final = dockerfile_stages()[-1]
-    assert args_of(final, "EXPOSE") == ["8000"]
+    assert args_of(final, "EXPOSE") == ["8000 9101"]  # the API, the worker's /metrics
     healthcheck = args_of(final, "HEALTHCHECK")[-1]
     assert "/healthz" in healthcheck and "urllib" in healthcheck and "curl" not in healthcheck
     assert json.loads(args_of(final, "CMD")[-1]) == [
@@ -261,3 +261,16 @@ def test_gunicorn_conf_reads_the_environment(monkeypatch):
     conf = gunicorn_settings(monkeypatch, PORT="9000", BIND="127.0.0.1:7000", WEB_CONCURRENCY="5")
     assert conf["bind"] == "127.0.0.1:7000"
     assert conf["workers"] == 5
+
+
+def test_compose_runs_workers_from_the_api_image_on_the_worker_command(compose):
+    worker, api = compose["services"]["worker"], compose["services"]["api"]
+    assert worker["image"] == api["image"] and worker["command"] == [
+        "python",
+        "-m",
+        "shopapi.cli",
+        "worker",
+    ]
+    assert "ports" not in worker  # scalable: nothing published
+    assert "9101/metrics" in " ".join(worker["healthcheck"]["test"])
+    assert worker["environment"]["SMTP_URL"].startswith("${SMTP_URL:-smtp://")

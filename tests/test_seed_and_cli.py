@@ -136,9 +136,18 @@ def test_shopapi_dev_migrates_seeds_and_serves(database_url):
             except OSError:
                 time.sleep(0.2)
         assert body is not None and b"Books" in body
+
+        # and a background worker beside gunicorn: it registers itself in the job engine
+        def workers() -> int:
+            with psycopg.connect(database_url) as conn:
+                return conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0]
+
+        while workers() == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert workers() == 1
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        assert proc.wait(timeout=40) == 0
 
 
 def test_cli_check_ledger_reports_a_product_out_of_balance(database_url, make_product):
