@@ -31,7 +31,17 @@ from shopapi.openapi import build_spec
 from shopapi.pager import Pager
 from shopapi.ratelimits import Limiter
 from shopapi.redis_client import make_redis
-from shopapi.resources import auth, categories, docs, health, orders, products, scrape, users
+from shopapi.resources import (
+    auth,
+    categories,
+    docs,
+    health,
+    orders,
+    products,
+    scrape,
+    users,
+    webhooks,
+)
 from shopapi.security import Passwords, TokenCodec
 from shopapi.user_state import UserStates
 
@@ -66,6 +76,7 @@ def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
         *categories.routes(ctx),
         *products.routes(ctx),
         *orders.routes(ctx),
+        *webhooks.routes(ctx),
     ]
 
 

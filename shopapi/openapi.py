@@ -14,6 +14,7 @@ import msgspec
 from shopapi.endpoint import Endpoint
 from shopapi.errors import FieldError
 from shopapi.schemas.orders import IDEMPOTENCY_KEY_MAX
+from shopapi.schemas.webhooks import EVENT_TYPES, EventEnvelope
 
 METHODS = ("get", "post", "put", "patch", "delete")
 _PARAM_RE = re.compile(r"{(\w+)(?::\w+)?}")
@@ -102,7 +103,7 @@ def _parameters(template: str, spec: Any, components: dict[str, Any]) -> list[di
 
 def build_spec(routes, *, title: str = "shopapi", version: str = "0.1.0") -> dict[str, Any]:
     found = endpoints(routes)
-    types: list[Any] = [Problem]
+    types: list[Any] = [Problem, EventEnvelope]
     for _, _, spec in found:
         types += [t for t in (spec.body, spec.returns, spec.query) if t is not None]
     schemas, components = msgspec.json.schema_components(
@@ -149,10 +150,41 @@ def build_spec(routes, *, title: str = "shopapi", version: str = "0.1.0") -> dic
         },
         "servers": [{"url": "/"}],
         "paths": paths,
+        "webhooks": _webhooks(refs[id(EventEnvelope)]),
         "components": {
             "schemas": components,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },
         },
+    }
+
+
+WEBHOOK_NOTE = (
+    "POSTed to each active webhook subscribed to the event type, as JSON, with the headers "
+    "`Shopapi-Event-Id` (the envelope id: deduplicate on it, delivery is at least once), "
+    "`Shopapi-Event-Type` and `Shopapi-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "
+    '"<t>.<raw body>" keyed with the webhook\'s secret>`. A 2xx answer within 5 s is '
+    "delivered; anything else is retried with exponential backoff up to "
+    "WEBHOOK_MAX_ATTEMPTS. Redirects are not followed."
+)
+
+
+def _webhooks(envelope: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI 3.1 `webhooks`: what shopapi sends to merchants, one entry per event type."""
+    return {
+        event: {
+            "post": {
+                "summary": f"{event} happened",
+                "description": WEBHOOK_NOTE,
+                "operationId": "webhook_" + event.replace(".", "_"),
+                "tags": ["webhooks"],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": envelope}},
+                },
+                "responses": {"200": {"description": "Any 2xx: delivered"}},
+            }
+        }
+        for event in EVENT_TYPES
     }

@@ -1,9 +1,11 @@
 -- Merchant webhooks (ADMIN) and their delivery log.
 
--- name: create_webhook(url, events, secret, max_webhooks)^
--- A new subscription, refused (no row) when max_webhooks exist already.
-INSERT INTO webhooks (url, events, secret)
-SELECT :url, :events::text[], :secret
+-- name: create_webhook(url, events, is_active, secret, max_webhooks)^
+-- A new subscription, refused (no row) when max_webhooks exist already. Two admins racing
+-- for the last slot could both pass the count: the limit is a guard against runaway
+-- scripts, not an invariant.
+INSERT INTO webhooks (url, events, is_active, secret)
+SELECT :url, :events::text[], :is_active, :secret
  WHERE (SELECT count(*) FROM webhooks) < :max_webhooks
 RETURNING id, url, events, is_active, api_time(created_at) AS created_at, secret;
 
