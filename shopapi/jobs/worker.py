@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 
 import httpx
 import msgspec
+import procrastinate
 import psycopg
 import psycopg_pool
 from procrastinate.app import WorkerOptions
@@ -89,6 +91,9 @@ def start_metrics(port: int) -> None:
         log.info("metrics on :%d/metrics", port)
 
 
+RESTART_WAIT = 1.0  # seconds before the job worker starts again after losing the database
+
+
 async def run_worker(
     settings: Settings, *, queues: list[str] | None = None, install_signal_handlers: bool = True
 ) -> None:
@@ -100,25 +105,28 @@ async def run_worker(
     wctx = WorkerContext(settings=settings, pool=pool, mailer=Mailer(settings), http=http)
     stop = asyncio.Event()
     app = tasks.configure(settings)
+    options: WorkerOptions = {
+        "concurrency": settings.worker_concurrency,
+        "additional_context": {"shop": wctx},
+        "delete_jobs": "successful",
+        # scheduled retries wake no LISTEN: look for due jobs every second
+        "fetch_job_polling_interval": 1.0,
+        "update_heartbeat_interval": max(settings.worker_stalled_after / 3, 0.5),
+        "stalled_worker_timeout": settings.worker_stalled_after,
+        # our own handlers below: a signal stops for good, a lost database does not
+        "install_signal_handlers": False,
+    }
+    if queues:  # else every queue
+        options["queues"] = queues
     try:
         async with app.open_async():
             relay = asyncio.create_task(run_relay(wctx, stop), name="event relay")
             started = time.monotonic()
+            if install_signal_handlers:
+                _on_signals(stop)
             log.info("worker started", extra={"queues": queues or "all", "pid": os.getpid()})
-            options: WorkerOptions = {
-                "concurrency": settings.worker_concurrency,
-                "additional_context": {"shop": wctx},
-                "delete_jobs": "successful",
-                # scheduled retries wake no LISTEN: look for due jobs every second
-                "fetch_job_polling_interval": 1.0,
-                "update_heartbeat_interval": max(settings.worker_stalled_after / 3, 0.5),
-                "stalled_worker_timeout": settings.worker_stalled_after,
-                "install_signal_handlers": install_signal_handlers,
-            }
-            if queues:  # else every queue
-                options["queues"] = queues
             try:
-                await app.run_worker_async(**options)
+                await _supervise(app, options, stop)
             finally:
                 stop.set()
                 await relay
@@ -126,6 +134,37 @@ async def run_worker(
     finally:
         await http.aclose()
         await pool.close()
+
+
+def _on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def _supervise(app: procrastinate.App, options: WorkerOptions, stop: asyncio.Event) -> None:
+    """procrastinate's worker until `stop`: cancelling it is its graceful stop (no new jobs,
+    running ones finish). It also ends when its LISTEN connection dies with the database;
+    then it is started again (its jobs were left `doing` and come back as stalled jobs)."""
+    while not stop.is_set():
+        jobs = asyncio.create_task(app.run_worker_async(**options), name="job worker")
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({jobs, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not jobs.done():
+                jobs.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(jobs, return_exceptions=True)
+        if not stop.is_set():
+            error = jobs.exception() if not jobs.cancelled() else None
+            log.warning(
+                "job worker ended (%s); starting it again in %.0f s",
+                type(error).__name__ if error else "database connection lost",
+                RESTART_WAIT,
+            )
+            await _wait(stop, RESTART_WAIT)
 
 
 def main(settings: Settings, *, queues: list[str] | None = None) -> None:

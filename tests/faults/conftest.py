@@ -13,6 +13,7 @@ from redis.retry import Retry
 
 from tests.conftest import REDIS_URL
 from tests.faults.helpers import (
+    BACKGROUND_LINES,
     SUMMARIES,
     PostgresCluster,
     RedisServer,
@@ -98,3 +99,5 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section("fault summary (tests/faults)")
         for summary in SUMMARIES:
             terminalreporter.write_line(summary.line())
+    for line in BACKGROUND_LINES:
+        terminalreporter.write_line(line)

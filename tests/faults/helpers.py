@@ -767,6 +767,8 @@ class FaultSummary:
 
 
 SUMMARIES: list[FaultSummary] = []
+# the background-work faults report events, deliveries and emails instead of requests
+BACKGROUND_LINES: list[str] = []
 
 
 def summarize(fault: str, traffic: Traffic, books: Audit, recovery: str) -> FaultSummary:

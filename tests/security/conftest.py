@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import pytest
 
 from shopapi.app import routes
@@ -93,6 +94,8 @@ class Shop:
     product_id: int
     order_id: int
     refresh_token: str
+    webhook_id: int
+    delivery_id: int
 
 
 @pytest.fixture()
@@ -110,6 +113,19 @@ def shop(client, make_user, make_category, make_product) -> Shop:
     pair = client.simulate_post(
         "/api/auth/login", json={"email": other.email, "password": other.password}
     )
+    webhook = client.simulate_post(
+        "/api/webhooks",
+        headers=admin.headers,
+        json={"url": "http://127.0.0.1:9/hooks", "events": ["order.created"]},
+    )
+    assert webhook.status_code == 201, webhook.text
+    with psycopg.connect(client.app.ctx.settings.dsn) as conn:
+        delivery_id = conn.execute(
+            "INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, attempt, "
+            "status_code, duration_ms) SELECT %s, id, type, 1, 500, 3 FROM events LIMIT 1 "
+            "RETURNING id",
+            (webhook.json["id"],),
+        ).fetchone()[0]
     return Shop(
         admin,
         editor,
@@ -119,6 +135,8 @@ def shop(client, make_user, make_category, make_product) -> Shop:
         product["id"],
         order.json["id"],
         pair.json["refresh_token"],
+        webhook.json["id"],
+        delivery_id,
     )
 
 
@@ -145,6 +163,8 @@ EXAMPLE_BODIES: dict[str, Callable[[Shop], dict]] = {
     "ProductUpdate": lambda s: {"price_cents": 1, "stock": 0, "is_active": False},
     "OrderCreate": lambda s: {"items": [{"product_id": s.product_id, "quantity": 1}]},
     "OrderStatusUpdate": lambda s: {"status": "cancelled"},
+    "WebhookCreate": lambda s: {"url": "http://127.0.0.1:9/x", "events": ["order.created"]},
+    "WebhookUpdate": lambda s: {"url": "http://127.0.0.1:9/y", "is_active": False},
 }
 
 
@@ -155,6 +175,8 @@ def example_request(shop: Shop, template: str, spec: Endpoint) -> tuple[str, dic
         category_id=shop.category_id,
         product_id=shop.product_id,
         order_id=shop.order_id,
+        webhook_id=shop.webhook_id,
+        delivery_id=shop.delivery_id,
     )
     if spec.body is None:
         return path, None

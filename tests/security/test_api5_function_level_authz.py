@@ -49,6 +49,14 @@ CONTRACT_ROLES = {
     ("PUT", "/api/orders/{order_id}/status"): STAFF,
     ("POST", "/api/orders/{order_id}/cancel"): ANY_USER,  # owner only
     ("DELETE", "/api/orders/{order_id}"): ADMIN,
+    ("GET", "/api/webhooks"): ADMIN,
+    ("POST", "/api/webhooks"): ADMIN,
+    ("GET", "/api/webhooks/{webhook_id}"): ADMIN,
+    ("PUT", "/api/webhooks/{webhook_id}"): ADMIN,
+    ("PATCH", "/api/webhooks/{webhook_id}"): ADMIN,
+    ("DELETE", "/api/webhooks/{webhook_id}"): ADMIN,
+    ("GET", "/api/webhooks/{webhook_id}/deliveries"): ADMIN,
+    ("POST", "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): ADMIN,
 }
 
 
