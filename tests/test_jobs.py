@@ -102,6 +102,7 @@ def test_an_event_email_is_sent_once_however_often_its_job_runs(
 
     assert (sent, again) == ("order_confirmation", None)
     assert [m["To"] for m in smtp.messages] == ["customer@example.com"]
+    assert smtp.messages[0]["Message-ID"] == f"<{event_id}.order_confirmation@shopapi>"
     assert db_rows(database_url, "SELECT template, recipient FROM sent_emails") == [
         ("order_confirmation", "customer@example.com")
     ]

@@ -53,6 +53,9 @@ async def send_event_email(wctx: WorkerContext, event_id: str) -> str | None:
         message = wctx.mailer.render(
             template, to=buyer["email"], name=buyer["full_name"] or buyer["email"], order=order
         )
+        # one Message-ID per event and template: should a crash make the job send it again,
+        # mail systems that deduplicate by Message-ID show it once
+        message["Message-ID"] = f"<{event_id}.{template}@shopapi>"
         await wctx.mailer.send(message)  # raises: the claim rolls back, the job is retried
     instruments.EMAILS_SENT.labels(template=template).inc()
     log.info("email sent", extra={"event_id": event_id, "template": template})

@@ -199,7 +199,10 @@ def test_postgresql_restarted_with_events_pending_delivers_them_all(
         )
     )
     assert not worker.exited(), worker.log_tail()
-    assert result.lost == 0 and result.emails_lost == 0 and result.emails_duplicated == 0
+    assert result.lost == 0 and result.emails_lost == 0
+    # an email SMTP accepted while the claim's commit died with PostgreSQL is sent again
+    # (at least once); at most the jobs running at that moment (WORKER_CONCURRENCY = 4)
+    assert result.emails_duplicated <= 4
 
 
 def test_a_receiver_failing_three_times_gets_the_fourth_attempt(database_url, receiver, workers):
