@@ -110,10 +110,11 @@ def main() -> None:
         "WEBHOOK_ALLOW_PRIVATE": "true",
         "RELAY_INTERVAL": "0.05",
         "WORKER_CONCURRENCY": str(args.concurrency),
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",  # as deployed: one JSON line per email and per delivery
     }
-    workers = [WorkerProcess(env).start() for _ in range(args.workers)]
+    workers: list[WorkerProcess] = []
     try:
+        workers += [WorkerProcess(env).start() for _ in range(args.workers)]
         started = time.monotonic()
         asyncio.run(place(url, user, product, args.orders))
         placed = time.monotonic() - started
@@ -122,6 +123,7 @@ def main() -> None:
     finally:
         for worker in workers:
             worker.terminate()
+            worker.close()
         receiver.close()
         smtp.stop()
     unique = len({r.headers["shopapi-event-id"] for r in receiver.requests()})

@@ -179,8 +179,12 @@ class WorkerProcess:
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
         )
-        wait_until(lambda: b"worker started" in self.log.read_bytes() or self.exited(), 20)
-        assert not self.exited(), self.log_tail()
+        try:
+            wait_until(lambda: b"worker started" in self.log.read_bytes() or self.exited(), 20)
+            assert not self.exited(), self.log_tail()
+        except AssertionError:
+            self.close()  # never leave a worker behind
+            raise
         return self
 
     def exited(self) -> bool:

@@ -57,7 +57,10 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    # one line per request or job otherwise; our own lines say what each job did, with ids
+    if logging.getLogger().level > logging.DEBUG:
+        for noisy in ("httpx", "procrastinate"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def run_relay(wctx: WorkerContext, stop: asyncio.Event) -> None:
