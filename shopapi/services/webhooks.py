@@ -10,7 +10,7 @@ from msgspec import UNSET
 
 from shopapi import netguard
 from shopapi.context import AppContext
-from shopapi.db import connection, queries
+from shopapi.db import connection, queries, transaction
 from shopapi.errors import FieldError, NotFound, ValidationFailed
 from shopapi.schemas.common import PageOf
 from shopapi.schemas.webhooks import (
@@ -56,7 +56,8 @@ def _checked_events(events: list[str]) -> list[str]:
 async def create_webhook(ctx: AppContext, body: WebhookCreate) -> WebhookCreated:
     url = await _checked_url(ctx, body.url)
     events = _checked_events(list(body.events))
-    async with connection(ctx.pool) as conn:
+    async with transaction(ctx.pool) as conn:
+        await queries.lock_webhooks_for_create(conn)
         row = await queries.create_webhook(
             conn,
             url=url,

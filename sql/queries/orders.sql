@@ -116,13 +116,14 @@ document AS (
                                     FROM history h),
                'created_at',     api_time(o.created_at),
                'updated_at',     api_time(o.updated_at)
-           )::text AS order_json
+           ) AS doc
       FROM new_order o
 ),
 created_event AS (
-    -- the outbox: the event commits with the order or not at all (events.sql relays it)
+    -- the outbox: the event commits with the order or not at all (events.sql relays it);
+    -- it nests the document as built (json, never re-parsed from text)
     INSERT INTO events (type, data)
-    SELECT 'order.created', json_build_object('order', order_json::json)
+    SELECT 'order.created', json_build_object('order', doc)
       FROM document
 ),
 sold_out_events AS (
@@ -139,11 +140,11 @@ remembered AS (
     -- the key is stored with the stock change, in the same transaction, only on success
     INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, response)
     SELECT :user_id::bigint, :idempotency_key::text, :request_hash::bytea, id,
-           convert_to(order_json, 'UTF8')
+           convert_to(doc::text, 'UTF8')
       FROM document
      WHERE :idempotency_key::text IS NOT NULL
 )
-SELECT (SELECT order_json FROM document)   AS order_json,
+SELECT (SELECT doc::text FROM document)    AS order_json,
        (SELECT request_hash FROM earlier)  AS earlier_hash,
        (SELECT order_json FROM earlier)    AS earlier_order_json,
        -- why nothing was written: the first line naming an unknown or inactive product ...

@@ -1,9 +1,13 @@
 -- Merchant webhooks (ADMIN) and their delivery log.
 
+-- name: lock_webhooks_for_create()!
+-- Taken first in the transaction of a create: two admins racing for the last slot cannot
+-- both pass the count below (the lock conflicts with itself and with other writes to
+-- webhooks; reads and the worker's delivery log go on).
+LOCK TABLE webhooks IN SHARE ROW EXCLUSIVE MODE;
+
 -- name: create_webhook(url, events, is_active, secret, max_webhooks)^
--- A new subscription, refused (no row) when max_webhooks exist already. Two admins racing
--- for the last slot could both pass the count: the limit is a guard against runaway
--- scripts, not an invariant.
+-- A new subscription, refused (no row) when max_webhooks exist already (after the lock).
 INSERT INTO webhooks (url, events, is_active, secret)
 SELECT :url, :events::text[], :is_active, :secret
  WHERE (SELECT count(*) FROM webhooks) < :max_webhooks
