@@ -11,7 +11,7 @@ from msgspec import UNSET
 from shopapi import netguard
 from shopapi.context import AppContext
 from shopapi.db import connection, queries, transaction
-from shopapi.errors import FieldError, NotFound, ValidationFailed
+from shopapi.errors import NotFound, ValidationFailed
 from shopapi.schemas.common import PageOf
 from shopapi.schemas.webhooks import (
     MAX_WEBHOOKS,
@@ -45,9 +45,8 @@ def _checked_events(events: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     for index, event in enumerate(events):
         if event in seen:
-            raise ValidationFailed(
-                f"events[{index}]: {event} is already at events[{seen[event]}]",
-                errors=[FieldError(f"events[{index}]", f"{event} is listed twice")],
+            raise ValidationFailed.single(
+                f"events[{index}]", f"{event} is already at events[{seen[event]}]"
             )
         seen[event] = index
     return events
@@ -125,7 +124,6 @@ async def list_deliveries(
             async for row in queries.list_deliveries(
                 conn,
                 webhook_id=webhook_id,
-                after_id=None,
                 limit=window.limit,
                 offset=window.offset,
             )

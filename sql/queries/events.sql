@@ -69,7 +69,3 @@ RETURNING template;
 DELETE FROM events
  WHERE relayed_at IS NOT NULL
    AND created_at < now() - make_interval(secs => :older_than_seconds);
-
--- name: count_unrelayed_events()$
--- Events committed but not yet relayed (the relay's backlog).
-SELECT count(*) FROM events WHERE relayed_at IS NULL;

@@ -58,13 +58,12 @@ INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, attempt, statu
 VALUES (:webhook_id, :event_id::uuid, :event_type, :attempt, :status_code, :error,
         :duration_ms, :next_attempt_at);
 
--- name: list_deliveries(webhook_id, after_id, limit, offset)
--- Newest first; keyset (after_id) or offset paging.
+-- name: list_deliveries(webhook_id, limit, offset)
+-- Newest first, by page.
 SELECT id, event_id::text AS event_id, event_type, attempt, status_code, error, duration_ms,
        api_time(delivered_at) AS delivered_at, api_time(next_attempt_at) AS next_attempt_at
   FROM webhook_deliveries
  WHERE webhook_id = :webhook_id
-   AND (:after_id::bigint IS NULL OR id < :after_id)
  ORDER BY id DESC
  LIMIT :limit OFFSET :offset;
 
