@@ -558,3 +558,23 @@ def ledger_holds(app_loop, pool):
 
     yield
     assert app_loop.run(check_ledger, pool) == []
+
+
+@pytest.fixture()
+def smtp():
+    """A real SMTP server (aiosmtpd) on a free loopback port, its inbox readable."""
+    from tests.background import SmtpServer
+
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def receiver():
+    """A real HTTP receiver for webhook deliveries (tests/background.py: Receiver)."""
+    from tests.background import Receiver
+
+    receiver = Receiver()
+    yield receiver
+    receiver.close()

@@ -21,25 +21,11 @@ from shopapi.jobs.context import WorkerContext
 from shopapi.jobs.worker import JsonLines, run_worker
 from shopapi.services import deliveries, notifications
 from shopapi.services.email import Mailer, money
-from tests.background import Receiver, SmtpServer, wait_until
+from tests.background import wait_until
 from tests.conftest import db_rows, make_settings
 from tests.helpers import place
 
 pytestmark = pytest.mark.usefixtures("ledger_holds")
-
-
-@pytest.fixture()
-def smtp():
-    server = SmtpServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def receiver():
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
 
 
 @pytest.fixture()

@@ -9,26 +9,12 @@ import urllib.request
 
 import pytest
 
-from tests.background import Receiver, SmtpServer, WorkerProcess, wait_until
+from tests.background import Receiver, WorkerProcess, wait_until
 from tests.conftest import app_env, db_rows
 from tests.helpers import place
 from tests.live import free_port
 
 pytestmark = [pytest.mark.usefixtures("ledger_holds"), pytest.mark.live]
-
-
-@pytest.fixture()
-def smtp():
-    server = SmtpServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def receiver():
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
 
 
 def worker_env(database_url, smtp, **extra) -> dict[str, str]:

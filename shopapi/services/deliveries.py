@@ -23,6 +23,7 @@ import msgspec
 from shopapi import instruments, netguard
 from shopapi.db import connection, queries
 from shopapi.jobs.context import WorkerContext
+from shopapi.schemas.webhooks import EventEnvelope
 
 log = logging.getLogger("shopapi.webhooks")
 
@@ -52,14 +53,8 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def envelope(row: dict[str, Any]) -> bytes:
-    return _encode(
-        {
-            "id": row["event_id"],
-            "type": row["type"],
-            "created_at": row["created_at"],
-            "data": row["data"],
-        }
-    )
+    """The body of a delivery: the EventEnvelope the OpenAPI `webhooks` section documents."""
+    return _encode(EventEnvelope(row["event_id"], row["type"], row["created_at"], row["data"]))
 
 
 async def deliver(wctx: WorkerContext, event_id: str, webhook_id: int, attempt: int) -> Attempt:

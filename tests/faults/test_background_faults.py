@@ -116,20 +116,6 @@ def worker_env(url: str, smtp: SmtpServer | None, **extra: str) -> dict[str, str
 
 
 @pytest.fixture()
-def smtp():
-    server = SmtpServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def receiver():
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture()
 def workers():
     started: list[WorkerProcess] = []
 
