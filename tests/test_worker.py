@@ -192,8 +192,13 @@ def test_a_redelivery_posts_the_event_again(
     worker()
     place(client, customer, [(make_product()["id"], 1)])
     wait_until(receiver.requests)
-    first = client.simulate_get(f"/api/webhooks/{hook['id']}/deliveries", headers=admin.headers)
-    delivery_id = first.json["items"][0]["id"]
+    # the receiver has the POST before the worker has logged the attempt: wait for the row
+    first = wait_until(
+        lambda: client.simulate_get(
+            f"/api/webhooks/{hook['id']}/deliveries", headers=admin.headers
+        ).json["items"]
+    )
+    delivery_id = first[0]["id"]
     again = client.simulate_post(
         f"/api/webhooks/{hook['id']}/deliveries/{delivery_id}/redeliver", headers=admin.headers
     )
