@@ -32,6 +32,7 @@ from shopapi.pager import Pager
 from shopapi.ratelimits import Limiter
 from shopapi.redis_client import make_redis
 from shopapi.resources import (
+    account,
     auth,
     categories,
     docs,
@@ -71,6 +72,7 @@ def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
         ("/api/auth/logout", auth.Logout(ctx), None),
         ("/api/auth/logout-all", auth.LogoutAll(ctx), None),
         ("/api/auth/me", auth.Me(ctx), None),
+        *account.routes(ctx),
         ("/api/users", user_resource, None),
         ("/api/users/{user_id}", user_resource, "item"),
         *categories.routes(ctx),

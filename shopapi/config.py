@@ -101,6 +101,19 @@ class Settings:
     rate_limit_default: str = _setting("300/minute", str, "general limit, per IP and per user")
     rate_limit_login: str = _setting("10/minute", str, "login attempts per IP + email")
     rate_limit_register: str = _setting("30/hour", str, "registrations per IP")
+    rate_limit_login_account: str = _setting(
+        "50/hour", str, "login attempts per account (email), from all addresses together"
+    )
+    rate_limit_login_ip: str = _setting(
+        "60/minute", str, "login attempts per IP, whatever the email"
+    )
+    rate_limit_password_reset_ip: str = _setting("30/hour", str, "password reset requests per IP")
+    rate_limit_password_reset_email: str = _setting(
+        "5/hour", str, "password reset requests per email (known or not)"
+    )
+    rate_limit_verification_resend: str = _setting(
+        "5/hour", str, "verification email resends per user"
+    )
     cache_enabled: bool = _setting("true", _bool, "catalog cache on or off")
     cache_ttl: int = _setting("300", _positive_int, "seconds a cached catalog answer may live")
     cors_origins: tuple[str, ...] = _setting("", _csv, "comma-separated allowed origins")
@@ -162,6 +175,24 @@ class Settings:
     event_retention: int = _setting(
         "2592000", _positive_int, "seconds events and their delivery log are kept"
     )
+    password_reset_ttl: int = _setting("3600", _positive_int, "seconds a password reset link works")
+    email_verification_ttl: int = _setting(
+        "604800", _positive_int, "seconds an email verification link works"
+    )
+    password_reset_url: str = _setting(
+        "shopapi://reset-password?token={token}",
+        str,
+        "the link of the reset email, `{token}` replaced by the token (an app deep link or a "
+        "web page)",
+    )
+    email_verification_url: str = _setting(
+        "shopapi://verify-email?token={token}",
+        str,
+        "the link of the verification email, `{token}` replaced by the token",
+    )
+    require_verified_email: bool = _setting(
+        "false", _bool, "placing an order needs a verified email (else 403 email_not_verified)"
+    )
     log_level: str = _setting("INFO", str, "log level")
 
     @property
@@ -205,6 +236,9 @@ class Settings:
             raise ConfigError("SMTP_URL must start with smtp:// or smtps://")
         if self.worker_concurrency < 1:
             raise ConfigError("WORKER_CONCURRENCY must be >= 1")
+        for name in ("password_reset_url", "email_verification_url"):
+            if "{token}" not in getattr(self, name):
+                raise ConfigError(f"{name.upper()} must contain {{token}}")
         if len(self.currency) != 3 or not self.currency.isalpha():
             raise ConfigError("CURRENCY must be a three-letter ISO 4217 code")
         if self.is_production:

@@ -60,6 +60,8 @@ class AppContext:
 class CurrentUser:
     id: int
     role: str
+    session_id: int | None = None  # the login of the access token (None: issued without)
+    email_verified: bool = False
 
     @property
     def is_staff(self) -> bool:

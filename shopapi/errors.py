@@ -87,8 +87,16 @@ class InvalidCredentials(NotAuthenticated):
     code, title = "invalid_credentials", "Invalid credentials"
 
 
+class InvalidToken(ApiError):
+    status, code, title = 400, "invalid_token", "Invalid or expired token"
+
+
 class Forbidden(ApiError):
     status, code, title = 403, "forbidden", "Forbidden"
+
+
+class EmailNotVerified(Forbidden):
+    code, title = "email_not_verified", "Email not verified"
 
 
 class NotFound(ApiError):

@@ -55,13 +55,25 @@ LIMITS: dict[str, str] = {
     "general.user": "rate_limit_default",
     # POST /api/auth/login, per address + lower-cased email, every attempt: password guessing
     "auth.login.ip_email": "rate_limit_login",
+    # POST /api/auth/login, per lower-cased email from every address: distributed guessing
+    "auth.login.account": "rate_limit_login_account",
+    # POST /api/auth/login, per address whatever the email: hashing driven by cycling emails
+    "auth.login.ip": "rate_limit_login_ip",
     # POST /api/auth/register, per address: sign-up spam and account farming
     "auth.register.ip": "rate_limit_register",
+    # POST /api/auth/password-reset, per address: mail bombing many inboxes
+    "auth.password_reset.ip": "rate_limit_password_reset_ip",
+    # POST /api/auth/password-reset, per email (known or not, counted alike): one inbox
+    "auth.password_reset.email": "rate_limit_password_reset_email",
+    # POST /api/auth/verify-email/resend, per user: one inbox
+    "auth.verification_resend.user": "rate_limit_verification_resend",
 }
 
 # The routes with a limit of their own, on top of the general ones.
 LOGIN_ROUTE = ("POST", "/api/auth/login")
 REGISTER_ROUTE = ("POST", "/api/auth/register")
+PASSWORD_RESET_ROUTE = ("POST", "/api/auth/password-reset")
+VERIFICATION_RESEND_ROUTE = ("POST", "/api/auth/verify-email/resend")
 
 # Never limited: probes and metric scrapers must see the truth during a flood; docs are static.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

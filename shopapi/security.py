@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -71,8 +73,22 @@ class Passwords:
 
 
 def token_digest(token: str) -> bytes:
-    """What the database keeps of a refresh token."""
+    """What the database keeps of a refresh token or an account (reset, verification) token."""
     return hashlib.sha256(token.encode()).digest()
+
+
+def account_token(key: str, nonce: bytes) -> str:
+    """The token of an email link: HMAC-SHA256(key, nonce), URL-safe. The database keeps the
+    nonce and the token's digest, so the worker sending the email derives the token while a
+    copy of the database (or of the job queue) alone yields nothing usable."""
+    mac = hmac.new(key.encode(), b"shopapi account token\x00" + nonce, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def new_account_token(key: str) -> tuple[bytes, str]:
+    """(nonce, token) for a new email link: 256 random bits from `secrets`."""
+    nonce = secrets.token_bytes(32)
+    return nonce, account_token(key, nonce)
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,8 @@ class AccessClaims:
     role: str
     exp: int
     iat: int
+    generation: int = 0  # claim `gen`: the user's token generation it was issued in
+    session_id: int | None = None  # claim `sid`: the login it belongs to
 
 
 class TokenCodec:
@@ -97,18 +115,22 @@ class TokenCodec:
     def _encode(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self.key, algorithm=ALGORITHM)
 
-    def issue_access(self, user_id: int, role: str) -> str:
+    def issue_access(
+        self, user_id: int, role: str, generation: int = 0, session_id: int | None = None
+    ) -> str:
         now = int(time.time())
-        return self._encode(
-            {
-                "sub": str(user_id),
-                "role": role,
-                "type": "access",
-                "iat": now,
-                "exp": now + self.access_ttl,
-                "jti": uuid.uuid4().hex,
-            }
-        )
+        claims: dict[str, Any] = {
+            "sub": str(user_id),
+            "role": role,
+            "type": "access",
+            "iat": now,
+            "exp": now + self.access_ttl,
+            "jti": uuid.uuid4().hex,
+            "gen": generation,
+        }
+        if session_id is not None:
+            claims["sid"] = session_id
+        return self._encode(claims)
 
     def issue_refresh(self, user_id: int, family_id: uuid.UUID) -> tuple[str, int]:
         now = int(time.time())
@@ -152,7 +174,18 @@ class TokenCodec:
         role = claims.get("role")
         if role not in ("ADMIN", "EDITOR", "CUSTOMER"):
             raise NotAuthenticated("Invalid token role")
-        verified = AccessClaims(int(claims["sub"]), role, int(claims["exp"]), int(claims["iat"]))
+        generation = claims.get("gen", 0)  # tokens from before generations were generation 0
+        session_id = claims.get("sid")
+        if type(generation) is not int or not (session_id is None or type(session_id) is int):
+            raise NotAuthenticated("Invalid token claims")
+        verified = AccessClaims(
+            int(claims["sub"]),
+            role,
+            int(claims["exp"]),
+            int(claims["iat"]),
+            generation,
+            session_id,
+        )
         if len(self._verified) >= self._CACHE_MAX:
             self._verified.clear()
         self._verified[token] = verified

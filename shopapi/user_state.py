@@ -1,16 +1,22 @@
-"""Who may still call: each worker's memory of users' (role, is_active), kept true by Redis pub/sub.
+"""Who may still call: each worker's memory of users' state, kept true by Redis pub/sub.
+
+A user's state is (role, is_active, token_generation, email_verified): an access token is
+refused when its user is inactive, has another role, or has moved to a newer token
+generation than the token carries (a password change, logout-all, deactivation, deletion).
 
 Authenticating a request must not cost a database round trip, yet a deactivated, deleted or
 re-roled user must be refused at once on every worker. So:
 
 - each process remembers the state it last read from PostgreSQL, per user id;
-- every write that changes a user's role or activity (services/users.py) publishes the id on
+- every write that changes any of it (services/users.py, services/account.py) publishes the id on
   CHANNEL after its transaction commits, and every process's listener (a task on its event
   loop, on the worker's Redis client) forgets that user (Redis delivers before PUBLISH
   returns, so before the admin's answer leaves);
 - while the listener is not connected (Redis down, or not yet subscribed) nothing is served from
   memory: every request reads PostgreSQL, and memory is wiped when the listener reconnects,
   since messages may have been missed meanwhile;
+- a hung Redis (connection open, nothing answering) counts as down: the listener PINGs every
+  PING_EVERY s and gives the connection up when the PONG is not back within PONG_WAIT s;
 - a generation counter stops a slow read that began before an invalidation from storing a stale
   state after it; entries also expire after MAX_AGE seconds as a last guard.
 """
@@ -34,9 +40,10 @@ CHANNEL = "shopapi:user-changed"
 MAX_AGE = 60.0
 RETRY_SECONDS = 1.0
 SUBSCRIBE_WAIT = 0.2  # the first request waits this long for the subscription, once
-PING_EVERY = 5.0  # a silent dead connection surfaces at the next ping
+PING_EVERY = 1.0  # seconds between two PINGs on a quiet connection
+PONG_WAIT = 1.0  # seconds a PING may wait for its PONG before the connection counts as hung
 
-State = tuple[str, bool]  # (role, is_active)
+State = tuple[str, bool, int, bool]  # (role, is_active, token_generation, email_verified)
 
 _FAILURES = (redis.RedisError, OSError, ValueError)
 # every instance of this process, so tests that empty the users table can wipe them all
@@ -120,15 +127,7 @@ class UserStates:
             pubsub = self._client.pubsub(ignore_subscribe_messages=False)
             try:
                 await pubsub.subscribe(CHANNEL)
-                while True:
-                    message: dict[str, Any] | None = await pubsub.get_message(timeout=PING_EVERY)
-                    if message is None:
-                        await pubsub.ping()
-                    elif message["type"] == "subscribe":
-                        self.wipe()  # anything remembered may have missed messages
-                        self._listening.set()
-                    elif message["type"] == "message":
-                        self._forget(int(message["data"]))
+                await self._receive(pubsub)
             except _FAILURES as exc:
                 if self._listening.is_set():
                     log.warning("user_state: listener lost Redis (%s); reading PostgreSQL", exc)
@@ -138,6 +137,32 @@ class UserStates:
                 with contextlib.suppress(Exception):  # closing a broken connection may fail
                     await pubsub.aclose()
             await asyncio.sleep(RETRY_SECONDS)
+
+    async def _receive(self, pubsub: Any) -> None:
+        """Apply messages until the connection fails or stops answering PINGs (raises)."""
+        clock = time.monotonic
+        next_ping = clock() + PING_EVERY
+        pong_due: float | None = None  # when the PING in flight must have been answered
+        while True:
+            deadline = next_ping if pong_due is None else pong_due
+            message: dict[str, Any] | None = await pubsub.get_message(
+                timeout=max(0.0, deadline - clock())
+            )
+            if message is not None:
+                kind = message["type"]
+                if kind == "pong":
+                    pong_due, next_ping = None, clock() + PING_EVERY
+                elif kind == "subscribe":
+                    self.wipe()  # anything remembered may have missed messages
+                    self._listening.set()
+                elif kind == "message":
+                    self._forget(int(message["data"]))
+            now = clock()
+            if pong_due is not None and now >= pong_due:
+                raise redis.TimeoutError(f"no PONG from Redis within {PONG_WAIT} s")
+            if pong_due is None and now >= next_ping:
+                await pubsub.ping()
+                pong_due = now + PONG_WAIT
 
 
 def forget_everything() -> None:

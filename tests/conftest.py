@@ -55,7 +55,9 @@ TABLES = (
     "stock_movements",
     "products",
     "categories",
+    "account_tokens",
     "refresh_tokens",
+    "sessions",
     "users",
 )
 
@@ -206,7 +208,9 @@ _IDENTITY_TABLES = (
     "stock_movements",
     "products",
     "categories",
+    "account_tokens",
     "refresh_tokens",
+    "sessions",
     "users",
 )
 _CLEAN_SQL = "; ".join(
@@ -320,6 +324,7 @@ def make_user(app, pool, app_loop):
                     role=None,
                     is_active=False,
                     password_hash=None,
+                    end_tokens=True,
                 )
             return row
 

@@ -37,7 +37,16 @@ def register(client, **body):
     return client.simulate_post("/api/auth/register", json=body)
 
 
-USER_FIELDS = {"id", "email", "full_name", "role", "is_active", "created_at", "updated_at"}
+USER_FIELDS = {
+    "id",
+    "email",
+    "full_name",
+    "role",
+    "is_active",
+    "email_verified",
+    "created_at",
+    "updated_at",
+}
 
 
 def place(client, user, items, *, headers=None, body=None):

@@ -266,17 +266,44 @@ def test_housekeeping_purges_old_keys_expired_tokens_and_old_events(
     )
     execute(
         database_url,
+        "INSERT INTO sessions (user_id, family_id) "
+        "VALUES (%s, '00000000-0000-0000-0000-00000000000a'), "
+        "       (%s, '00000000-0000-0000-0000-00000000000b')",
+        (customer.id,) * 2,
+    )
+    execute(
+        database_url,
         "INSERT INTO refresh_tokens (user_id, family_id, token_hash, expires_at, revoked_at) "
-        "VALUES (%s, gen_random_uuid(), 'a', now() - interval '1 s', NULL), "
-        "       (%s, gen_random_uuid(), 'b', now() + interval '1 day', now())",
-        (customer.id, customer.id),
+        "VALUES (%s, '00000000-0000-0000-0000-00000000000a', 'a', now() - interval '1 s', NULL), "
+        "       (%s, '00000000-0000-0000-0000-00000000000b', 'b', now() + interval '1 day', now())",
+        (customer.id,) * 2,
+    )
+    execute(
+        database_url,
+        "INSERT INTO account_tokens (user_id, purpose, email, nonce, token_hash, expires_at, "
+        "                            used_at) "
+        "VALUES (%s, 'password_reset', 'x@example.com', 'n', 'used', now() + interval '1 h', now()),"
+        "       (%s, 'password_reset', 'x@example.com', 'n', 'old', now() - interval '1 s', NULL),"
+        "       (%s, 'email_verification', 'x@example.com', 'n', 'live', now() + interval '1 h', "
+        "        NULL)",
+        (customer.id,) * 3,
     )
     place(client, customer, [(make_product()["id"], 1)])  # a fresh event stays
 
     removed = {name: app_loop.run(purge, wctx) for name, purge in tasks.HOUSEKEEPING.items()}
 
-    assert removed == {"idempotency_keys": 1, "refresh_tokens": 1, "events": 1}
+    assert removed == {
+        "idempotency_keys": 1,
+        "refresh_tokens": 1,
+        "account_tokens": 2,
+        "events": 1,
+    }
     assert db_rows(database_url, "SELECT token_hash FROM refresh_tokens") == [(b"b",)]
+    # the login whose only token expired is over; the one with a (revoked) token stays
+    assert db_rows(database_url, "SELECT family_id::text FROM sessions") == [
+        ("00000000-0000-0000-0000-00000000000b",)
+    ]
+    assert db_rows(database_url, "SELECT token_hash FROM account_tokens") == [(b"live",)]
     assert db_rows(database_url, "SELECT count(*) FROM events") == [(1,)]
 
 

@@ -57,3 +57,31 @@ def test_chunked_request_body_is_read(live):
     response = conn.getresponse()
     assert response.status == 201, response.read()
     assert json.loads(response.read())["email"] == "chunky@example.com"
+
+
+def test_a_password_reset_ends_the_old_access_token_on_every_worker_at_once(live, database_url):
+    """Two gunicorn workers, each with its memory of the user warmed up by the old token: the
+    first requests after the reset's answer are refused by both (Redis pub/sub, no polling)."""
+    from shopapi.security import account_token
+    from tests.conftest import TEST_SECRET, db_rows
+
+    body = {"email": "reset-live@example.com", "password": "password123"}
+    assert live.request("POST", "/api/auth/register", body)[0] == 201
+    old = {
+        "Authorization": f"Bearer {live.request('POST', '/api/auth/login', body)[1]['access_token']}"
+    }
+    for _ in range(20):  # new connections: both workers answer, and remember the user
+        assert live.request("GET", "/api/auth/me", headers=old)[0] == 200
+
+    assert live.request("POST", "/api/auth/password-reset", {"email": body["email"]})[0] == 202
+    ((nonce,),) = db_rows(
+        database_url, "SELECT nonce FROM account_tokens WHERE purpose = 'password_reset'"
+    )
+    token = account_token(TEST_SECRET, bytes(nonce))
+    reset = {"token": token, "password": "a-new-password"}
+    assert live.request("POST", "/api/auth/password-reset/confirm", reset)[0] == 204
+    statuses = [live.request("GET", "/api/auth/me", headers=old)[0] for _ in range(20)]
+    assert statuses == [401] * 20
+    new = live.request("POST", "/api/auth/login", {**body, "password": "a-new-password"})[1]
+    fresh = {"Authorization": f"Bearer {new['access_token']}"}
+    assert [live.request("GET", "/api/auth/me", headers=fresh)[0] for _ in range(6)] == [200] * 6

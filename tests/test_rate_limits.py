@@ -414,3 +414,70 @@ def test_batches_close_a_connection_left_with_unread_replies(app_loop, redis_cli
         )
     assert app_loop.run(batches.execute, [("GET", "batches:m")]) == [b"1"]
     assert app_loop.run(batches.execute, [("INCR", "batches:m")]) == [2]
+
+
+def test_login_is_limited_per_account_across_every_address(limited, make_user):
+    client = limited(
+        RATE_LIMIT_DEFAULT="1000/hour",
+        RATE_LIMIT_LOGIN="1000/hour",
+        RATE_LIMIT_LOGIN_ACCOUNT="3/hour",
+        RATE_LIMIT_LOGIN_IP="1000/hour",
+    )
+    victim, bystander = make_user(), make_user()
+    # distributed guessing: each attempt from another address, same account (any spelling)
+    spellings = [victim.email, victim.email.upper(), f" {victim.email} "]
+    for n, email in enumerate(spellings):
+        response = login(client, email, "wrong-guess", ip=f"203.0.113.{n + 1}")
+        assert_problem(response, 401, "invalid_credentials")
+    response = login(client, victim.email, victim.password, ip="203.0.113.99")
+    assert_problem(response, 429, "rate_limited")
+    assert int(response.headers["retry-after"]) >= 1
+    # another account is not affected
+    assert login(client, bystander.email, ip="203.0.113.99").status_code == 200
+
+
+def test_login_is_limited_per_address_across_every_email(limited, make_user):
+    client = limited(
+        RATE_LIMIT_DEFAULT="1000/hour", RATE_LIMIT_LOGIN="1000/hour", RATE_LIMIT_LOGIN_IP="3/minute"
+    )
+    user = make_user()
+    for n in range(3):
+        response = login(client, f"nobody{n}@example.com", ip="198.51.100.7")
+        assert_problem(response, 401, "invalid_credentials")
+    assert_problem(login(client, user.email, ip="198.51.100.7"), 429, "rate_limited")
+    assert login(client, user.email, ip="198.51.100.8").status_code == 200
+
+
+def test_password_reset_is_limited_per_email_and_per_address_alike_for_unknown_emails(
+    limited, make_user
+):
+    client = limited(
+        RATE_LIMIT_DEFAULT="1000/hour",
+        RATE_LIMIT_PASSWORD_RESET_EMAIL="2/hour",
+        RATE_LIMIT_PASSWORD_RESET_IP="4/hour",
+    )
+    known = make_user()
+
+    def reset(email, ip):
+        return client.simulate_post(
+            "/api/auth/password-reset", json={"email": email}, remote_addr=ip
+        )
+
+    for email in (known.email, "unknown@example.com"):
+        answers = [reset(email, f"192.0.2.{n}").status_code for n in range(1, 4)]
+        assert answers == [202, 202, 429]  # the same for a known and an unknown email
+    # per address: 4 requests, whatever the emails
+    answers = [reset(f"spray{n}@example.com", "192.0.2.50").status_code for n in range(5)]
+    assert answers == [202, 202, 202, 202, 429]
+
+
+def test_verification_resends_are_limited_per_user(limited, make_user):
+    client = limited(RATE_LIMIT_DEFAULT="1000/hour", RATE_LIMIT_VERIFICATION_RESEND="2/hour")
+    user, other = make_user(), make_user()
+    resend = "/api/auth/verify-email/resend"
+    answers = [
+        client.simulate_post(resend, headers=user.headers, remote_addr=f"192.0.2.{n}").status_code
+        for n in range(1, 4)
+    ]
+    assert answers == [202, 202, 429]
+    assert client.simulate_post(resend, headers=other.headers).status_code == 202

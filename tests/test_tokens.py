@@ -263,10 +263,13 @@ def test_deactivating_a_user_stops_their_access_and_refresh_tokens_at_once(
     assert response.json["is_active"] is False
     assert_problem(me(client, pair["access_token"]), 401, "not_authenticated")
     assert_problem(refresh(client, pair["refresh_token"]), 401, "not_authenticated")
-    # reactivating does not bring the revoked refresh token back
+    # reactivating brings neither token back (deactivation started a new token generation),
+    # and a fresh login works
     client.simulate_put(f"/api/users/{user.id}", json={"is_active": True}, headers=admin.headers)
     assert_problem(refresh(client, pair["refresh_token"]), 401, "not_authenticated")
-    assert me(client, pair["access_token"]).status_code == 200
+    assert_problem(me(client, pair["access_token"]), 401, "not_authenticated")
+    fresh = login(client, user.email, user.password)
+    assert me(client, fresh["access_token"]).status_code == 200
 
 
 def test_deleting_a_user_stops_their_access_and_refresh_tokens_at_once(

@@ -246,12 +246,31 @@ def test_a_user_updates_their_own_email_and_name(client, database_url, make_user
         method,
         f"/api/users/{user.id}",
         headers=user.headers,
-        json={"email": "Me.New@Example.com", "full_name": "Me Myself"},
+        json={
+            "email": "Me.New@Example.com",
+            "full_name": "Me Myself",
+            "current_password": user.password,
+        },
     )
     assert response.status_code == 200, response.text
     assert response.json["email"] == "me.new@example.com"
     assert response.json["full_name"] == "Me Myself"
+    assert response.json["email_verified"] is False  # a new address is not proven yet
     login(client, "me.new@example.com", user.password)
+
+
+def test_a_self_email_change_needs_the_current_password(client, database_url, make_user):
+    user = make_user()
+    before = db_state(database_url)
+    for extra in ({}, {"current_password": "wrong-password"}):
+        response = client.simulate_patch(
+            f"/api/users/{user.id}",
+            headers=user.headers,
+            json={"email": "elsewhere@example.com", **extra},
+        )
+        body = assert_problem(response, 422, "validation_error")
+        assert body["errors"][0]["field"] == "current_password"
+    assert db_state(database_url) == before
 
 
 @pytest.mark.parametrize(
@@ -339,7 +358,7 @@ def test_an_update_to_an_email_already_taken_returns_409(
     before = db_state(database_url)
     response = client.simulate_patch(
         f"/api/users/{user.id}",
-        json={"email": spelling, "full_name": "Renamed"},
+        json={"email": spelling, "full_name": "Renamed", "current_password": user.password},
         headers=admin.headers if as_admin else user.headers,
     )
     assert_problem(response, 409, "email_taken")

@@ -1,8 +1,9 @@
 """The worker's tasks: plain async functions that call services, like the resources do.
 
 `app` declares them; `shopapi worker` runs them with `app.with_connector(...)` on the real
-database. Task names are fixed (events.sql and webhooks.sql defer jobs by name, in SQL, in
-the same statement that relays an event). Queues: `emails`, `webhooks`, `housekeeping`.
+database. Task names are fixed (events.sql, webhooks.sql and users.sql defer jobs by name,
+in SQL, in the same statement that relays an event or issues an account token).
+Queues: `emails`, `webhooks`, `housekeeping`.
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ async def send_event_email(context: procrastinate.JobContext, event_id: str) -> 
     await notifications.send_event_email(_shop(context), event_id)
 
 
+@app.task(name="send_account_email", queue="emails", pass_context=True, retry=BACKOFF)
+@counted("send_account_email")
+async def send_account_email(context: procrastinate.JobContext, token_id: int) -> None:
+    await notifications.send_account_email(_shop(context), token_id)
+
+
 @app.task(name="deliver_webhook", queue="webhooks", pass_context=True, retry=BACKOFF)
 @counted("deliver_webhook")
 async def deliver_webhook(
@@ -144,6 +151,7 @@ HOUSEKEEPING: dict[str, Callable[[WorkerContext], Awaitable[int]]] = {
         w.pool, w.settings.idempotency_key_ttl
     ),
     "refresh_tokens": lambda w: auth.purge_refresh_tokens(w.pool),
+    "account_tokens": lambda w: auth.purge_account_tokens(w.pool),
     "events": lambda w: events.purge_events(w.pool, w.settings.event_retention),
 }
 

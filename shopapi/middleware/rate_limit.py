@@ -1,4 +1,4 @@
-"""Rate limits per client address, per user, per login and per registration.
+"""Rate limits per client address, per user, per login, per registration, per reset email.
 
 Runs in `process_resource`: after `Authentication` (so `req.context.user` is known) and after
 routing (so the route template says which extra limits apply). The limits themselves, and how
@@ -22,7 +22,9 @@ from shopapi.errors import RateLimited
 from shopapi.instruments import RATE_LIMITED
 from shopapi.ratelimits import (
     LOGIN_ROUTE,
+    PASSWORD_RESET_ROUTE,
     REGISTER_ROUTE,
+    VERIFICATION_RESEND_ROUTE,
     Limiter,
     Usage,
     address_subject,
@@ -31,11 +33,11 @@ from shopapi.ratelimits import (
 )
 
 
-class _LoginEmail(msgspec.Struct):
+class _BodyEmail(msgspec.Struct):
     email: str = ""
 
 
-_decode_login = msgspec.json.Decoder(_LoginEmail).decode
+_decode_body_email = msgspec.json.Decoder(_BodyEmail).decode
 
 
 # the Redis keys a request will read anyway (a cached read's), given the request and its path
@@ -65,10 +67,21 @@ class RateLimit:
             checks.append(("general.user", str(user.id)))
         route = (req.method, req.uri_template)
         if route == LOGIN_ROUTE:
-            email = await self._login_email(req)
-            checks.append(("auth.login.ip_email", f"{ip}/{email_subject(email)}"))
+            account = email_subject(await self._body_email(req))
+            checks += [
+                ("auth.login.ip_email", f"{ip}/{account}"),
+                ("auth.login.account", account),
+                ("auth.login.ip", ip),
+            ]
         elif route == REGISTER_ROUTE:
             checks.append(("auth.register.ip", ip))
+        elif route == PASSWORD_RESET_ROUTE:
+            checks += [
+                ("auth.password_reset.ip", ip),
+                ("auth.password_reset.email", email_subject(await self._body_email(req))),
+            ]
+        elif route == VERIFICATION_RESEND_ROUTE and user is not None:
+            checks.append(("auth.verification_resend.user", str(user.id)))
 
         fetch = self.prefetch(req, params) if self.prefetch is not None else None
         usage, fetched = await self.limiter.hit_and_fetch(checks, fetch)
@@ -92,15 +105,15 @@ class RateLimit:
         resp.set_header("RateLimit-Remaining", str(usage.remaining))
         resp.set_header("RateLimit-Reset", str(usage.reset))
 
-    async def _login_email(self, req: falcon.asgi.Request) -> str:
-        """The email of a login body, read here because the limit is keyed on it (the raw
+    async def _body_email(self, req: falcon.asgi.Request) -> str:
+        """The email of a login or reset body, read here because limits are keyed on it (the raw
         bytes stay in `req.context.raw_body` for the endpoint); a body the endpoint will
         refuse (too large, not JSON, no email) is counted under an empty email."""
         raw = await read_raw_body(req, self.max_body_bytes)
         if len(raw) > self.max_body_bytes:
             return ""
         try:
-            return _decode_login(raw).email
+            return _decode_body_email(raw).email
         # also absurdly deep nesting, and strings that are not UTF-8 (msgspec raises those)
         except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             return ""

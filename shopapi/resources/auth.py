@@ -1,4 +1,4 @@
-"""/api/auth: register, login, refresh, logout, me."""
+"""/api/auth: register, login, refresh, logout, me (the account lifecycle: account.py)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class Login:
         tags=TAGS,
     )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = await auth.login(self.ctx, req.context.body)
+        resp.media = await auth.login(self.ctx, req.context.body, req.get_header("User-Agent"))
 
 
 class Refresh:
@@ -55,7 +55,9 @@ class Refresh:
         tags=TAGS,
     )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = await auth.refresh(self.ctx, req.context.body.refresh_token)
+        resp.media = await auth.refresh(
+            self.ctx, req.context.body.refresh_token, req.get_header("User-Agent")
+        )
 
 
 class Logout:
@@ -78,7 +80,7 @@ class LogoutAll:
         self.ctx = ctx
 
     @endpoint(
-        "Revoke every refresh token of the caller",
+        "End every login of the caller: all refresh and access tokens issued so far stop working",
         roles=AUTHENTICATED,
         status=204,
         errors=(401, 429),

@@ -36,6 +36,7 @@ class UserPublic(msgspec.Struct):
     full_name: str
     role: Role
     is_active: bool
+    email_verified: bool
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -46,9 +47,12 @@ class UserCreate(msgspec.Struct, kw_only=True):
     full_name: FullName = ""
 
 
+# lenient (any stored email matches after trimming), but no NUL: PostgreSQL text refuses it
+LookupEmail = Annotated[str, Meta(max_length=320, pattern=NO_NUL)]
+
+
 class LoginRequest(msgspec.Struct):
-    # lenient (any stored email matches after trimming), but no NUL: PostgreSQL text refuses it
-    email: Annotated[str, Meta(max_length=320, pattern=NO_NUL)]
+    email: LookupEmail
     password: Annotated[str, Meta(max_length=1024)]
 
 
@@ -69,9 +73,10 @@ class UserUpdate(msgspec.Struct, kw_only=True):
     An admin may set every field. A user editing their own account may set email, full_name and
     password; sending role or is_active at all is a 403 `forbidden`. Changing one's own password
     (admins included) needs `current_password`: missing or wrong is a 422 `validation_error` on
-    that field, like any other invalid input, and nothing is written. A new password or role ends
-    every login of that user (their refresh tokens are revoked; a role change also ends their
-    access tokens); so does deactivation.
+    that field, like any other invalid input, and nothing is written; so does changing one's own
+    email. A new password or role ends every login of that user: their refresh tokens are revoked
+    and every access token issued before is refused at once; so does deactivation. A new email
+    is `email_verified: false` until the link of its verification email is followed.
     """
 
     email: Email | UnsetType = UNSET
@@ -82,7 +87,9 @@ class UserUpdate(msgspec.Struct, kw_only=True):
             str,
             Meta(
                 max_length=1024,
-                description="required to change your own password; missing or wrong: 422",
+                description=(
+                    "required to change your own password or email; missing or wrong: 422"
+                ),
             ),
         ]
         | UnsetType
@@ -106,3 +113,30 @@ class UserListQuery(PageQuery, kw_only=True):
         ]
         | None
     ) = None
+
+
+class PasswordResetRequest(msgspec.Struct):
+    email: LookupEmail
+
+
+class PasswordResetConfirm(msgspec.Struct):
+    token: Token
+    password: Password
+
+
+class VerifyEmailRequest(msgspec.Struct):
+    token: Token
+
+
+class DeleteAccountRequest(msgspec.Struct):
+    password: Annotated[str, Meta(max_length=1024)]
+
+
+class SessionPublic(msgspec.Struct):
+    """One login: the chain of refresh tokens one POST /login started."""
+
+    id: int
+    created_at: Timestamp
+    last_used_at: Timestamp
+    user_agent: str | None
+    current: bool

@@ -1,4 +1,5 @@
-"""The emails events cause: which template, to whom, sent at most once per event.
+"""The emails events cause (sent at most once per event) and the emails of account links
+(reset, verification: at most once per token).
 
 An email is claimed (sent_emails) in the transaction that sends it: should SMTP fail, the
 claim rolls back and the job is retried; should the job run again after a success (a crash
@@ -13,6 +14,7 @@ from typing import Any
 from shopapi import instruments
 from shopapi.db import connection, queries, transaction
 from shopapi.jobs.context import WorkerContext
+from shopapi.security import account_token
 
 log = logging.getLogger("shopapi.notifications")
 
@@ -59,4 +61,31 @@ async def send_event_email(wctx: WorkerContext, event_id: str) -> str | None:
         await wctx.mailer.send(message)  # raises: the claim rolls back, the job is retried
     instruments.EMAILS_SENT.labels(template=template).inc()
     log.info("email sent", extra={"event_id": event_id, "template": template})
+    return template
+
+
+async def send_account_email(wctx: WorkerContext, token_id: int) -> str | None:
+    """Send the email of a reset or verification token: its link and the token itself.
+    Returns its template, or None when the token is no longer worth an email (used, voided
+    by a newer one, expired, for an address the account no longer has, or sent already)."""
+    async with transaction(wctx.pool) as conn:
+        token = await queries.claim_account_email(conn, id=token_id)
+        if token is None:
+            log.info("account email not needed", extra={"token_id": token_id})
+            return None
+        template = token["purpose"]  # password_reset | email_verification
+        secret = account_token(wctx.settings.signing_key, token["nonce"])
+        link = getattr(wctx.settings, f"{template}_url").replace("{token}", secret)
+        message = wctx.mailer.render(
+            template,
+            to=token["email"],
+            name=token["full_name"] or token["email"],
+            link=link,
+            token=secret,
+            expires_at=token["expires_at"],
+        )
+        message["Message-ID"] = f"<account-token-{token_id}@shopapi>"
+        await wctx.mailer.send(message)  # raises: the claim rolls back, the job is retried
+    instruments.EMAILS_SENT.labels(template=template).inc()
+    log.info("email sent", extra={"token_id": token_id, "template": template})
     return template

@@ -21,6 +21,7 @@ from shopapi import cache, instruments
 from shopapi.context import AppContext, CurrentUser
 from shopapi.db import Pool, connection, queries
 from shopapi.errors import (
+    EmailNotVerified,
     IdempotencyKeyReused,
     InsufficientStock,
     InvalidTransition,
@@ -158,6 +159,8 @@ async def place_order(
     until the first commits, fails with unique_violation (undoing its own deduction) and
     replays the first answer. Runs on the event loop: the hottest write.
     """
+    if ctx.settings.require_verified_email and not user.email_verified:
+        raise EmailNotVerified("Verify your email address before placing an order")
     _refuse_duplicate_products(body)
     key = checked_idempotency_key(idempotency_key)
     digest = request_digest(raw_body) if key is not None else None

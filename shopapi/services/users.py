@@ -17,6 +17,7 @@ from shopapi.errors import (
 )
 from shopapi.schemas.common import PageOf, sent_fields
 from shopapi.schemas.users import UserListQuery, UserPublic, UserUpdate
+from shopapi.services.account import issue_email_verification
 from shopapi.services.auth import storable_email
 
 
@@ -68,27 +69,27 @@ def _check_rights(user: CurrentUser, user_id: int, body: UserUpdate) -> None:
         raise Forbidden("Only an admin may change role or is_active")
 
 
-async def _new_password_hash(
-    ctx: AppContext, user: CurrentUser, user_id: int, body: UserUpdate, current: dict
-) -> str | None:
-    """The hash to store for a password change, None without one. Changing one's own password
-    (admins too) proves knowledge of the old one; an admin resetting someone else's does not."""
-    if body.password is UNSET:
-        return None
-    if user.id == user_id and (
-        body.current_password is UNSET
-        or not await ctx.passwords.check(body.current_password, current["password_hash"])
+async def _check_current_password(
+    ctx: AppContext, user: CurrentUser, body: UserUpdate, email: str | None, current: dict
+) -> None:
+    """Changing one's own password or email (admins too) proves knowledge of the password:
+    missing or wrong is a 422 on `current_password`. An admin editing someone else does not."""
+    email_changes = email is not None and email != current["email"]
+    if user.id != current["id"] or (body.password is UNSET and not email_changes):
+        return
+    if body.current_password is UNSET or not await ctx.passwords.check(
+        body.current_password, current["password_hash"]
     ):
         raise ValidationFailed.single("current_password", "is missing or wrong")
-    return await ctx.passwords.hash(body.password)
 
 
-def _logins_end(current: dict, row: dict, password_changed: bool) -> bool:
-    """Whether an update changed credentials or rights: every login must then start again."""
+def _logins_end(current: dict, body: UserUpdate) -> bool:
+    """Whether an update changes credentials or rights: every login and access token of the
+    user must then start again."""
     return (
-        password_changed
-        or row["role"] != current["role"]
-        or (current["is_active"] and not row["is_active"])
+        body.password is not UNSET
+        or (body.role is not UNSET and body.role != current["role"])
+        or (current["is_active"] and body.is_active is False)
     )
 
 
@@ -97,25 +98,31 @@ async def update_user(
 ) -> UserPublic:
     _check_rights(user, user_id, body)
     email = None if body.email is UNSET else storable_email(body.email)
+    password_hash = None if body.password is UNSET else await ctx.passwords.hash(body.password)
     async with transaction(ctx.pool) as conn:
         current = await queries.get_user_for_update(conn, id=user_id)
         if current is None:
             raise NotFound(f"User {user_id} not found")
-        password_hash = await _new_password_hash(ctx, user, user_id, body, current)
+        await _check_current_password(ctx, user, body, email, current)
+        end_tokens = _logins_end(current, body)
         try:
             row = await queries.update_user(
                 conn,
                 id=user_id,
                 email=email,
                 password_hash=password_hash,
+                end_tokens=end_tokens,
                 **sent_fields(body, "full_name", "role", "is_active"),
             )
         except psycopg.errors.UniqueViolation:
             raise EmailTaken("This email is already registered") from None
-        if _logins_end(current, row, password_hash is not None):
+        if end_tokens:
             await queries.revoke_user_refresh_tokens(conn, user_id=user_id)
-    if row["role"] != current["role"] or row["is_active"] != current["is_active"]:
-        # after the commit: every worker forgets what it knew of this caller
+        email_changed = row["email"] != current["email"]
+        if email_changed:
+            await issue_email_verification(ctx, conn, user_id)
+    if end_tokens or email_changed or row["is_active"] != current["is_active"]:
+        # after the commit: every worker forgets what it knew of this user
         await ctx.user_states.changed(user_id)
     return msgspec.convert(row, UserPublic)
 
@@ -136,6 +143,7 @@ async def delete_user(ctx: AppContext, user: CurrentUser, user_id: int) -> None:
                 role=None,
                 is_active=False,
                 password_hash=None,
+                end_tokens=True,
             )
             await queries.revoke_user_refresh_tokens(conn, user_id=user_id)
         else:

@@ -1,9 +1,9 @@
 -- Seed data for development and load tests (bin/seed). Every statement is idempotent.
 
 -- name: seed_user(email, password_hash, full_name, role)^
--- A contract user; an existing email is left as it is.
-INSERT INTO users (email, password_hash, full_name, role)
-     VALUES (:email, :password_hash, :full_name, :role)
+-- A contract user, its email verified; an existing email is left as it is.
+INSERT INTO users (email, password_hash, full_name, role, email_verified)
+     VALUES (:email, :password_hash, :full_name, :role, true)
 ON CONFLICT ((lower(email))) DO NOTHING
   RETURNING id;
 

@@ -96,6 +96,7 @@ class Shop:
     refresh_token: str
     webhook_id: int
     delivery_id: int
+    session_id: int  # the login of `refresh_token` (other's)
 
 
 @pytest.fixture()
@@ -126,6 +127,9 @@ def shop(client, make_user, make_category, make_product) -> Shop:
             "RETURNING id",
             (webhook.json["id"],),
         ).fetchone()[0]
+        session_id = conn.execute(
+            "SELECT id FROM sessions WHERE user_id = %s", (other.id,)
+        ).fetchone()[0]
     return Shop(
         admin,
         editor,
@@ -137,6 +141,7 @@ def shop(client, make_user, make_category, make_product) -> Shop:
         pair.json["refresh_token"],
         webhook.json["id"],
         delivery_id,
+        session_id,
     )
 
 
@@ -165,6 +170,11 @@ EXAMPLE_BODIES: dict[str, Callable[[Shop], dict]] = {
     "OrderStatusUpdate": lambda s: {"status": "cancelled"},
     "WebhookCreate": lambda s: {"url": "http://127.0.0.1:9/x", "events": ["order.created"]},
     "WebhookUpdate": lambda s: {"url": "http://127.0.0.1:9/y", "is_active": False},
+    "PasswordResetRequest": lambda s: {"email": s.other.email},
+    "PasswordResetConfirm": lambda s: {"token": "a" * 43, "password": "taken-over-1"},
+    "VerifyEmailRequest": lambda s: {"token": "a" * 43},
+    # a wrong password: the callers of the tours are the shop's own staff
+    "DeleteAccountRequest": lambda s: {"password": "not-the-password"},
 }
 
 
@@ -177,6 +187,7 @@ def example_request(shop: Shop, template: str, spec: Endpoint) -> tuple[str, dic
         order_id=shop.order_id,
         webhook_id=shop.webhook_id,
         delivery_id=shop.delivery_id,
+        session_id=shop.session_id,
     )
     if spec.body is None:
         return path, None

@@ -114,3 +114,24 @@ def test_an_idempotency_key_another_customer_used_is_no_oracle_and_replays_nothi
     again = place(client, bob, [(other_product["id"], 1)], headers=key)
     assert again.headers.get("idempotent-replayed") == "true"
     assert again.json == bobs.json
+
+
+def test_a_customer_sweeping_session_ids_ends_no_one_elses_login(client, make_user, database_url):
+    """BOLA on /api/auth/sessions: another user's session id is a 404 like an unknown one,
+    and no sweep revokes anything of theirs."""
+    victim, attacker = make_user(), make_user()
+    pair = client.simulate_post(
+        "/api/auth/login", json={"email": victim.email, "password": victim.password}
+    ).json
+    before = snapshot(database_url)
+    for session_id in range(1, 30):
+        response = client.simulate_delete(
+            f"/api/auth/sessions/{session_id}", headers=attacker.headers
+        )
+        assert_problem(response, 404, "not_found")
+    assert snapshot(database_url) == before
+    assert client.simulate_get("/api/auth/sessions", headers=attacker.headers).json == []
+    rotated = client.simulate_post(
+        "/api/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+    )
+    assert rotated.status_code == 200

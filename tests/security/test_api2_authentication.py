@@ -183,3 +183,44 @@ def test_deactivation_and_role_change_are_refused_at_once_by_every_gunicorn_work
         for _ in range(6)
     ]
     assert set(staff_route) == {401}
+
+
+def test_reset_and_verification_tokens_work_once_and_only_for_their_purpose(
+    client, make_user, database_url
+):
+    """Token reuse: a spent link is 400 `invalid_token`, and a verification token is no reset
+    token (nor the other way round)."""
+    from shopapi.security import account_token
+    from tests.conftest import TEST_SECRET
+
+    user = make_user()
+
+    def token(purpose: str) -> str:
+        ((nonce,),) = db_rows(
+            database_url,
+            "SELECT nonce FROM account_tokens WHERE purpose = %s AND used_at IS NULL",
+            (purpose,),
+        )
+        return account_token(TEST_SECRET, bytes(nonce))
+
+    client.simulate_post("/api/auth/password-reset", json={"email": user.email})
+    client.simulate_post("/api/auth/verify-email/resend", headers=user.headers)
+    reset, verification = token("password_reset"), token("email_verification")
+    confirm = "/api/auth/password-reset/confirm"
+    wrong_kind = client.simulate_post(confirm, json={"token": verification, "password": "x" * 10})
+    assert_problem(wrong_kind, 400, "invalid_token")
+    wrong_kind = client.simulate_post("/api/auth/verify-email", json={"token": reset})
+    assert_problem(wrong_kind, 400, "invalid_token")
+    assert (
+        client.simulate_post(confirm, json={"token": reset, "password": "y" * 10}).status_code
+        == 204
+    )
+    reused = client.simulate_post(confirm, json={"token": reset, "password": "z" * 10})
+    assert_problem(reused, 400, "invalid_token")
+    login(client, user.email, "y" * 10)
+    assert (
+        client.simulate_post("/api/auth/verify-email", json={"token": verification}).status_code
+        == 200
+    )
+    reused = client.simulate_post("/api/auth/verify-email", json={"token": verification})
+    assert_problem(reused, 400, "invalid_token")

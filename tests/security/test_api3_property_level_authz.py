@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from shopapi.security import check_password, hash_password
+from shopapi.security import account_token, check_password, hash_password
 from tests.conftest import assert_problem, db_rows
 from tests.helpers import bearer, login
 from tests.security.conftest import api_endpoints
@@ -115,6 +115,7 @@ def world(client, make_user, make_category, make_product):
         "spare_product": spare_product,
         "order": order,
         "victim": make_user("CUSTOMER"),
+        "leaver": make_user("CUSTOMER"),
     }
 
 
@@ -125,6 +126,12 @@ def _tour(client, w: dict) -> list[tuple[str, str, Any]]:
     spare_pair = login(client, w["customer"].email, w["customer"].password)
     p, c, o = w["product"]["id"], w["category"]["id"], w["order"]["id"]
     uid = w["customer"].id
+    third = login(client, w["customer"].email, w["customer"].password)
+    dsn = client.app.ctx.settings.dsn
+    ((session_id,),) = db_rows(dsn, "SELECT max(id) FROM sessions WHERE user_id = %s", (uid,))
+    client.simulate_post("/api/auth/verify-email/resend", headers=customer)
+    ((nonce,),) = db_rows(dsn, "SELECT nonce FROM account_tokens WHERE user_id = %s", (uid,))
+    verification = account_token(client.app.ctx.settings.signing_key, bytes(nonce))
     steps = [
         ("GET", "/healthz", None, None, {}),
         ("GET", "/readyz", None, None, {}),
@@ -207,6 +214,28 @@ def _tour(client, w: dict) -> list[tuple[str, str, Any]]:
         ("PUT", "/api/orders/{order_id}/status", editor, {"status": "paid"}, {}),
         ("POST", "/api/orders/{order_id}/cancel", customer, None, {}),  # paid now: 409
         ("DELETE", "/api/orders/{order_id}", admin, None, {}),
+        ("POST", "/api/auth/password-reset", None, {"email": w["customer"].email}, {}),
+        (
+            "POST",
+            "/api/auth/password-reset/confirm",
+            None,
+            {"token": "x" * 43, "password": "password123"},
+            {},
+        ),
+        ("POST", "/api/auth/verify-email", None, {"token": verification}, {}),
+        ("POST", "/api/auth/verify-email", None, {"token": verification}, {}),  # used: 400
+        ("POST", "/api/auth/verify-email/resend", customer, None, {}),
+        ("GET", "/api/auth/sessions", bearer(third["access_token"]), None, {}),
+        ("DELETE", "/api/auth/sessions/{session_id}", customer, None, {}),
+        ("DELETE", "/api/auth/sessions/{session_id}", customer, None, {"session_id": 424242}),
+        ("POST", "/api/auth/delete-account", w["leaver"].headers, {"password": "nope"}, {}),
+        (
+            "POST",
+            "/api/auth/delete-account",
+            w["leaver"].headers,
+            {"password": w["leaver"].password},
+            {},
+        ),
         ("POST", "/api/auth/logout-all", customer, None, {}),
         ("GET", "/api/webhooks", admin, None, {}),
         (
@@ -237,6 +266,7 @@ def _tour(client, w: dict) -> list[tuple[str, str, Any]]:
         "order_id": o,
         "webhook_id": w["webhook"]["id"],
         "delivery_id": 424242,
+        "session_id": session_id,
     }
     answers = []
     for method, template, headers, body, extra in steps:
@@ -506,3 +536,26 @@ def test_a_refused_password_is_never_echoed_in_the_error(client, make_user, pass
     for response in answers:
         assert_problem(response, 422, "validation_error")
         assert password not in response.text and user.password not in response.text
+
+
+def test_email_verified_cannot_be_mass_assigned(client, admin, database_url):
+    """Nobody sets email_verified by sending it: not on register, not on a self or an admin
+    update. Only following a verification link sets it."""
+    response = client.simulate_post(
+        "/api/auth/register",
+        json={"email": "claims@example.com", "password": "password123", "email_verified": True},
+    )
+    assert response.status_code == 201 and response.json["email_verified"] is False
+    user_id = response.json["id"]
+    pair = login(client, "claims@example.com", "password123")
+    for headers in (bearer(pair["access_token"]), admin.headers):
+        response = client.simulate_patch(
+            f"/api/users/{user_id}",
+            json={"email_verified": True, "full_name": "Still unverified"},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json["email_verified"] is False
+    assert db_rows(database_url, "SELECT email_verified FROM users WHERE id = %s", (user_id,)) == [
+        (False,)
+    ]

@@ -25,6 +25,13 @@ CONTRACT_ROLES = {
     ("POST", "/api/auth/logout"): PUBLIC,
     ("POST", "/api/auth/logout-all"): ANY_USER,
     ("GET", "/api/auth/me"): ANY_USER,
+    ("POST", "/api/auth/password-reset"): PUBLIC,
+    ("POST", "/api/auth/password-reset/confirm"): PUBLIC,
+    ("POST", "/api/auth/verify-email"): PUBLIC,
+    ("POST", "/api/auth/verify-email/resend"): ANY_USER,
+    ("GET", "/api/auth/sessions"): ANY_USER,
+    ("DELETE", "/api/auth/sessions/{session_id}"): ANY_USER,
+    ("POST", "/api/auth/delete-account"): ANY_USER,
     ("GET", "/api/users"): ADMIN,
     ("GET", "/api/users/{user_id}"): ANY_USER,  # self or admin
     ("PUT", "/api/users/{user_id}"): ANY_USER,
