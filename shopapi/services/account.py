@@ -103,10 +103,7 @@ async def list_sessions(ctx: AppContext, user: CurrentUser) -> list[SessionPubli
         rows = [
             row async for row in queries.list_sessions(conn, user_id=user.id, limit=SESSIONS_LISTED)
         ]
-    return [
-        SessionPublic(**row, current=row["id"] == user.session_id)
-        for row in rows
-    ]
+    return [SessionPublic(**row, current=row["id"] == user.session_id) for row in rows]
 
 
 async def end_session(ctx: AppContext, user: CurrentUser, session_id: int) -> None:
