@@ -257,3 +257,54 @@ def test_the_worker_logs_json_lines_with_the_event_id(
     ]
     sent = [line for line in lines if line["message"] == "email sent"]
     assert sent and sent[0]["event_id"] == event_id and sent[0]["template"] == "order_confirmation"
+
+
+def test_the_worker_sends_the_verification_and_reset_emails_their_links_work(
+    client, database_url, smtp, worker
+):
+    """The jobs users.sql defers by name (send_account_email, {token_id}) run in a real worker:
+    registration brings the verification email, a reset request the reset email."""
+    import re
+
+    worker(
+        PASSWORD_RESET_URL="myshop://reset?token={token}",
+        EMAIL_VERIFICATION_URL="https://shop.example/verify?token={token}",
+    )
+    body = {"email": "worker-mail@example.com", "password": "password123"}
+    assert client.simulate_post("/api/auth/register", json=body).status_code == 201
+    (verification,) = wait_until(lambda: smtp.messages, 20)
+    assert verification["X-Shopapi-Template"] == "email_verification"
+    text = verification.get_body(("plain",)).get_content()
+    token = re.search(r"https://shop\.example/verify\?token=(\S+)", text).group(1)
+    verified = client.simulate_post("/api/auth/verify-email", json={"token": token})
+    assert verified.status_code == 200 and verified.json["email_verified"] is True
+
+    assert (
+        client.simulate_post("/api/auth/password-reset", json={"email": body["email"]}).status_code
+        == 202
+    )
+    wait_until(lambda: len(smtp.messages) == 2, 20)
+    reset = smtp.messages[1]
+    assert reset["To"] == body["email"] and reset["X-Shopapi-Template"] == "password_reset"
+    token = re.search(
+        r"myshop://reset\?token=(\S+)", reset.get_body(("plain",)).get_content()
+    ).group(1)
+    confirm = {"token": token, "password": "from-the-email"}
+    assert client.simulate_post("/api/auth/password-reset/confirm", json=confirm).status_code == 204
+    login = {"email": body["email"], "password": "from-the-email"}
+    assert client.simulate_post("/api/auth/login", json=login).status_code == 200
+    # both jobs succeeded (the worker deletes successful jobs) and each token was emailed once
+    wait_until(
+        lambda: (
+            db_rows(
+                database_url,
+                "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'send_account_email'",
+            )
+            == [(0,)]
+        ),
+        10,
+    )
+    assert db_rows(
+        database_url, "SELECT count(*) FROM account_tokens WHERE emailed_at IS NOT NULL"
+    ) == [(2,)]
+    assert len(smtp.messages) == 2

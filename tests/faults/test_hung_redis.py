@@ -42,7 +42,9 @@ def test_a_frozen_redis_makes_the_worker_read_postgres_within_ping_and_pong_wait
         while app.ctx.user_states.peek(customer.id) is not None:
             assert time.monotonic() - frozen_at < limit, "the listener did not notice"
             time.sleep(0.05)
+        noticed = time.monotonic() - frozen_at
         assert me() == 401  # read from PostgreSQL
+        print(f"5e. Redis frozen: the listener read PostgreSQL again after {noticed:.2f} s")
     finally:
         redis_server.thaw()
     # back: the listener subscribes again and memory serves again
