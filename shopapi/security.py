@@ -85,10 +85,11 @@ def account_token(key: str, nonce: bytes) -> str:
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
-def new_account_token(key: str) -> tuple[bytes, str]:
-    """(nonce, token) for a new email link: 256 random bits from `secrets`."""
+def new_account_token(key: str) -> tuple[bytes, bytes]:
+    """(nonce, token digest) for a new email link: 256 random bits from `secrets`. What the
+    database stores; the token itself is derived again by the worker that emails it."""
     nonce = secrets.token_bytes(32)
-    return nonce, account_token(key, nonce)
+    return nonce, token_digest(account_token(key, nonce))
 
 
 @dataclass(frozen=True)

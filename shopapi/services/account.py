@@ -23,33 +23,25 @@ VERIFICATION = "email_verification"
 SESSIONS_LISTED = 100  # the newest live logins GET /sessions shows
 
 
-async def issue_email_verification(ctx: AppContext, conn: Any, user_id: int) -> int:
+def _new_link(ctx: AppContext, ttl_seconds: int) -> dict[str, Any]:
+    """The stored half of a new link token: its nonce, its digest and how long it works."""
+    nonce, token_hash = new_account_token(ctx.settings.signing_key)
+    return {"nonce": nonce, "token_hash": token_hash, "ttl_seconds": ttl_seconds}
+
+
+async def issue_email_verification(ctx: AppContext, conn: Any, user_id: int) -> None:
     """Inside the caller's transaction: a verification token for the user's current email,
-    its email job deferred with it (nothing when the email is verified already); returns
-    how many emails were queued."""
-    nonce, token = new_account_token(ctx.settings.signing_key)
-    return (
-        await queries.issue_email_verification(
-            conn,
-            user_id=user_id,
-            nonce=nonce,
-            token_hash=token_digest(token),
-            ttl_seconds=ctx.settings.email_verification_ttl,
-        )
-        or 0
+    its email job deferred with it (nothing when the email is verified already)."""
+    await queries.issue_email_verification(
+        conn, user_id=user_id, **_new_link(ctx, ctx.settings.email_verification_ttl)
     )
 
 
 async def request_password_reset(ctx: AppContext, email: str) -> None:
     """Always the same answer and the same work, known email or not (no enumeration)."""
-    nonce, token = new_account_token(ctx.settings.signing_key)
     async with transaction(ctx.pool) as conn:
         await queries.issue_password_reset(
-            conn,
-            email=email,
-            nonce=nonce,
-            token_hash=token_digest(token),
-            ttl_seconds=ctx.settings.password_reset_ttl,
+            conn, email=email, **_new_link(ctx, ctx.settings.password_reset_ttl)
         )
 
 
