@@ -576,6 +576,42 @@ def smtp():
 
 
 @pytest.fixture()
+def wctx(database_url, pool, smtp, app_loop):
+    """What a worker's jobs get (the app's pool, a mailer sending to the test SMTP server, a
+    webhook HTTP client), for running job code in-process."""
+    import httpx
+
+    from shopapi.jobs.context import WorkerContext
+    from shopapi.services.email import Mailer
+
+    settings = make_settings(
+        database_url,
+        SMTP_URL=smtp.url,
+        EMAIL_ENABLED="true",
+        JOB_RETRY_BASE="10",
+        PASSWORD_RESET_URL="myshop://reset?token={token}",
+        EMAIL_VERIFICATION_URL="https://shop.example/verify?token={token}",
+    )
+
+    async def client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(follow_redirects=False, timeout=5, trust_env=False)
+
+    http = app_loop.run(client)
+    yield WorkerContext(settings=settings, pool=pool, mailer=Mailer(settings), http=http)
+    app_loop.run(http.aclose)
+
+
+def with_settings(wctx, database_url: str, **overrides: Any):
+    """`wctx` on other settings (made from the test defaults and `overrides` alone)."""
+    import dataclasses
+
+    from shopapi.services.email import Mailer
+
+    settings = make_settings(database_url, **overrides)
+    return dataclasses.replace(wctx, settings=settings, mailer=Mailer(settings))
+
+
+@pytest.fixture()
 def receiver():
     """A real HTTP receiver for webhook deliveries (tests/background.py: Receiver)."""
     from tests.background import Receiver

@@ -7,13 +7,12 @@ import re
 import statistics
 import time
 
-import httpx
 import pytest
+from falcon import testing
 
-from shopapi.jobs.context import WorkerContext
+from shopapi.app import create_app
 from shopapi.security import account_token
 from shopapi.services import notifications
-from shopapi.services.email import Mailer
 from tests.conftest import TEST_SECRET, assert_problem, db_rows, make_settings
 from tests.helpers import bearer, login, me, place, refresh, register
 
@@ -58,22 +57,14 @@ def confirm(client, token: str, password: str = "brand-new-password"):
 
 
 @pytest.fixture()
-def wctx(database_url, pool, smtp, app_loop):
-    """What a worker's jobs get, sending to the test SMTP server."""
-    settings = make_settings(
-        database_url,
-        SMTP_URL=smtp.url,
-        EMAIL_ENABLED="true",
-        PASSWORD_RESET_URL="myshop://reset?token={token}",
-        EMAIL_VERIFICATION_URL="https://shop.example/verify?token={token}",
-    )
+def app_client(database_url, pool, async_redis):
+    """`app_client(SETTING=value, ...)`: a TestClient on an app with those settings."""
 
-    async def client() -> httpx.AsyncClient:
-        return httpx.AsyncClient(trust_env=False)
+    def build(**overrides) -> testing.TestClient:
+        settings = make_settings(database_url, **overrides)
+        return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
 
-    http = app_loop.run(client)
-    yield WorkerContext(settings=settings, pool=pool, mailer=Mailer(settings), http=http)
-    app_loop.run(http.aclose)
+    return build
 
 
 def run_email_jobs(database_url, wctx, app_loop) -> list[str | None]:
@@ -194,20 +185,14 @@ def _answer(response) -> tuple:
 
 
 def test_known_and_unknown_emails_get_the_same_answer_in_the_same_time(
-    database_url, pool, async_redis, make_user
+    database_url, app_client, make_user
 ):
-    from falcon import testing
-
-    from shopapi.app import create_app
-
-    settings = make_settings(
-        database_url,
+    client = app_client(
         RATE_LIMIT_ENABLED="true",
         RATE_LIMIT_DEFAULT="1000/minute",
         RATE_LIMIT_PASSWORD_RESET_IP="1000/hour",
         RATE_LIMIT_PASSWORD_RESET_EMAIL="1000/hour",
     )
-    client = testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
     make_user(email="known@example.com")
     timings: dict[str, list[float]] = {"known@example.com": [], "unknown@example.com": []}
     answers: dict[str, list] = {email: [] for email in timings}
@@ -336,14 +321,9 @@ def test_resend_sends_a_new_link_and_nothing_once_verified(
 
 
 def test_require_verified_email_gates_order_placement(
-    database_url, pool, async_redis, make_user, make_product
+    database_url, app_client, make_user, make_product
 ):
-    from falcon import testing
-
-    from shopapi.app import create_app
-
-    settings = make_settings(database_url, REQUIRE_VERIFIED_EMAIL="true")
-    client = testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
+    client = app_client(REQUIRE_VERIFIED_EMAIL="true")
     product = make_product(stock=5)
     user = make_user()
     client.simulate_post(RESEND, headers=user.headers)

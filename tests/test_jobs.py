@@ -5,51 +5,29 @@ stalled jobs, and a whole worker run."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 import hashlib
 import hmac
 import logging
 from types import SimpleNamespace
 
-import httpx
 import psycopg
 import pytest
 
 from shopapi.jobs import tasks
-from shopapi.jobs.context import WorkerContext
 from shopapi.jobs.worker import JsonLines, run_worker
 from shopapi.services import deliveries, notifications
-from shopapi.services.email import Mailer, money
+from shopapi.services.email import money
 from tests.background import wait_until
-from tests.conftest import db_rows, make_settings
+from tests.conftest import db_rows, make_settings, with_settings
 from tests.helpers import place
 
 pytestmark = pytest.mark.usefixtures("ledger_holds")
 
 
-@pytest.fixture()
-def wctx(database_url, pool, smtp, app_loop):
-    settings = make_settings(
-        database_url, SMTP_URL=smtp.url, EMAIL_ENABLED="true", JOB_RETRY_BASE="10"
-    )
-    http = app_loop.run(_client)
-    yield WorkerContext(settings=settings, pool=pool, mailer=Mailer(settings), http=http)
-    app_loop.run(http.aclose)
-
-
-async def _client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(follow_redirects=False, timeout=5, trust_env=False)
-
-
 def execute(database_url, query, params=None) -> None:
     with psycopg.connect(database_url) as conn:
         conn.execute(query, params)
-
-
-def with_settings(wctx: WorkerContext, database_url, **overrides) -> WorkerContext:
-    settings = make_settings(database_url, **overrides)
-    return dataclasses.replace(wctx, settings=settings, mailer=Mailer(settings))
 
 
 def one_event(database_url, type_="order.created") -> str:
