@@ -33,13 +33,16 @@ from shopapi.ratelimits import Limiter
 from shopapi.redis_client import make_redis
 from shopapi.resources import (
     account,
+    addresses,
     auth,
+    carts,
     categories,
     docs,
     health,
     orders,
     products,
     scrape,
+    shipping,
     users,
     webhooks,
 )
@@ -78,6 +81,9 @@ def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
         *categories.routes(ctx),
         *products.routes(ctx),
         *orders.routes(ctx),
+        *addresses.routes(ctx),
+        *shipping.routes(ctx),
+        *carts.routes(ctx),
         *webhooks.routes(ctx),
     ]
 

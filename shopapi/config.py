@@ -193,6 +193,15 @@ class Settings:
     require_verified_email: bool = _setting(
         "false", _bool, "placing an order needs a verified email (else 403 email_not_verified)"
     )
+    max_pending_orders: int = _setting(
+        "10",
+        _positive_int,
+        "pending (unpaid) orders one customer may hold; the next is 409 "
+        "too_many_pending_orders (0: no limit)",
+    )
+    cart_ttl: int = _setting(
+        "2592000", _positive_int, "seconds a guest cart lives after its last change"
+    )
     log_level: str = _setting("INFO", str, "log level")
 
     @property

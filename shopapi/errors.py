@@ -143,6 +143,18 @@ class CannotDeleteSelf(Conflict):
     code, title = "cannot_delete_self", "Cannot delete yourself"
 
 
+class AddressLimit(Conflict):
+    code, title = "address_limit", "Address book full"
+
+
+class CartFull(Conflict):
+    code, title = "cart_full", "Cart full"
+
+
+class TooManyPendingOrders(Conflict):
+    code, title = "too_many_pending_orders", "Too many pending orders"
+
+
 class PreconditionFailed(ApiError):
     status, code, title = 412, "precondition_failed", "Precondition failed"
 

@@ -40,6 +40,9 @@ TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
 
 # every table the app writes, emptied between tests
 TABLES = (
+    "cart_items",
+    "carts",
+    "addresses",
     "sent_emails",
     "webhook_deliveries",
     "webhooks",
@@ -52,6 +55,7 @@ TABLES = (
     "order_status_history",
     "order_items",
     "orders",
+    "shipping_methods",
     "stock_movements",
     "products",
     "categories",
@@ -201,6 +205,9 @@ def run_sql(app_loop: AppLoop, pool: Pool, work: Callable[[Any], Any]) -> Any:
 
 # DELETE + identity restart: ~3 ms a test, where TRUNCATE ... RESTART IDENTITY costs ~60 ms
 _IDENTITY_TABLES = (
+    "carts",
+    "addresses",
+    "shipping_methods",
     "webhooks",
     "webhook_deliveries",
     "order_status_history",

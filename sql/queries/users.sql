@@ -106,8 +106,9 @@ UPDATE users
 -- Account deletion: the personal data goes, the row (and its orders) stays. The email
 -- becomes a unique address nobody can receive mail at (RFC 2606 .invalid), so the old one
 -- may register again; '!' is no bcrypt hash, so no password ever matches. Its logins
--- (refresh tokens cascade with their sessions) and its link tokens go too, and the
--- addresses its emails were sent to are forgotten.
+-- (refresh tokens cascade with their sessions), its link tokens, its address book and its
+-- cart go too, and the addresses its emails were sent to are forgotten. Its orders keep
+-- their own copies of the shipping address (accounting).
 WITH erased AS (
     UPDATE users u
        SET email            = :placeholder,
@@ -126,6 +127,13 @@ sessions_gone AS (
 ),
 tokens_gone AS (
     DELETE FROM account_tokens WHERE user_id = :id
+),
+addresses_gone AS (
+    DELETE FROM addresses WHERE user_id = :id
+),
+cart_gone AS (
+    -- its lines cascade
+    DELETE FROM carts WHERE user_id = :id
 )
 UPDATE sent_emails
    SET recipient = :placeholder

@@ -1,0 +1,79 @@
+"""Addresses: the address book entry, its create/update bodies, and the copy an order keeps."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from shopapi.schemas.common import PageQuery, Timestamp
+from shopapi.schemas.countries import Country
+
+# printable text: no control characters (NUL, newlines, tabs...) in one line of an address
+_LINE = "^[^\\x00-\\x1f\\x7f]*$"
+# required fields also need something other than blanks
+_FILLED = "^[^\\x00-\\x1f\\x7f]*[^\\x00-\\x20\\x7f][^\\x00-\\x1f\\x7f]*$"
+
+
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_FILLED)]
+Line = Annotated[str, Meta(max_length=200, pattern=_LINE)]
+City = Annotated[str, Meta(min_length=1, max_length=100, pattern=_FILLED)]
+Region = Annotated[str, Meta(max_length=100, pattern=_LINE)]
+PostalCode = Annotated[str, Meta(min_length=1, max_length=20, pattern=_FILLED)]
+# digits, spaces and + - ( )
+Phone = Annotated[str, Meta(max_length=32, pattern="^[0-9 +()-]*$")]
+
+
+class ShippingAddress(msgspec.Struct, kw_only=True):
+    """An address as sent inline with an order, and as the order keeps it (a copy: editing or
+    deleting the address book entry never changes a past order)."""
+
+    full_name: Name
+    line1: Name
+    city: City
+    postal_code: PostalCode
+    country: Country
+    line2: Line = ""
+    region: Region = ""
+    phone: Phone = ""
+
+
+class AddressCreate(ShippingAddress, kw_only=True):
+    """The first address of a user is the default whatever is sent; `is_default: true` moves
+    the default to this one."""
+
+    is_default: bool = False
+
+
+class AddressUpdate(msgspec.Struct, kw_only=True):
+    """Partial update (PUT and PATCH): a field left out keeps its value."""
+
+    full_name: Name | UnsetType = UNSET
+    line1: Name | UnsetType = UNSET
+    line2: Line | UnsetType = UNSET
+    city: City | UnsetType = UNSET
+    region: Region | UnsetType = UNSET
+    postal_code: PostalCode | UnsetType = UNSET
+    country: Country | UnsetType = UNSET
+    phone: Phone | UnsetType = UNSET
+    is_default: bool | UnsetType = UNSET
+
+
+class AddressPublic(msgspec.Struct):
+    id: int
+    full_name: str
+    line1: str
+    line2: str
+    city: str
+    region: str
+    postal_code: str
+    country: str
+    phone: str
+    is_default: bool
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class AddressListQuery(PageQuery, kw_only=True):
+    """By id; next_cursor is always null."""
