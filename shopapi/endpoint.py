@@ -44,6 +44,7 @@ class Endpoint:
     summary: str
     roles: tuple[str, ...] | None = None  # None: public; (): any authenticated user
     body: type | None = None
+    body_optional: bool = False  # no body at all decodes as `body()` (every field defaulted)
     query: type | None = None
     returns: Any = None
     status: int = 200
@@ -170,8 +171,12 @@ def endpoint(summary: str, **options: Any) -> Callable:
                 req.context.query = read_query(req, spec.query)
             if spec.body is not None:
                 limit = req.context.max_body_bytes
-                await read_raw_body(req, limit)
-                req.context.body = decode_body(req, spec.body, limit)
+                raw = await read_raw_body(req, limit)
+                req.context.body = (
+                    spec.body()
+                    if spec.body_optional and not raw.strip()
+                    else decode_body(req, spec.body, limit)
+                )
             resp.status = spec.status
             return await responder(resource, req, resp, **params)
 

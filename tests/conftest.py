@@ -104,6 +104,8 @@ def app_env(database_url: str, redis_url: str = REDIS_URL, **overrides: Any) -> 
         "EMAIL_ENABLED": "false",
         # the tests' webhook receivers listen on loopback
         "WEBHOOK_ALLOW_PRIVATE": "true",
+        # scenarios place dozens of orders per buyer; tests of the limit set their own
+        "MAX_PENDING_ORDERS": "0",
     }
     return {**defaults, **{key: str(value) for key, value in overrides.items()}}
 

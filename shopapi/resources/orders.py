@@ -6,11 +6,19 @@ import falcon
 
 from shopapi.context import AppContext
 from shopapi.endpoint import ADMIN, AUTHENTICATED, STAFF, endpoint
+from shopapi.schemas.carts import CheckoutBody
 from shopapi.schemas.common import PageOf
 from shopapi.schemas.orders import OrderCreate, OrderListQuery, OrderPublic, OrderStatusUpdate
 from shopapi.services import orders
 
 TAGS = ("orders",)
+
+
+def _created(resp: falcon.Response, order: OrderPublic, replayed: bool) -> None:
+    resp.media = order
+    resp.location = f"/api/orders/{order.id}"
+    if replayed:
+        resp.set_header("Idempotent-Replayed", "true")
 
 
 class Orders:
@@ -35,7 +43,7 @@ class Orders:
         returns=OrderPublic,
         status=201,
         headers=("Idempotency-Key",),
-        errors=(400, 401, 409, 413, 422, 429),
+        errors=(400, 401, 403, 409, 413, 422, 429),
         tags=TAGS,
     )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -46,10 +54,7 @@ class Orders:
             idempotency_key=req.get_header("Idempotency-Key"),
             raw_body=req.context.raw_body,
         )
-        resp.media = order
-        resp.location = f"/api/orders/{order.id}"
-        if replayed:
-            resp.set_header("Idempotent-Replayed", "true")
+        _created(resp, order, replayed)
 
     @endpoint(
         "Get an order (owner, ADMIN or EDITOR)",
@@ -101,6 +106,36 @@ class Orders:
         resp.media = await orders.cancel_own_order(self.ctx, req.context.user, order_id)
 
 
+class Checkout:
+    """POST /api/cart/checkout: the caller's cart becomes an order (services.orders)."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    @endpoint(
+        "Place an order from your cart, exactly as POST /api/orders would, and empty the cart "
+        "in the same transaction (empty cart or an unavailable line: 422; not enough stock: "
+        "409; on any failure the cart is unchanged). The body is optional.",
+        roles=AUTHENTICATED,
+        body=CheckoutBody,
+        body_optional=True,
+        returns=OrderPublic,
+        status=201,
+        headers=("Idempotency-Key",),
+        errors=(400, 401, 403, 409, 413, 422, 429),
+        tags=("cart",),
+    )
+    async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        order, replayed = await orders.checkout_cart(
+            self.ctx,
+            req.context.user,
+            req.context.body,
+            idempotency_key=req.get_header("Idempotency-Key"),
+            raw_body=req.context.raw_body,
+        )
+        _created(resp, order, replayed)
+
+
 def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
     resource = Orders(ctx)
     return [
@@ -108,4 +143,5 @@ def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
         ("/api/orders/{order_id}", resource, "item"),
         ("/api/orders/{order_id}/status", resource, "status"),
         ("/api/orders/{order_id}/cancel", resource, "cancel"),
+        ("/api/cart/checkout", Checkout(ctx), None),
     ]

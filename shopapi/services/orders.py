@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 import psycopg.errors
+from psycopg.types.json import Jsonb
 
 from shopapi import cache, instruments
 from shopapi.context import AppContext, CurrentUser
-from shopapi.db import Pool, connection, queries
+from shopapi.db import Pool, connection, queries, transaction
 from shopapi.errors import (
     EmailNotVerified,
     IdempotencyKeyReused,
@@ -27,9 +28,11 @@ from shopapi.errors import (
     InvalidTransition,
     NotFound,
     RequestInProgress,
+    TooManyPendingOrders,
     ValidationFailed,
 )
 from shopapi.pager import fingerprint
+from shopapi.schemas.carts import CheckoutBody
 from shopapi.schemas.common import PageOf
 from shopapi.schemas.orders import (
     IDEMPOTENCY_KEY_MAX,
@@ -63,12 +66,23 @@ _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 _TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
-async def _run(pool: Pool, query: Callable[..., Any], **params: Any) -> Any:
-    """Run one single-statement write, again if PostgreSQL aborted it as a deadlock victim."""
+async def _run(
+    pool: Pool,
+    query: Callable[..., Any],
+    *,
+    before: Callable[[Any], Awaitable[dict[str, Any]]] | None = None,
+    **params: Any,
+) -> Any:
+    """Run one single-statement write, again if PostgreSQL aborted it as a deadlock victim.
+    With `before`, the statement runs in a transaction after `await before(conn)`, whose
+    answer adds to its parameters (a checkout locks the cart first)."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            async with connection(pool) as conn:
-                return await query(conn, **params)
+            if before is None:
+                async with connection(pool) as conn:
+                    return await query(conn, **params)
+            async with transaction(pool) as conn:
+                return await query(conn, **params, **await before(conn))
         except _TRANSIENT as exc:
             _retrying(query, exc, attempt)
     raise AssertionError("unreachable")
@@ -94,17 +108,18 @@ def checked_idempotency_key(header: str | None) -> str | None:
     return header
 
 
-def request_digest(raw_body: bytes) -> bytes:
+def request_digest(raw_body: bytes, route: bytes = b"") -> bytes:
     """sha256 of the body as parsed and re-encoded with sorted keys: key order and white
-    space do not matter; everything sent (unknown fields, the order of lines) does."""
+    space do not matter; everything sent (unknown fields, the order of lines) does. `route`
+    keeps one key from answering both a cart checkout and a POST /api/orders."""
     try:
         canonical = _encode_sorted(msgspec.json.decode(raw_body))
     except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError):
         # an ignored field msgspec skipped but cannot hold (1e400, a lone surrogate, bytes
-        # that are not UTF-8):
+        # that are not UTF-8), or no body at all:
         # such a body only matches itself byte for byte
         canonical = raw_body
-    return hashlib.sha256(canonical).digest()
+    return hashlib.sha256(route + canonical).digest()
 
 
 def _refuse_duplicate_products(body: OrderCreate) -> None:
@@ -124,13 +139,53 @@ def _replay(stored_hash: bytes, order_json: str, digest: bytes | None) -> tuple[
     return _decode_order(order_json), True
 
 
-def _refusal(body: OrderCreate, row: dict[str, Any]) -> Exception:
-    """Why the statement wrote nothing: an unknown or inactive product, else short stock."""
-    if row["unavailable_line"] is not None:
-        index = row["unavailable_line"] - 1
-        product_id = body.items[index].product_id
+def _check_buyer(ctx: AppContext, user: CurrentUser) -> None:
+    if ctx.settings.require_verified_email and not user.email_verified:
+        raise EmailNotVerified("Verify your email address before placing an order")
+
+
+def _check_shipment(body: OrderCreate | CheckoutBody) -> None:
+    """The shipment fields that contradict each other, refused before any work."""
+    if body.shipping_address is not None and body.address_id is not None:
+        raise ValidationFailed.single("address_id", "send shipping_address or address_id, not both")
+    if (
+        body.shipping_method_id is not None
+        and body.shipping_address is None
+        and body.address_id is None
+    ):
+        raise ValidationFailed.single(
+            "shipping_method_id", "a shipping method needs shipping_address or address_id"
+        )
+
+
+def _refusal(body: OrderCreate | CheckoutBody, row: dict[str, Any], max_pending: int) -> Exception:
+    """Why the statement wrote nothing, in the order a client would fix it: the address, the
+    shipping method, too many pending orders, an empty cart, an unknown or inactive
+    product, else short stock."""
+    if row["address_refused"]:
         return ValidationFailed.single(
-            f"items[{index}].product_id", f"product {product_id} does not exist or is not for sale"
+            "address_id", f"address {body.address_id} is not one of your addresses"
+        )
+    if row["method_refused"]:
+        method_id = body.shipping_method_id
+        if not row["method_found"]:
+            message = f"shipping method {method_id} does not exist or is not active"
+        else:
+            message = f"shipping method {method_id} does not ship to this address's country"
+        return ValidationFailed.single("shipping_method_id", message)
+    pending = row["pending_orders"]
+    if max_pending and pending is not None and pending >= max_pending:
+        return TooManyPendingOrders(
+            f"You have {pending} pending orders, the most allowed; pay or cancel one first",
+            limit=max_pending,
+        )
+    if row["line_count"] == 0:
+        return ValidationFailed.single("items", "the cart is empty")
+    unavailable = row["unavailable_line"]
+    if unavailable is not None:
+        return ValidationFailed.single(
+            f"items[{unavailable['line'] - 1}].product_id",
+            f"product {unavailable['product_id']} does not exist or is not for sale",
         )
     short = row["short_line"]
     if short is not None:
@@ -159,17 +214,67 @@ async def place_order(
     until the first commits, fails with unique_violation (undoing its own deduction) and
     replays the first answer. Runs on the event loop: the hottest write.
     """
-    if ctx.settings.require_verified_email and not user.email_verified:
-        raise EmailNotVerified("Verify your email address before placing an order")
+    _check_buyer(ctx, user)
     _refuse_duplicate_products(body)
+    lines = {
+        "product_ids": [line.product_id for line in body.items],
+        "quantities": [line.quantity for line in body.items],
+        "cart_id": None,
+    }
+    return await _place_and_answer(ctx, user, body, lines, idempotency_key, raw_body, b"")
+
+
+async def checkout_cart(
+    ctx: AppContext,
+    user: CurrentUser,
+    body: CheckoutBody,
+    *,
+    idempotency_key: str | None = None,
+    raw_body: bytes = b"",
+) -> tuple[OrderPublic, bool]:
+    """Place an order from the caller's cart, as place_order would, and empty the cart in
+    the same transaction; on any refusal the cart is left as it was. The cart row is locked
+    first (every cart change locks it too), so the lines ordered are the lines emptied."""
+
+    _check_buyer(ctx, user)
+
+    async def lock_cart(conn: Any) -> dict[str, Any]:
+        return {"cart_id": await queries.lock_user_cart(conn, user_id=user.id)}
+
+    lines = {"product_ids": [], "quantities": [], "before": lock_cart}
+    return await _place_and_answer(
+        ctx, user, body, lines, idempotency_key, raw_body, b"POST /api/cart/checkout\n"
+    )
+
+
+async def _place_and_answer(
+    ctx: AppContext,
+    user: CurrentUser,
+    body: OrderCreate | CheckoutBody,
+    lines: dict[str, Any],
+    idempotency_key: str | None,
+    raw_body: bytes,
+    route: bytes,
+) -> tuple[OrderPublic, bool]:
+    _check_shipment(body)
     key = checked_idempotency_key(idempotency_key)
-    digest = request_digest(raw_body) if key is not None else None
-    product_ids = [line.product_id for line in body.items]
-    row = await _place(ctx, user, body, key, digest)
+    digest = request_digest(raw_body, route) if key is not None else None
+    address = body.shipping_address
+    row = await _place(
+        ctx,
+        user,
+        key,
+        digest,
+        **lines,
+        address=None if address is None else Jsonb(msgspec.to_builtins(address)),
+        address_id=body.address_id,
+        shipping_method_id=body.shipping_method_id,
+    )
     if row is not None and row["order_json"] is not None:
-        await ctx.cache.invalidate(*cache.stock_keys(product_ids))
+        order = _decode_order(row["order_json"])
+        await ctx.cache.invalidate(*cache.stock_keys([item.product_id for item in order.items]))
         instruments.ORDERS_PLACED.inc()
-        return _decode_order(row["order_json"]), False
+        return order, False
     if row is not None and row["earlier_hash"] is not None:
         return _replay(row["earlier_hash"], row["earlier_order_json"], digest)
     if key is not None:
@@ -181,11 +286,11 @@ async def place_order(
         if row is None:  # the winner's key is already gone (purged): let the client retry
             raise RequestInProgress("A request with this Idempotency-Key just finished; retry")
     assert row is not None, "only a request with a key can lose a race on it"
-    raise _refusal(body, row)
+    raise _refusal(body, row, ctx.settings.max_pending_orders)
 
 
 async def _place(
-    ctx: AppContext, user: CurrentUser, body: OrderCreate, key: str | None, digest: bytes | None
+    ctx: AppContext, user: CurrentUser, key: str | None, digest: bytes | None, **params: Any
 ) -> dict[str, Any] | None:
     """The placement statement's row; None when a request with the same key committed first
     (this one then changed nothing)."""
@@ -195,10 +300,10 @@ async def _place(
             queries.place_order,
             user_id=user.id,
             currency=ctx.settings.currency,
-            product_ids=[line.product_id for line in body.items],
-            quantities=[line.quantity for line in body.items],
+            max_pending=ctx.settings.max_pending_orders,
             idempotency_key=key,
             request_hash=digest,
+            **params,
         )
     except psycopg.errors.UniqueViolation as exc:
         if exc.diag.constraint_name != "idempotency_keys_pkey":

@@ -5,19 +5,27 @@
 -- Order documents (items by product id, status history oldest first) come from the view
 -- order_documents (migration 0006); only place_order builds its own, see there.
 
--- name: place_order(user_id, currency, product_ids, quantities, idempotency_key, request_hash)^
+-- name: place_order(user_id, currency, product_ids, quantities, cart_id, address, address_id, shipping_method_id, max_pending, idempotency_key, request_hash)^
 -- Places an order all-or-nothing, or replays the answer stored under its Idempotency-Key.
--- When a line cannot be served nothing is written and the last columns say why.
+-- The lines are :product_ids/:quantities, or (checkout, :cart_id set) the cart's lines, and
+-- the cart is emptied by the same statement (the checkout locked the cart row before, so
+-- this statement's snapshot holds its latest lines). When the order cannot be placed
+-- nothing is written and the last columns say why.
 -- Its events (order.created, product.out_of_stock) are inserted by the same statement.
 -- Its document is built from the CTE rows, not read from order_documents: the order, its
 -- lines and its history are inserted by this same statement, and a view (like any table)
 -- only shows the statement's snapshot, taken before them. It is the same document as
 -- order_documents gives for the order (same keys and arrays; history has one entry here).
 WITH wanted AS (
-    -- the request's lines, numbered as sent
+    -- the request's lines, numbered as sent; or the cart's, numbered as first added
     SELECT product_id, quantity, line
       FROM unnest(:product_ids::bigint[], :quantities::integer[])
            WITH ORDINALITY AS w (product_id, quantity, line)
+     WHERE :cart_id::bigint IS NULL
+     UNION ALL
+    SELECT product_id, quantity, row_number() OVER (ORDER BY added)
+      FROM cart_items
+     WHERE cart_id = :cart_id::bigint
 ),
 earlier AS (
     -- the same user already used this key: change nothing, the caller replays (or refuses)
@@ -26,13 +34,52 @@ earlier AS (
      WHERE user_id = :user_id::bigint
        AND key = :idempotency_key::text
 ),
+ship_to AS (
+    -- where it goes: the address sent inline, or a copy of one of the buyer's own
+    SELECT coalesce(:address::jsonb,
+                    (SELECT jsonb_build_object(
+                                'full_name', a.full_name, 'line1', a.line1, 'line2', a.line2,
+                                'city', a.city, 'region', a.region,
+                                'postal_code', a.postal_code, 'country', a.country,
+                                'phone', a.phone)
+                       FROM addresses a
+                      WHERE a.id = :address_id::bigint
+                        AND a.user_id = :user_id::bigint)) AS address
+),
+method AS (
+    -- the shipping method, locked so its price cannot change before this order commits
+    SELECT m.id, m.name, m.price_cents, m.free_over_cents,
+           cardinality(m.countries) = 0
+           OR (SELECT address ->> 'country' FROM ship_to) = ANY (m.countries) AS ships
+      FROM shipping_methods m
+     WHERE m.id = :shipping_method_id::bigint
+       AND m.is_active
+       FOR SHARE
+),
+buyer AS (
+    -- the buyer's row, locked before any product: its pending-order count is then the
+    -- latest committed one, so racing orders cannot all see room for one more
+    SELECT id, pending_orders
+      FROM users
+     WHERE id = :user_id::bigint
+       AND NOT EXISTS (SELECT FROM earlier)
+       FOR NO KEY UPDATE
+),
+admitted AS (
+    -- the checks that need no product: an address of the buyer's, a method shipping there,
+    -- room for one more pending order (:max_pending 0: no limit)
+    SELECT (:address_id::bigint IS NULL OR (SELECT address FROM ship_to) IS NOT NULL)
+           AND (:shipping_method_id::bigint IS NULL OR coalesce((SELECT ships FROM method), false))
+           AND coalesce((SELECT :max_pending::integer = 0 OR pending_orders < :max_pending
+                           FROM buyer), false) AS ok
+),
 locked AS (
     -- lock every product of the order in id order; in READ COMMITTED each row comes back
     -- as its latest committed version, so stock and price are current
     SELECT p.id, p.name, p.price_cents, p.stock, p.is_active, w.quantity, w.line
       FROM products p
       JOIN wanted w ON w.product_id = p.id
-     WHERE NOT EXISTS (SELECT FROM earlier)
+     WHERE (SELECT ok FROM admitted)
      ORDER BY p.id
        FOR UPDATE OF p
 ),
@@ -58,17 +105,29 @@ reserved AS (
        AND (SELECT ok FROM verdict)
  RETURNING l.id AS product_id, l.name, l.price_cents AS unit_price_cents, l.quantity
 ),
+priced AS (
+    -- the subtotal comes from the prices just locked, never from the client; a partial
+    -- reservation (ruled out by the verdict) gives a NULL subtotal and aborts everything.
+    -- Shipping is the locked method's price, 0 without one or from its free threshold on.
+    SELECT s.subtotal,
+           CASE WHEN m.id IS NULL OR s.subtotal >= m.free_over_cents THEN 0
+                ELSE m.price_cents END AS shipping,
+           m.id AS method_id, m.name AS method_name
+      FROM (SELECT CASE WHEN count(*) = (SELECT count(*) FROM wanted)
+                        THEN sum(unit_price_cents * quantity) END AS subtotal
+              FROM reserved
+            HAVING count(*) > 0) s
+      LEFT JOIN method m ON true
+),
 new_order AS (
-    -- the total comes from the prices just locked, never from the client; a partial
-    -- reservation (ruled out by the verdict) would insert a NULL total and abort everything
-    INSERT INTO orders (user_id, total_cents, currency)
-    SELECT :user_id::bigint,
-           CASE WHEN count(*) = (SELECT count(*) FROM wanted)
-                THEN sum(unit_price_cents * quantity) END,
-           :currency::text
-      FROM reserved
-    HAVING count(*) > 0
- RETURNING id, user_id, status, total_cents, currency, created_at, updated_at
+    INSERT INTO orders (user_id, subtotal_cents, shipping_cents, total_cents, currency,
+                        shipping_address, shipping_method_id, shipping_method_name)
+    SELECT :user_id::bigint, p.subtotal, p.shipping, p.subtotal + p.shipping, :currency::text,
+           (SELECT address FROM ship_to), p.method_id, p.method_name
+      FROM priced p
+ RETURNING id, user_id, status, subtotal_cents, shipping_cents, total_cents, currency,
+           shipping_address, shipping_method_id, shipping_method_name, payment_provider,
+           payment_status, expires_at, created_at, updated_at
 ),
 items AS (
     -- name and unit price copied at purchase time
@@ -92,30 +151,59 @@ history AS (
       FROM new_order
  RETURNING status, by_user_id, at
 ),
+pending AS (
+    -- one more pending order on the buyer's (locked) row
+    UPDATE users u
+       SET pending_orders = b.pending_orders + 1
+      FROM buyer b, new_order o
+     WHERE u.id = b.id
+),
+emptied AS (
+    -- a checkout empties the cart it ordered
+    DELETE FROM cart_items
+     WHERE cart_id = :cart_id::bigint
+       AND EXISTS (SELECT FROM new_order)
+),
+cart_touched AS (
+    UPDATE carts
+       SET updated_at = now()
+     WHERE id = :cart_id::bigint
+       AND EXISTS (SELECT FROM new_order)
+),
 document AS (
     -- the 201 answer, built once so that a replay answers exactly the same order
     SELECT o.id,
            json_build_object(
-               'id',             o.id,
-               'user_id',        o.user_id,
-               'status',         o.status,
-               'items',          (SELECT json_agg(json_build_object(
-                                             'product_id',       i.product_id,
-                                             'name',             i.name,
-                                             'quantity',         i.quantity,
-                                             'unit_price_cents', i.unit_price_cents,
-                                             'line_total_cents', i.line_total_cents)
-                                         ORDER BY i.product_id)
-                                    FROM items i),
-               'total_cents',    o.total_cents,
-               'currency',       o.currency,
-               'status_history', (SELECT json_agg(json_build_object(
-                                             'status',     h.status,
-                                             'at',         api_time(h.at),
-                                             'by_user_id', h.by_user_id))
-                                    FROM history h),
-               'created_at',     api_time(o.created_at),
-               'updated_at',     api_time(o.updated_at)
+               'id',               o.id,
+               'user_id',          o.user_id,
+               'status',           o.status,
+               'items',            (SELECT json_agg(json_build_object(
+                                               'product_id',       i.product_id,
+                                               'name',             i.name,
+                                               'quantity',         i.quantity,
+                                               'unit_price_cents', i.unit_price_cents,
+                                               'line_total_cents', i.line_total_cents)
+                                           ORDER BY i.product_id)
+                                      FROM items i),
+               'total_cents',      o.total_cents,
+               'currency',         o.currency,
+               'status_history',   (SELECT json_agg(json_build_object(
+                                               'status',     h.status,
+                                               'at',         api_time(h.at),
+                                               'by_user_id', h.by_user_id))
+                                      FROM history h),
+               'created_at',       api_time(o.created_at),
+               'updated_at',       api_time(o.updated_at),
+               'subtotal_cents',   o.subtotal_cents,
+               'shipping_cents',   o.shipping_cents,
+               'shipping_address', o.shipping_address,
+               'shipping_method',  CASE WHEN o.shipping_method_id IS NOT NULL
+                                        THEN json_build_object('id', o.shipping_method_id,
+                                                               'name', o.shipping_method_name)
+                                   END,
+               'payment',          json_build_object('provider', o.payment_provider,
+                                                     'status', o.payment_status),
+               'expires_at',       api_time(o.expires_at)
            ) AS doc
       FROM new_order o
 ),
@@ -147,11 +235,23 @@ remembered AS (
 SELECT (SELECT doc::text FROM document)    AS order_json,
        (SELECT request_hash FROM earlier)  AS earlier_hash,
        (SELECT order_json FROM earlier)    AS earlier_order_json,
-       -- why nothing was written: the first line naming an unknown or inactive product ...
-       (SELECT min(w.line)
+       -- why nothing was written: the address or the method refused ...
+       :address_id::bigint IS NOT NULL
+       AND (SELECT address FROM ship_to) IS NULL AS address_refused,
+       :shipping_method_id::bigint IS NOT NULL
+       AND NOT coalesce((SELECT ships FROM method), false) AS method_refused,
+       (SELECT ships FROM method) IS NOT NULL AS method_found,
+       -- ... the buyer holds too many pending orders ...
+       (SELECT pending_orders FROM buyer)   AS pending_orders,
+       -- ... nothing to order (an empty cart) ...
+       (SELECT count(*) FROM wanted)        AS line_count,
+       -- ... the first line naming an unknown or inactive product ...
+       (SELECT json_build_object('line', w.line, 'product_id', w.product_id)
           FROM wanted w
           LEFT JOIN locked l ON l.id = w.product_id
-         WHERE l.id IS NULL OR NOT l.is_active) AS unavailable_line,
+         WHERE l.id IS NULL OR NOT l.is_active
+         ORDER BY w.line
+         LIMIT 1)                            AS unavailable_line,
        -- ... or the first line short of stock
        (SELECT json_build_object('line', line, 'product_id', id,
                                  'requested', quantity, 'available', stock)
@@ -159,6 +259,14 @@ SELECT (SELECT doc::text FROM document)    AS order_json,
          WHERE stock < quantity
          ORDER BY line
          LIMIT 1)                            AS short_line;
+
+-- name: lock_user_cart(user_id)$
+-- A checkout starts by locking the buyer's cart row (every cart change locks it first), so
+-- its lines cannot change until the order commits; NULL: the user has no cart yet.
+SELECT id
+  FROM carts
+ WHERE user_id = :user_id
+   FOR UPDATE;
 
 -- name: get_idempotent_answer(user_id, idempotency_key)^
 -- A key stored by a concurrent request that committed first: replay it or refuse it.
@@ -240,6 +348,17 @@ history AS (
       FROM moved
  RETURNING id, status, by_user_id, at
 ),
+unpended AS (
+    -- an order leaving pending no longer counts against the buyer's MAX_PENDING_ORDERS;
+    -- the user row is updated before any product is locked (a placement locks the same
+    -- two in that order)
+    UPDATE users u
+       SET pending_orders = u.pending_orders - 1
+      FROM moved m
+     WHERE u.id = m.user_id
+       AND m.from_status = 'pending'
+ RETURNING u.id
+),
 returned AS (
     -- a cancelled order's products, locked in id order like a placement locks them
     SELECT p.id, i.quantity
@@ -247,6 +366,7 @@ returned AS (
       JOIN order_items i ON i.order_id = m.id
       JOIN products p    ON p.id = i.product_id
      WHERE m.status = 'cancelled'
+       AND (SELECT count(*) FROM unpended) >= 0
      ORDER BY p.id
        FOR UPDATE OF p
 ),
@@ -268,7 +388,8 @@ movements AS (
 answer AS (
     SELECT m.id, m.user_id, m.status, m.total_cents, m.currency,
            api_time(m.created_at) AS created_at, api_time(m.updated_at) AS updated_at,
-           d.items,
+           d.items, d.subtotal_cents, d.shipping_cents, d.shipping_address, d.shipping_method,
+           d.payment, d.expires_at,
            -- the view's trail plus the entry just appended, last (not yet visible to this
            -- statement); json_array_elements keeps each json entry's text as it is. The new
            -- entry must keep the view's entry shape (0006_order_documents).
@@ -293,13 +414,18 @@ changed_event AS (
                    'id', a.id, 'user_id', a.user_id, 'status', a.status, 'items', a.items,
                    'total_cents', a.total_cents, 'currency', a.currency,
                    'status_history', a.status_history,
-                   'created_at', a.created_at, 'updated_at', a.updated_at),
+                   'created_at', a.created_at, 'updated_at', a.updated_at,
+                   'subtotal_cents', a.subtotal_cents, 'shipping_cents', a.shipping_cents,
+                   'shipping_address', a.shipping_address,
+                   'shipping_method', a.shipping_method, 'payment', a.payment,
+                   'expires_at', a.expires_at),
                'from', a.from_status,
                'to', a.status)
       FROM answer a
 )
 SELECT a.id, a.user_id, a.status, a.total_cents, a.currency, a.created_at, a.updated_at,
-       a.items, a.status_history,
+       a.items, a.status_history, a.subtotal_cents, a.shipping_cents, a.shipping_address,
+       a.shipping_method, a.payment, a.expires_at,
        (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM restocked) AS restocked_ids
   FROM answer a;
 
@@ -309,7 +435,17 @@ SELECT a.id, a.user_id, a.status, a.total_cents, a.currency, a.created_at, a.upd
 WITH doomed AS (
     DELETE FROM orders
      WHERE id = :id
- RETURNING id, status
+ RETURNING id, user_id, status
+),
+unpended AS (
+    -- a pending order no longer counts against the buyer's MAX_PENDING_ORDERS (the user
+    -- row first, then the products, as a placement locks them)
+    UPDATE users u
+       SET pending_orders = u.pending_orders - 1
+      FROM doomed d
+     WHERE u.id = d.user_id
+       AND d.status = 'pending'
+ RETURNING u.id
 ),
 returned AS (
     SELECT p.id, i.quantity
@@ -317,6 +453,7 @@ returned AS (
       JOIN order_items i ON i.order_id = d.id
       JOIN products p    ON p.id = i.product_id
      WHERE d.status IN ('pending', 'paid')
+       AND (SELECT count(*) FROM unpended) >= 0
      ORDER BY p.id
        FOR UPDATE OF p
 ),
