@@ -267,6 +267,17 @@ def client(app) -> testing.TestClient:
 
 
 @pytest.fixture()
+def app_client(database_url, pool, async_redis):
+    """`app_client(SETTING=value, ...)`: a TestClient on an app with those settings."""
+
+    def build(**overrides) -> testing.TestClient:
+        settings = make_settings(database_url, **overrides)
+        return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
+
+    return build
+
+
+@pytest.fixture()
 def query_counter():
     """`with query_counter() as counted: ...; counted.n` statements in the block."""
 

@@ -7,13 +7,9 @@ import re
 import statistics
 import time
 
-import pytest
-from falcon import testing
-
-from shopapi.app import create_app
 from shopapi.security import account_token
 from shopapi.services import notifications
-from tests.conftest import TEST_SECRET, assert_problem, db_rows, make_settings
+from tests.conftest import TEST_SECRET, assert_problem, db_rows
 from tests.helpers import bearer, login, me, place, refresh, register
 
 RESET = "/api/auth/password-reset"
@@ -54,17 +50,6 @@ def verification_token(database_url, email: str) -> str:
 
 def confirm(client, token: str, password: str = "brand-new-password"):
     return client.simulate_post(CONFIRM, json={"token": token, "password": password})
-
-
-@pytest.fixture()
-def app_client(database_url, pool, async_redis):
-    """`app_client(SETTING=value, ...)`: a TestClient on an app with those settings."""
-
-    def build(**overrides) -> testing.TestClient:
-        settings = make_settings(database_url, **overrides)
-        return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
-
-    return build
 
 
 def run_email_jobs(database_url, wctx, app_loop) -> list[str | None]:
