@@ -267,14 +267,19 @@ def client(app) -> testing.TestClient:
 
 
 @pytest.fixture()
-def app_client(database_url, pool, async_redis):
-    """`app_client(SETTING=value, ...)`: a TestClient on an app with those settings."""
+def app_client(database_url, pool, async_redis, app_loop):
+    """`app_client(SETTING=value, ...)`: a TestClient on an app with those settings (its
+    `.app`), closed after the test."""
+    built = []
 
     def build(**overrides) -> testing.TestClient:
         settings = make_settings(database_url, **overrides)
-        return testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
+        built.append(create_app(settings, pool=pool, redis=async_redis))
+        return testing.TestClient(built[-1])
 
-    return build
+    yield build
+    for app in built:
+        app_loop.run(app.ctx.close)
 
 
 @pytest.fixture()

@@ -167,7 +167,9 @@ def test_address_id_is_copied_and_later_edits_never_change_the_order(
         "postal_code": "75001",
     }
 
-    db_rows(database_url, "UPDATE addresses SET city = 'Lyon' WHERE id = %s RETURNING id", (address,))
+    db_rows(
+        database_url, "UPDATE addresses SET city = 'Lyon' WHERE id = %s RETURNING id", (address,)
+    )
     db_rows(database_url, "DELETE FROM addresses WHERE id = %s RETURNING id", (address,))
     again = client.simulate_get(f"/api/orders/{order['id']}", headers=customer.headers).json
     assert again["shipping_address"]["city"] == "Paris"
@@ -368,15 +370,8 @@ def test_the_limit_is_per_customer(app_client, make_user, make_product):
     assert_problem(place(client, alice, [(pen["id"], 1)]), 409, "too_many_pending_orders")
 
 
-def test_racing_orders_never_exceed_the_limit(
-    database_url, pool, async_redis, customer, make_product
-):
-    from shopapi.app import create_app
-    from tests.conftest import make_settings
-
-    app = create_app(
-        make_settings(database_url, MAX_PENDING_ORDERS=3), pool=pool, redis=async_redis
-    )
+def test_racing_orders_never_exceed_the_limit(app_client, database_url, customer, make_product):
+    app = app_client(MAX_PENDING_ORDERS=3).app
     pen = make_product(stock=100)
 
     statuses = together(
