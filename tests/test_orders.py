@@ -582,3 +582,20 @@ def test_placing_an_order_is_one_database_statement(
     assert response.status_code == 201, response.text
     assert counted.n == 1
     assert [stock_of(database_url, p["id"]) for p in products] == [3, 3, 3]
+
+
+def test_every_named_statement_fits_psycopgs_statement_cache():
+    """psycopg re-parses a statement longer than its cache bound on every execute (~125 us
+    for place_order): shopapi.db raises the bound, and every statement must fit under it."""
+    from psycopg import _queries
+
+    from shopapi.db import STATEMENT_CACHE_BYTES, queries
+
+    assert STATEMENT_CACHE_BYTES <= _queries.MAX_CACHED_STATEMENT_LENGTH
+    too_long = {
+        name: len(query.sql.encode())
+        for name in queries.available_queries
+        if len((query := getattr(queries, name)).sql.encode()) > STATEMENT_CACHE_BYTES
+    }
+    assert not too_long
+    assert len(queries.place_order.sql.encode()) > 4096  # why the bound was raised
