@@ -37,6 +37,8 @@ ERROR_TITLES = {
 HEADER_SCHEMAS = {
     "Idempotency-Key": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
     "If-Match": {"type": "string", "minLength": 1},  # an ETag or *; blank is 422
+    # a guest cart's secret, as POST /api/cart answered it
+    "X-Cart-Token": {"type": "string", "minLength": 1, "maxLength": 128},
 }
 
 
@@ -126,7 +128,7 @@ def build_spec(routes, *, title: str = "shopapi", version: str = "0.1.0") -> dic
             op["security"] = [{"bearer": []}]
         if spec.body is not None:
             op["requestBody"] = {
-                "required": True,
+                "required": not spec.body_optional,
                 "content": {"application/json": {"schema": refs[id(spec.body)]}},
             }
         ok: dict[str, Any] = {"description": "Success"}
