@@ -35,6 +35,10 @@ EXPECTED = {
     "order_items",
     "order_status_history",
     "idempotency_keys",
+    "addresses",
+    "shipping_methods",
+    "carts",
+    "cart_items",
 }
 
 
@@ -92,3 +96,48 @@ def test_yoyo_command_line_applies_rolls_back_and_reapplies(scratch_url):
         )
         assert result.returncode == 0, result.stderr
     assert _tables(scratch_url) >= EXPECTED
+
+
+def test_checkout_migration_keeps_existing_orders_whole(scratch_url):
+    """0010_checkout on a database with orders: subtotal = total, no shipping, manual and
+    unpaid, and each user's pending-order count back-filled; rolled back, the old view works."""
+    from yoyo import get_backend, read_migrations
+
+    from shopapi.db import SQL_DIR, yoyo_url
+
+    backend = get_backend(yoyo_url(scratch_url))
+    migrations = read_migrations(str(SQL_DIR / "migrations"))
+    with backend.lock():
+        backend.apply_migrations(
+            backend.to_apply(migrations.filter(lambda m: not m.id.startswith("0010")))
+        )
+    with psycopg.connect(scratch_url) as conn:
+        (user,) = conn.execute(
+            "INSERT INTO users (email, password_hash) VALUES ('old@x.io', 'h') RETURNING id"
+        ).fetchone()
+        for status in ("pending", "pending", "paid"):
+            conn.execute(
+                "INSERT INTO orders (user_id, status, total_cents, currency) "
+                "VALUES (%s, %s, 1234, 'USD')",
+                (user, status),
+            )
+    with backend.lock():
+        backend.apply_migrations(backend.to_apply(migrations))
+    with psycopg.connect(scratch_url) as conn:
+        rows = conn.execute(
+            "SELECT subtotal_cents, shipping_cents, total_cents, shipping_address, "
+            "shipping_method, payment::text, expires_at FROM order_documents ORDER BY id"
+        ).fetchall()
+        pending = conn.execute("SELECT pending_orders FROM users").fetchone()
+    assert (
+        rows
+        == [(1234, 0, 1234, None, None, '{"provider" : "manual", "status" : "unpaid"}', None)] * 3
+    )
+    assert pending == (2,)
+    with backend.lock():
+        backend.rollback_migrations(
+            backend.to_rollback(migrations.filter(lambda m: m.id.startswith("0010")))
+        )
+    with psycopg.connect(scratch_url) as conn:
+        columns = [c.name for c in conn.execute("SELECT * FROM order_documents").description]
+    assert columns[-2:] == ["items", "status_history"]
