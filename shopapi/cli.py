@@ -1,5 +1,5 @@
 """`shopapi` command line: serve, worker, dev, migrate, seed, check-ledger,
-purge-idempotency-keys."""
+purge-idempotency-keys, purge-carts."""
 
 from __future__ import annotations
 
@@ -70,6 +70,14 @@ def cmd_purge(args: argparse.Namespace) -> int:
         settings, lambda pool: purge_idempotency_keys(pool, settings.idempotency_key_ttl)
     )
     print(f"purged {removed} idempotency key(s)")
+    return 0
+
+
+def cmd_purge_carts(args: argparse.Namespace) -> int:
+    from shopapi.services.carts import purge_expired_guest_carts
+
+    removed = _with_pool(_settings(), purge_expired_guest_carts)
+    print(f"purged {removed} expired guest cart(s)")
     return 0
 
 
@@ -174,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("purge-idempotency-keys", help="delete keys older than IDEMPOTENCY_KEY_TTL")
     p.set_defaults(func=cmd_purge)
+
+    p = sub.add_parser("purge-carts", help="delete guest carts past their expiry (CART_TTL)")
+    p.set_defaults(func=cmd_purge_carts)
 
     args = parser.parse_args(argv)
     return args.func(args)

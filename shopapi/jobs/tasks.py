@@ -22,7 +22,7 @@ from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from shopapi import instruments
 from shopapi.config import Settings
 from shopapi.jobs.context import WorkerContext
-from shopapi.services import auth, deliveries, events, notifications, orders
+from shopapi.services import auth, carts, deliveries, events, notifications, orders
 
 log = logging.getLogger("shopapi.jobs")
 
@@ -153,6 +153,7 @@ HOUSEKEEPING: dict[str, Callable[[WorkerContext], Awaitable[int]]] = {
     "refresh_tokens": lambda w: auth.purge_refresh_tokens(w.pool),
     "account_tokens": lambda w: auth.purge_account_tokens(w.pool),
     "events": lambda w: events.purge_events(w.pool, w.settings.event_retention),
+    "guest_carts": lambda w: carts.purge_expired_guest_carts(w.pool),
 }
 
 
