@@ -48,6 +48,7 @@ class Endpoint:
     query: type | None = None
     returns: Any = None
     status: int = 200
+    also: tuple[int, ...] = ()  # other success statuses answering `returns` (e.g. 201 and 200)
     errors: tuple[int, ...] = ()
     headers: tuple[str, ...] = ()  # documented request headers, e.g. Idempotency-Key
     tags: tuple[str, ...] = field(default_factory=tuple)

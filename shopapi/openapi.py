@@ -134,7 +134,8 @@ def build_spec(routes, *, title: str = "shopapi", version: str = "0.1.0") -> dic
         ok: dict[str, Any] = {"description": "Success"}
         if spec.returns is not None and spec.status != 204:
             ok["content"] = {"application/json": {"schema": refs[id(spec.returns)]}}
-        op["responses"][str(spec.status)] = ok
+        for status in (spec.status, *spec.also):
+            op["responses"][str(status)] = ok
         for status in sorted(set(spec.errors)):
             op["responses"][str(status)] = {
                 "description": ERROR_TITLES.get(status, "Error"),

@@ -71,6 +71,13 @@ include-path = "/api/orders"
 include-method = "POST"
 checks.positive_data_acceptance.enabled = false
 
+# a cart line must name an existing product for sale, a claim a live guest token, a checkout a
+# cart with lines and the caller's own address (422 or 404 otherwise)
+[[operations]]
+include-path = ["/api/cart/items/{{product_id}}", "/api/cart/claim", "/api/cart/checkout"]
+include-method = ["PUT", "POST"]
+checks.positive_data_acceptance.enabled = false
+
 # writes to a user always aim at a decoy customer: were the fuzzing admin to demote or
 # deactivate itself, every later case would be a plain 401 and prove nothing. The decoy has an
 # order, so DELETE deactivates it rather than removes it and later edits still reach it.

@@ -266,6 +266,11 @@ def test_housekeeping_purges_old_keys_expired_tokens_and_old_events(
         "        NULL)",
         (customer.id,) * 3,
     )
+    execute(
+        database_url,
+        "INSERT INTO carts (token_hash, expires_at) "
+        "VALUES ('expired', now() - interval '1 s'), ('live', now() + interval '1 h')",
+    )
     place(client, customer, [(make_product()["id"], 1)])  # a fresh event stays
 
     removed = {name: app_loop.run(purge, wctx) for name, purge in tasks.HOUSEKEEPING.items()}
@@ -275,7 +280,9 @@ def test_housekeeping_purges_old_keys_expired_tokens_and_old_events(
         "refresh_tokens": 1,
         "account_tokens": 2,
         "events": 1,
+        "guest_carts": 1,
     }
+    assert db_rows(database_url, "SELECT token_hash FROM carts") == [(b"live",)]
     assert db_rows(database_url, "SELECT token_hash FROM refresh_tokens") == [(b"b",)]
     # the login whose only token expired is over; the one with a (revoked) token stays
     assert db_rows(database_url, "SELECT family_id::text FROM sessions") == [

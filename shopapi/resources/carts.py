@@ -70,6 +70,7 @@ class Cart:
         "it. An unknown or inactive product is 422; a 51st product 409 cart_full." + WHO,
         body=CartLineSet,
         returns=CartPublic,
+        also=(201,),
         headers=HEADERS,
         errors=(400, 401, 404, 409, 413, 422, 429),
         tags=TAGS,
