@@ -1,4 +1,5 @@
-"""Seed data: the contract's users, a small catalog, and N generated products for load tests.
+"""Seed data: the contract's users, a small catalog, shipping methods, and N generated products
+for load tests.
 
 Idempotent: running it twice changes nothing (`--products N` tops the generated set up to N).
 """
@@ -37,6 +38,12 @@ CATALOG = {
     ],
 }
 
+# (name, price_cents, free_over_cents: None = never free, countries: empty = everywhere)
+SHIPPING_METHODS: tuple[tuple[str, int, int | None, list[str]], ...] = (
+    ("Standard", 499, 5000, []),
+    ("Express", 1499, None, []),
+)
+
 BATCH = 10_000
 
 
@@ -52,7 +59,7 @@ def _progress(done: int, total: int) -> None:
 async def seed(pool: Pool, settings: Settings, *, products: int = 0) -> dict[str, int]:
     """Run by `shopapi seed` (bin/seed) in an event loop of its own; bcrypt runs inline, as
     nothing else is served meanwhile."""
-    created = {"users": 0, "products": 0, "generated": 0}
+    created = {"users": 0, "products": 0, "shipping_methods": 0, "generated": 0}
     async with transaction(pool) as conn:
         for email, password, name, role in USERS:
             if await queries.get_login(conn, email=email) is None:
@@ -80,6 +87,10 @@ async def seed(pool: Pool, settings: Settings, *, products: int = 0) -> dict[str
                     stock=stock,
                     category_id=category_ids[-1],
                 )
+        for name, price, free_over, countries in SHIPPING_METHODS:
+            created["shipping_methods"] += await queries.seed_shipping_method(
+                conn, name=name, price_cents=price, free_over_cents=free_over, countries=countries
+            )
     if products > 0:
         async with transaction(pool) as conn:
             have = await queries.count_generated_products(conn)

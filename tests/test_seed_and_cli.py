@@ -16,7 +16,7 @@ def _counts(database_url):
         database_url,
         "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM "
         "categories), (SELECT count(*) FROM products), "
-        "(SELECT count(*) FROM stock_movements)",
+        "(SELECT count(*) FROM stock_movements), (SELECT count(*) FROM shipping_methods)",
     )[0]
 
 
@@ -26,6 +26,47 @@ def test_seed_twice_changes_nothing(app_loop, pool, settings, database_url):
     assert first[0] == 3 and first[1] >= 3 and first[2] >= 25 + 3
     app_loop.run(seed, pool, settings, products=25)
     assert _counts(database_url) == first
+
+
+def _methods(database_url):
+    return db_rows(
+        database_url,
+        "SELECT name, price_cents, free_over_cents, countries, is_active, updated_at "
+        "FROM shipping_methods ORDER BY id",
+    )
+
+
+def test_seed_adds_the_two_shipping_methods_once(app_loop, pool, settings, database_url, client):
+    created = app_loop.run(seed, pool, settings)
+    assert created["shipping_methods"] == 2
+    first = _methods(database_url)
+    assert [row[:5] for row in first] == [
+        ("Standard", 499, 5000, [], True),
+        ("Express", 1499, None, [], True),
+    ]
+    again = app_loop.run(seed, pool, settings)
+    assert again["shipping_methods"] == 0
+    assert _methods(database_url) == first  # not even touched (updated_at unchanged)
+    listed = client.simulate_get("/api/shipping-methods").json
+    assert [(m["name"], m["price_cents"], m["free_over_cents"]) for m in listed["items"]] == [
+        ("Standard", 499, 5000),
+        ("Express", 1499, None),
+    ]
+
+
+def test_seed_leaves_a_shipping_method_of_that_name_alone(app_loop, pool, settings, database_url):
+    """Staff may have renamed or repriced a seeded method: the seed does not undo it."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO shipping_methods (name, price_cents, countries, is_active) "
+            "VALUES ('STANDARD', 999, '{DE}', false)"
+        )
+    created = app_loop.run(seed, pool, settings)
+    assert created["shipping_methods"] == 1
+    assert [row[:5] for row in _methods(database_url)] == [
+        ("STANDARD", 999, None, ["DE"], False),
+        ("Express", 1499, None, [], True),
+    ]
 
 
 def test_seed_products_tops_up_to_n(app_loop, pool, settings, database_url):

@@ -58,3 +58,14 @@ WITH nouns AS (
     SELECT id, stock, 'adjust' FROM inserted
 )
 SELECT count(*) FROM inserted;
+
+-- name: seed_shipping_method(name, price_cents, free_over_cents, countries)$
+-- A shipping method by name (any case); 1 when created, 0 when one of that name exists
+-- (left as it is: staff may have changed its price since).
+WITH inserted AS (
+    INSERT INTO shipping_methods (name, price_cents, free_over_cents, countries)
+         VALUES (:name, :price_cents, :free_over_cents::bigint, :countries::text[])
+    ON CONFLICT ((lower(name))) DO NOTHING
+      RETURNING id
+)
+SELECT count(*) FROM inserted;
