@@ -12,6 +12,10 @@ pgbench/order.sql:
     currency         the store currency (CURRENCY, default USD)
     idempotency_key  NULL           plain placement, no key (parity with the peer)
     request_hash     NULL
+    cart_id          NULL           lines from the arrays, not from a cart
+    address, address_id, shipping_method_id
+                     NULL           no shipment (the order_create scenario's body)
+    max_pending      0              no MAX_PENDING_ORDERS limit, as bin/bench runs the API
 
 A parameter missing from that table stops the script with an error: a new parameter must be
 given a value here on purpose. Comments are dropped, since pgbench would take a colon
@@ -33,6 +37,11 @@ PARAMETERS = {
     "user_id": ":uid",
     "idempotency_key": "NULL",
     "request_hash": "NULL",
+    "cart_id": "NULL",
+    "address": "NULL",
+    "address_id": "NULL",
+    "shipping_method_id": "NULL",
+    "max_pending": "0",
 }
 _PYFORMAT = re.compile(r"%\((\w+)\)s")
 

@@ -47,8 +47,8 @@ def insert_order_using(database_url, user_id: int, method: dict) -> int:
     """An order row that used `method`, written straight to the database."""
     with psycopg.connect(database_url) as conn:
         return conn.execute(
-            "INSERT INTO orders (user_id, subtotal_cents, shipping_cents, total_cents, currency, "
-            "shipping_method_id, shipping_method_name) VALUES (%s, 1000, 499, 1499, 'USD', %s, %s) "
+            "INSERT INTO orders (user_id, shipping_cents, total_cents, currency, "
+            "shipping_method_id, shipping_method_name) VALUES (%s, 499, 1499, 'USD', %s, %s) "
             "RETURNING id",
             (user_id, method["id"], method["name"]),
         ).fetchone()[0]
@@ -511,8 +511,8 @@ def test_a_delete_racing_an_order_that_commits_first_deactivates(
     method = make_method(name="Standard")
     with psycopg.connect(database_url) as order:
         order.execute(
-            "INSERT INTO orders (user_id, subtotal_cents, shipping_cents, total_cents, currency, "
-            "shipping_method_id, shipping_method_name) VALUES (%s, 1000, 499, 1499, 'USD', %s, %s)",
+            "INSERT INTO orders (user_id, shipping_cents, total_cents, currency, "
+            "shipping_method_id, shipping_method_name) VALUES (%s, 499, 1499, 'USD', %s, %s)",
             (customer.id, method["id"], method["name"]),
         )
         deleting = in_background(
@@ -539,8 +539,8 @@ def test_a_delete_racing_an_order_that_rolls_back_removes_it(
     method = make_method(name="Standard")
     with psycopg.connect(database_url) as order:
         order.execute(
-            "INSERT INTO orders (user_id, subtotal_cents, shipping_cents, total_cents, currency, "
-            "shipping_method_id, shipping_method_name) VALUES (%s, 1000, 499, 1499, 'USD', %s, %s)",
+            "INSERT INTO orders (user_id, shipping_cents, total_cents, currency, "
+            "shipping_method_id, shipping_method_name) VALUES (%s, 499, 1499, 'USD', %s, %s)",
             (customer.id, method["id"], method["name"]),
         )
         deleting = in_background(

@@ -18,7 +18,6 @@ SELECT o.id, o.user_id, o.status, o.total_cents, o.currency,
   FROM orders o;
 ALTER TABLE users DROP COLUMN pending_orders;
 ALTER TABLE orders
-    DROP CONSTRAINT orders_total_check,
     DROP COLUMN subtotal_cents,
     DROP COLUMN shipping_cents,
     DROP COLUMN shipping_address,

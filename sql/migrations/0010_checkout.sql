@@ -75,7 +75,6 @@ CREATE TABLE cart_items (
 -- ------------------------------------------------------------------ orders
 
 ALTER TABLE orders
-    ADD COLUMN subtotal_cents       bigint,
     ADD COLUMN shipping_cents       bigint NOT NULL DEFAULT 0 CHECK (shipping_cents >= 0),
     -- the address as it was at checkout: editing or deleting it never changes the order
     ADD COLUMN shipping_address     jsonb,
@@ -88,11 +87,11 @@ ALTER TABLE orders
                                                               'failed', 'refunded')),
     -- when an unpaid pending order is cancelled automatically (NULL: never)
     ADD COLUMN expires_at           timestamptz;
-UPDATE orders SET subtotal_cents = total_cents;
+-- total_cents = subtotal_cents + shipping_cents by construction: the subtotal (the lines) is
+-- derived, so no writer can make the three disagree (existing orders: subtotal = total)
 ALTER TABLE orders
-    ALTER COLUMN subtotal_cents SET NOT NULL,
-    ADD CONSTRAINT orders_subtotal_check CHECK (subtotal_cents >= 0),
-    ADD CONSTRAINT orders_total_check CHECK (total_cents = subtotal_cents + shipping_cents);
+    ADD COLUMN subtotal_cents bigint GENERATED ALWAYS AS (total_cents - shipping_cents) STORED
+                              CHECK (subtotal_cents >= 0);
 -- "is this method used by any order" (a used method is deactivated, not deleted)
 CREATE INDEX orders_shipping_method_idx ON orders (shipping_method_id)
     WHERE shipping_method_id IS NOT NULL;

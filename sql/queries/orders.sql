@@ -120,9 +120,10 @@ priced AS (
       LEFT JOIN method m ON true
 ),
 new_order AS (
-    INSERT INTO orders (user_id, subtotal_cents, shipping_cents, total_cents, currency,
+    -- (subtotal_cents is derived: total_cents - shipping_cents)
+    INSERT INTO orders (user_id, shipping_cents, total_cents, currency,
                         shipping_address, shipping_method_id, shipping_method_name)
-    SELECT :user_id::bigint, p.subtotal, p.shipping, p.subtotal + p.shipping, :currency::text,
+    SELECT :user_id::bigint, p.shipping, p.subtotal + p.shipping, :currency::text,
            (SELECT address FROM ship_to), p.method_id, p.method_name
       FROM priced p
  RETURNING id, user_id, status, subtotal_cents, shipping_cents, total_cents, currency,
