@@ -1,7 +1,9 @@
 """bin/bench results.jsonl -> the markdown summary (stdlib only: runs with any python3).
 
 Per scenario the median over rounds of each server's rps, p50 and p99; errors are summed
-over rounds (non-2xx answers + socket errors). Usage: python3 bench/summarize.py results.jsonl
+over rounds (non-2xx answers + socket errors). `checkout` is shopapi's alone (the peer has no
+cart): its row counts every request of the cart path, a note below the table gives the
+checkouts/s. Usage: python3 bench/summarize.py results.jsonl
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 import statistics
 import sys
 
-SCENARIOS = ("hello", "detail_cached", "detail_nocache", "list_search", "order_create")
+SCENARIOS = ("hello", "detail_cached", "detail_nocache", "list_search", "order_create", "checkout")
 SERVERS = ("peer", "shopapi")
 
 
@@ -85,6 +87,25 @@ def pgbench_lines(records: list[dict], wrk_rows: list[dict]) -> list[str]:
     return out
 
 
+def checkout_lines(wrk_rows: list[dict]) -> list[str]:
+    """checkouts/s beside the row's requests/s, and what its non-2xx answers were."""
+    rows = [r for r in wrk_rows if r["server"] == "shopapi" and r["scenario"] == "checkout"]
+    if not rows:
+        return []
+    conflicts = sum(r.get("checkout_409", 0) for r in rows)
+    empty = sum(r.get("checkout_422", 0) for r in rows)
+    other = sum(r.get("other_non2xx", 0) for r in rows)
+    return [
+        f"- checkout: {fmt(median(rows, 'checkouts_per_s'))} checkouts/s = "
+        f"{fmt(median(rows, 'rps'))} requests/s, cart of 1–3 lines (each iteration PUTs "
+        "1–3 lines, then POST /api/cart/checkout; wrk "
+        f"-t{rows[0].get('threads', '?')} -c{rows[0].get('conn', '?')}: one customer per "
+        f"connection); non-2xx: {conflicts} × 409 insufficient_stock (a product ran out: "
+        f"rare, the cart is then emptied), {empty} × 422 (an empty cart: must be 0), "
+        f"{other} other"
+    ]
+
+
 def rss_lines(records: list[dict]) -> list[str]:
     out = []
     for server in SERVERS:
@@ -123,6 +144,8 @@ def warnings(wrk_rows: list[dict]) -> list[str]:
         for scenario in SCENARIOS:
             rows = [r for r in wrk_rows if r["server"] == server and r["scenario"] == scenario]
             bad = sum(r.get("non2xx", 0) + r.get("socket_errors", 0) for r in rows)
+            if scenario == "checkout":  # its 409s are the orders' ones, anything else is not
+                bad -= sum(r.get("checkout_409", 0) for r in rows)
             if bad and scenario != "order_create":
                 total = sum(r.get("requests", 0) for r in rows)
                 out.append(
@@ -144,6 +167,7 @@ def main(path: str) -> None:
     ledger = [r for r in records if r.get("kind") == "ledger"]
     lines.append("")
     lines += pgbench_lines([r for r in records if r.get("kind") == "pgbench"], wrk_rows)
+    lines += checkout_lines(wrk_rows)
     lines += rss_lines([r for r in records if r.get("kind") == "rss"])
     duration = seconds(wrk_rows[0]["duration"]) if wrk_rows else 0.0
     lines += warm_lines([r for r in records if r.get("kind") == "warm"], duration)
@@ -151,8 +175,8 @@ def main(path: str) -> None:
     if ledger:
         bad = [r for r in ledger if not r["ok"]]
         lines.append(
-            "- shopapi ledger (`shopapi check-ledger` after each order run and after "
-            f"pgbench): {'ok' if not bad else f'{len(bad)} run(s) out of balance'} "
+            "- shopapi ledger (`shopapi check-ledger` after each order_create and checkout "
+            f"run and after pgbench): {'ok' if not bad else f'{len(bad)} run(s) out of balance'} "
             f"({len(ledger)} check(s))"
         )
     for m in (r for r in records if r.get("kind") == "machine"):

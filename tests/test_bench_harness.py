@@ -8,6 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from tests.conftest import db_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = ROOT / "bench" / "wrk"
-SCRIPTS = ("hello.lua", "detail.lua", "list.lua", "order.lua")
+SCRIPTS = ("hello.lua", "detail.lua", "list.lua", "order.lua", "checkout.lua")
 
 
 def seed_nouns() -> list[str]:
@@ -45,15 +47,45 @@ def test_bench_help_documents_the_options_and_the_locust_command():
     for option in ("--quick", "--only", "--scenarios", "--locust"):
         assert option in result.stdout
     assert "locust -f tests/performance/locustfile.py --headless" in result.stdout
+    assert re.search(r"subset of: .*\bcheckout\b", result.stdout)
+    assert "MAX_PENDING_ORDERS=0" in result.stdout
 
 
 @pytest.mark.no_db
-@pytest.mark.parametrize("args", [["--bogus"], ["--scenarios", "hello,nope"], ["--only", "x"]])
-def test_bench_refuses_unknown_arguments_before_doing_anything(args):
+def test_bench_lifts_the_pending_order_cap_of_the_server_it_starts():
+    """Without MAX_PENDING_ORDERS=0 the 11th order of a bench customer is a 409."""
+    script = (ROOT / "bin" / "bench").read_text()
+    start = script[script.index("start_shopapi() {") :]
+    start = start[: start.index("\n}\n")]
+    assert re.search(r"^\s+MAX_PENDING_ORDERS=0 \\$", start, flags=re.M)
+    assert "shopapi.asgi:app" in start
+
+
+@pytest.mark.no_db
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--bogus"], {}),
+        (["--scenarios", "hello,nope"], {}),
+        (["--only", "x"], {}),
+        (["--only", "peer", "--scenarios", "checkout"], {}),  # the peer has no cart
+        (["--scenarios", "hello,checkout"], {"CONN": "101"}),  # 100 customers, one a thread
+    ],
+)
+def test_bench_refuses_unknown_arguments_before_doing_anything(args, env, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
     result = subprocess.run(
-        ["bin/bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=30
+        ["bin/bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        # should a refusal regress, the run dies at once (exit 1) on its first step, the
+        # results folder, instead of starting servers: OUT's parent is a file
+        env={"PATH": "/usr/bin:/bin", "OUT": str(blocker / "out"), **env},
     )
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr
     assert "bin/bench:" in result.stderr
 
 
@@ -210,3 +242,211 @@ def test_summary_reports_medians_ratios_and_the_pgbench_share(tmp_path):
     # 409s are expected in the order run; anything but 2xx elsewhere is flagged
     assert "⚠ shopapi hello: 9 of 4500" in summary
     assert "order_create: 3" not in summary
+
+
+class FakeCartServer(ThreadingHTTPServer):
+    """Just enough of the cart API for checkout.lua: PUT a line, checkout, empty the cart.
+
+    Every request is logged as (client port, token, method, path, body, status); every 5th
+    checkout answers 409 insufficient_stock with the cart left as it was, as shopapi does.
+    """
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), FakeCartHandler)
+        self.lock = threading.Lock()
+        self.log: list[tuple[int, str, str, str, str, int]] = []
+        self.carts: dict[str, dict[int, int]] = {}
+        self.checkouts = 0
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # wrk drops its connections when the time is up
+
+
+class FakeCartHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: FakeCartServer
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+    def answer(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        srv = self.server
+        with srv.lock:
+            cart = srv.carts.setdefault(token, {})
+            if self.command == "PUT" and self.path.startswith("/api/cart/items/"):
+                product_id = int(self.path.rsplit("/", 1)[1])
+                status = 200 if product_id in cart else 201
+                cart[product_id] = json.loads(body)["quantity"]
+            elif self.command == "POST" and self.path == "/api/cart/checkout":
+                srv.checkouts += 1
+                if not cart:
+                    status = 422
+                elif srv.checkouts % 5 == 0:
+                    status = 409
+                else:
+                    status = 201
+                    cart.clear()
+            elif self.command == "DELETE" and self.path == "/api/cart":
+                status = 204
+                cart.clear()
+            else:
+                status = 404
+            srv.log.append((self.client_address[1], token, self.command, self.path, body, status))
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_PUT = do_POST = do_DELETE = answer
+
+
+@pytest.mark.no_db
+def test_checkout_script_drives_one_cart_per_thread_and_counts_the_answers(tmp_path):
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (bin/bench installs it)")
+    tokens = [f"token{i}" for i in range(1, 7)]
+    (tmp_path / "tokens.txt").write_text("\n".join(tokens) + "\n")
+    server = FakeCartServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = subprocess.run(
+            # as bin/bench runs it: one connection per thread
+            [
+                "wrk",
+                "-t4",
+                "-c4",
+                "-d2s",
+                "-s",
+                str(WRK_DIR / "checkout.lua"),
+                f"http://127.0.0.1:{server.server_port}/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={
+                "WRK_DIR": str(WRK_DIR),
+                "TOKENS_FILE": str(tmp_path / "tokens.txt"),
+                "N_PRODUCTS": "50",
+                "PATH": "/usr/bin:/bin",
+            },
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    res = json.loads(re.search(r"^RESULT (.*)$", result.stdout, flags=re.M).group(1))
+    log = server.log
+
+    # thread i is customer i: four connections, each with its own token, the first four
+    by_port: dict[int, set[str]] = {}
+    for port, token, *_ in log:
+        by_port.setdefault(port, set()).add(token)
+    assert all(len(t) == 1 for t in by_port.values()), by_port
+    assert sorted(t for (t,) in by_port.values()) == tokens[:4]
+
+    # each customer: (PUT 1-3 distinct new lines, qty 1-3; checkout; DELETE after a 409)*
+    checkouts = conflicts = 0
+    for token in tokens[:4]:
+        mine = [(m, path, body, status) for _, t, m, path, body, status in log if t == token]
+        lines: list[int] = []
+        after_409 = False
+        for method, path, body, status in mine:
+            if after_409:
+                assert (method, path) == ("DELETE", "/api/cart")
+                after_409 = False
+            elif method == "PUT":
+                assert status == 201  # the cart was empty when the iteration began
+                product_id = int(path.rsplit("/", 1)[1])
+                assert 1 <= product_id <= 50 and product_id not in lines
+                assert 1 <= json.loads(body)["quantity"] <= 3
+                lines.append(product_id)
+                assert len(lines) <= 3
+            else:
+                assert (method, path, body) == ("POST", "/api/cart/checkout", "{}")
+                assert 1 <= len(lines) <= 3
+                checkouts += status == 201
+                conflicts += status == 409
+                after_409, lines = status == 409, []
+    assert {s for *_, s in log} <= {200, 201, 204, 409}  # never an empty cart's 422
+    assert conflicts >= 1
+
+    # the RESULT line: report.lua's fields plus the counts (the answers wrk saw before it
+    # stopped: at most one a connection fewer than the server sent)
+    for field in ("requests", "rps", "p50_ms", "p99_ms", "non2xx", "socket_errors"):
+        assert field in res
+    assert checkouts - 4 <= res["checkouts"] <= checkouts
+    assert conflicts - 4 <= res["checkout_409"] <= conflicts
+    assert res["checkout_422"] == 0 and res["other_non2xx"] == 0
+    assert res["non2xx"] == res["checkout_409"]
+    assert res["checkouts_per_s"] == pytest.approx(res["checkouts"] / res["seconds"], rel=0.01)
+    sent = len(log)
+    assert (
+        sent - 4
+        <= res["puts_ok"] + res["checkouts"] + res["checkout_409"] + res["carts_cleared"]
+        <= sent
+    )
+
+
+@pytest.mark.no_db
+def test_summary_shows_checkout_for_shopapi_alone_with_its_checkouts_per_second(tmp_path):
+    def row(server: str, scenario: str, rps: float, **counts: int) -> dict:
+        return {
+            "kind": "wrk",
+            "server": server,
+            "scenario": scenario,
+            "round": 1,
+            "conn": 16,
+            "threads": 16 if scenario == "checkout" else 1,
+            "rps": rps,
+            "p50_ms": 4.0,
+            "p99_ms": 12.0,
+            "requests": int(rps * 5),
+            "duration": "5s",
+            "non2xx": counts.get("non2xx", 0),
+            "socket_errors": 0,
+            **counts,
+        }
+
+    def summarize(rows: list[dict]) -> str:
+        results = tmp_path / "results.jsonl"
+        results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return subprocess.run(
+            [sys.executable, "bench/summarize.py", str(results)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    rows = [
+        row("peer", "order_create", 100.0),
+        row("shopapi", "order_create", 200.0),
+        row("shopapi", "checkout", 300.0, checkouts_per_s=120.0, non2xx=2, checkout_409=2),
+        row("peer", "hello", 500.0),
+    ]
+    summary = summarize(rows)
+    table = [line for line in summary.splitlines() if line.startswith("| ")]
+    names = [line.split("|")[1].strip() for line in table[1:]]
+    assert names == ["hello", "order_create", "checkout"]
+    assert "| checkout | — | 300 | — | — | 4.0 / 12.0 | — / 2 |" in summary
+    assert "- checkout: 120 checkouts/s = 300 requests/s, cart of 1–3 lines" in summary
+    assert "wrk -t16 -c16" in summary
+    assert "2 × 409 insufficient_stock" in summary and "0 × 422" in summary
+    assert "⚠" not in summary  # a rare 409 is an answer of the run, not a failure
+
+    rows[2] = row(
+        "shopapi",
+        "checkout",
+        300.0,
+        checkouts_per_s=120.0,
+        non2xx=3,
+        checkout_409=2,
+        checkout_422=1,
+    )
+    summary = summarize(rows)
+    assert "1 × 422 (an empty cart: must be 0)" in summary
+    assert "⚠ shopapi checkout: 1 of 1500" in summary

@@ -13,13 +13,23 @@ Each simulated user logs in as one of the bench customers (customer1..100@exampl
 password123) or, when those do not exist, as the seeded customer@example.com, then thinks
 for 0.5-2 s between actions. Weights per 100 actions:
 
-    35  product detail (ids seen in lists; If-None-Match when seen before: 304 is fine)
-    30  browse the catalog, pages 1-3
-    15  search (q = one of the nouns bin/seed puts in product names)
-     8  my orders
-     6  place an order, 1-3 products, Idempotency-Key = a fresh uuid (409 insufficient
-        stock is a normal answer, not a failure)
+    34  product detail (ids seen in lists; If-None-Match when seen before: 304 is fine)
+    28  browse the catalog, pages 1-3
+    14  search (q = one of the nouns bin/seed puts in product names)
+     7  my orders
+     6  add to cart: PUT /api/cart/items/{id} (an id seen in lists), quantity 1-2 (422 for a
+        product deactivated meanwhile and 409 cart_full are normal answers)
+     2  view the cart (GET /api/cart)
+     3  checkout: POST /api/cart/checkout, Idempotency-Key = a fresh uuid (422 for an empty
+        cart and 409 insufficient stock are normal answers; after the 409 the app empties
+        the cart)
+     5  place an order directly, 1-3 products, Idempotency-Key = a fresh uuid (409
+        insufficient stock is a normal answer, not a failure)
      1  log in again (rare: apps keep their tokens)
+
+Orders stay pending (nobody pays them): against a server with the default
+MAX_PENDING_ORDERS (10), a customer's 11th order is 409 too_many_pending_orders, counted as a
+failure. `bin/bench --locust` runs shopapi with MAX_PENDING_ORDERS=0 (no cap).
 
 Environment: LOCUST_PRODUCTS (10000) ids to pick from before any list was seen,
 LOCUST_CUSTOMERS (100) how many bench customers exist.
@@ -111,7 +121,7 @@ class MobileShopper(HttpUser):
 
     # ------------------------------------------------------------ the mix
 
-    @task(35)
+    @task(34)
     def product_detail(self) -> None:
         product_id = self.pick_product()
         headers = {"If-None-Match": self.etags[product_id]} if product_id in self.etags else {}
@@ -128,7 +138,7 @@ class MobileShopper(HttpUser):
             elif resp.status_code in (304, 404):  # not modified / deactivated meanwhile
                 resp.success()
 
-    @task(30)
+    @task(28)
     def browse(self) -> None:
         page = random.randint(1, 3)
         resp = self.client.get(
@@ -136,14 +146,14 @@ class MobileShopper(HttpUser):
         )
         self.remember(resp)
 
-    @task(15)
+    @task(14)
     def search(self) -> None:
         resp = self.client.get(
             f"/api/products?q={random.choice(NOUNS)}&per_page=20", name="/api/products?q=[noun]"
         )
         self.remember(resp)
 
-    @task(8)
+    @task(7)
     def my_orders(self) -> None:
         with self.client.get(
             "/api/orders?per_page=20", headers=self.auth(), name="/api/orders", catch_response=True
@@ -153,6 +163,53 @@ class MobileShopper(HttpUser):
                 self.login()
 
     @task(6)
+    def add_to_cart(self) -> None:
+        product_id = self.pick_product()
+        with self.client.put(
+            f"/api/cart/items/{product_id}",
+            json={"quantity": random.randint(1, 2)},
+            headers=self.auth(),
+            name="/api/cart/items/{id}",
+            catch_response=True,
+        ) as resp:
+            gone = resp.status_code == 422  # the product was deactivated meanwhile
+            full = resp.status_code == 409 and resp.json().get("code") == "cart_full"
+            if gone or full:
+                resp.success()
+            elif resp.status_code == 401:
+                resp.success()
+                self.login()
+
+    @task(2)
+    def view_cart(self) -> None:
+        with self.client.get(
+            "/api/cart", headers=self.auth(), name="/api/cart", catch_response=True
+        ) as resp:
+            if resp.status_code == 401:
+                resp.success()
+                self.login()
+
+    @task(3)
+    def checkout(self) -> None:
+        headers = {**self.auth(), "Idempotency-Key": str(uuid.uuid4())}
+        with self.client.post(
+            "/api/cart/checkout",
+            json={},
+            headers=headers,
+            name="/api/cart/checkout",
+            catch_response=True,
+        ) as resp:
+            if resp.status_code == 422:  # an empty cart (or a line gone): nothing to buy
+                resp.success()
+            elif resp.status_code == 409 and resp.json().get("code") == "insufficient_stock":
+                resp.success()
+                # the cart is left as it was: the app lets the shopper start over
+                self.client.delete("/api/cart", headers=self.auth(), name="/api/cart [empty]")
+            elif resp.status_code == 401:
+                resp.success()
+                self.login()
+
+    @task(5)
     def place_order(self) -> None:
         choices = sorted(set(self.seen)) or range(1, PRODUCTS + 1)
         ids = random.sample(choices, random.randint(1, min(3, len(choices))))
