@@ -18,6 +18,8 @@ from shopapi.openapi import endpoints
 from tests.conftest import TABLES, app_env, db_rows
 from tests.live import LiveServer
 
+CART_TOKEN = "X-Cart-Token"  # a guest cart's secret, the contract's header
+
 
 def snapshot(database_url: str) -> dict[str, tuple[int, str | None]]:
     """Row count and a digest of every row of every table the app writes."""
@@ -97,6 +99,10 @@ class Shop:
     webhook_id: int
     delivery_id: int
     session_id: int  # the login of `refresh_token` (other's)
+    # the admin's: the tours call as the admin, and an address is only ever its owner's
+    address_id: int
+    method_id: int  # an active shipping method, to every country
+    cart_token: str  # a guest cart's X-Cart-Token; the guest cart holds one line
 
 
 @pytest.fixture()
@@ -120,6 +126,24 @@ def shop(client, make_user, make_category, make_product) -> Shop:
         json={"url": "http://127.0.0.1:9/hooks", "events": ["order.created"]},
     )
     assert webhook.status_code == 201, webhook.text
+    address = client.simulate_post(
+        "/api/me/addresses", headers=admin.headers, json=EXAMPLE_BODIES["AddressCreate"](None)
+    )
+    assert address.status_code == 201, address.text
+    method = client.simulate_post(
+        "/api/shipping-methods",
+        headers=admin.headers,
+        json={"name": "Courier", "price_cents": 500, "free_over_cents": 10_000},
+    )
+    assert method.status_code == 201, method.text
+    guest = client.simulate_post("/api/cart")
+    assert guest.status_code == 201, guest.text
+    line = {"quantity": 1}
+    token = guest.json["token"]
+    for headers in ({CART_TOKEN: token}, admin.headers):
+        # the guest's cart, and the admin's, whose checkout (the tours' call) would place it
+        added = client.simulate_put(f"/api/cart/items/{product['id']}", json=line, headers=headers)
+        assert added.status_code == 201, added.text
     with psycopg.connect(client.app.ctx.settings.dsn) as conn:
         delivery_id = conn.execute(
             "INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, attempt, "
@@ -142,6 +166,9 @@ def shop(client, make_user, make_category, make_product) -> Shop:
         webhook.json["id"],
         delivery_id,
         session_id,
+        address.json["id"],
+        method.json["id"],
+        token,
     )
 
 
@@ -175,6 +202,19 @@ EXAMPLE_BODIES: dict[str, Callable[[Shop], dict]] = {
     "VerifyEmailRequest": lambda s: {"token": "a" * 43},
     # a wrong password: the callers of the tours are the shop's own staff
     "DeleteAccountRequest": lambda s: {"password": "not-the-password"},
+    "AddressCreate": lambda s: {
+        "full_name": "Ada Lovelace",
+        "line1": "12 St James's Square",
+        "city": "London",
+        "postal_code": "SW1Y 4JH",
+        "country": "GB",
+        "is_default": True,
+    },
+    "AddressUpdate": lambda s: {"line1": "Moved", "country": "FR", "is_default": False},
+    "ShippingMethodCreate": lambda s: {"name": "Injected", "price_cents": 0, "countries": []},
+    "ShippingMethodUpdate": lambda s: {"price_cents": 0, "is_active": False},
+    "CartLineSet": lambda s: {"quantity": 1000},
+    "CheckoutBody": lambda s: {"address_id": s.address_id, "shipping_method_id": s.method_id},
 }
 
 
@@ -188,9 +228,17 @@ def example_request(shop: Shop, template: str, spec: Endpoint) -> tuple[str, dic
         webhook_id=shop.webhook_id,
         delivery_id=shop.delivery_id,
         session_id=shop.session_id,
+        address_id=shop.address_id,
+        method_id=shop.method_id,
     )
     if spec.body is None:
         return path, None
     name = spec.body.__name__
     assert name in EXAMPLE_BODIES, f"add an example {name} body to tests/security/conftest.py"
     return path, EXAMPLE_BODIES[name](shop)
+
+
+def example_headers(shop: Shop, template: str) -> dict[str, str]:
+    """Headers that make the call reach an object even without a bearer token: a cart route
+    gets the shop's guest cart token (so a refusal cannot be for a missing cart)."""
+    return {CART_TOKEN: shop.cart_token} if template.startswith("/api/cart") else {}

@@ -1,5 +1,6 @@
 """OWASP API2:2023 Broken Authentication: no header trick authenticates, tokens travel only in the
-Authorization header, revocation wins every race with a refresh, and reaches every worker process.
+Authorization header (a guest cart's token only in X-Cart-Token), revocation wins every race
+with a refresh, and reaches every worker process.
 
 Complements tests/test_tokens.py (forged, expired and misused JWTs, one at a time) and
 tests/test_auth.py / tests/test_user_state.py (rotation, reuse detection, revocation in one
@@ -64,6 +65,29 @@ def test_a_token_anywhere_but_the_authorization_header_is_ignored(client, two_us
         "x-header": {"headers": {"X-Access-Token": admin.token, "X-Auth-Token": admin.token}},
     }[where]
     assert_problem(client.simulate_get("/api/users", **request), 401, "not_authenticated")
+
+
+@pytest.mark.parametrize(
+    "where", ["query cart_token", "query token", "cookie", "bearer", "other header"]
+)
+def test_a_guest_cart_token_works_only_in_its_own_header(client, make_product, where):
+    """The cart token is a credential for one guest cart: like an access token it is not read
+    from URLs (logged, cached, leaked in Referer) or cookies (sent cross-site), and it is no
+    bearer token."""
+    product = make_product(stock=5)
+    token = client.simulate_post("/api/cart").json["token"]
+    request = {
+        "query cart_token": {"params": {"cart_token": token, "X-Cart-Token": token}},
+        "query token": {"params": {"token": token}},
+        "cookie": {"headers": {"Cookie": f"cart_token={token}; X-Cart-Token={token}"}},
+        "bearer": {"headers": {"Authorization": f"Bearer {token}"}},
+        "other header": {"headers": {"X-Cart": token, "Cart-Token": token, "X-Token": token}},
+    }[where]
+    for method, path in (("GET", "/api/cart"), ("PUT", f"/api/cart/items/{product['id']}")):
+        response = client.simulate_request(method, path, json={"quantity": 1}, **request)
+        assert_problem(response, 401, "not_authenticated")
+    own = client.simulate_get("/api/cart", headers={"X-Cart-Token": token})
+    assert own.status_code == 200 and own.json["items"] == []  # nothing was added
 
 
 def test_an_oversized_refresh_token_is_refused_before_any_lookup(client, make_user, query_counter):

@@ -1,11 +1,13 @@
 """OWASP API3:2023 Broken Object Property Level Authorization: no answer carries a field its
-OpenAPI schema does not document (nor any secret), and no body property a caller may not set is
-ever applied (mass assignment), on any operation.
+OpenAPI schema does not document (nor any secret: a guest cart's token only in the answer that
+makes it), and no body property a caller may not set is ever applied (mass assignment), on any
+operation.
 
 Complements tests/test_auth.py (`role`/`is_active` on register), tests/test_users.py (403 for
-role or is_active on oneself) and tests/test_orders.py (status, user and prices on an order)
-with a tour of every operation of the route table checked against the document's schemas, and
-with ids, timestamps, hashes, slugs, currencies and line prices smuggled into every write.
+role or is_active on oneself), tests/test_orders.py and tests/test_order_shipping.py (status,
+user and prices on an order) with a tour of every operation of the route table checked against
+the document's schemas, and with ids, owners, timestamps, hashes, slugs, currencies, line prices,
+shipping, payment and cart tokens smuggled into every write.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ import pytest
 from shopapi.security import account_token, check_password, hash_password
 from tests.conftest import assert_problem, db_rows
 from tests.helpers import bearer, login
-from tests.security.conftest import api_endpoints
+from tests.security.conftest import CART_TOKEN, api_endpoints, snapshot
+
+ADDRESS = {
+    "full_name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
 
 # names that must never appear as a key, anywhere in any answer
 SECRET_KEYS = {
@@ -34,6 +44,8 @@ SECRET_KEYS = {
     "tsv",
     "hash",
     "secret",
+    "token",
+    "cart_id",
 }
 BCRYPT = re.compile(r"\$2[aby]\$\d\d\$")
 
@@ -104,7 +116,47 @@ def world(client, make_user, make_category, make_product):
         json={"url": "http://127.0.0.1:9/hooks", "events": ["order.created"]},
         headers=admin.headers,
     ).json
+    address, spare_address = (
+        client.simulate_post(
+            "/api/me/addresses", json={**ADDRESS, "line2": line2}, headers=customer.headers
+        ).json
+        for line2 in ("Flat 1", "Flat 2")
+    )
+    method, spare_method = (
+        client.simulate_post("/api/shipping-methods", json=body, headers=admin.headers).json
+        for body in (
+            {"name": "Courier", "price_cents": 500, "free_over_cents": 10_000, "countries": ["GB"]},
+            {"name": "Pigeon", "price_cents": 1},
+        )
+    )
+    # a guest's cart: a line, and one of a product withdrawn since (shown unavailable)
+    retired = make_product(stock=5, category_id=category["id"])
+    guest_token = client.simulate_post("/api/cart").json["token"]
+    for item in (product, retired):
+        client.simulate_put(
+            f"/api/cart/items/{item['id']}", json={"quantity": 1}, headers={CART_TOKEN: guest_token}
+        )
+    client.simulate_patch(
+        f"/api/products/{retired['id']}", json={"is_active": False}, headers=editor.headers
+    )
+    # the customer's cart, checked out to the address by the method
+    client.simulate_put(
+        f"/api/cart/items/{product['id']}", json={"quantity": 1}, headers=customer.headers
+    )
+    checkout = client.simulate_post(
+        "/api/cart/checkout",
+        json={"address_id": address["id"], "shipping_method_id": method["id"]},
+        headers=customer.headers,
+    )
+    assert checkout.status_code == 201, checkout.text
     return {
+        "address": address,
+        "spare_address": spare_address,
+        "method": method,
+        "spare_method": spare_method,
+        "retired": retired,
+        "guest_token": guest_token,
+        "checkout": checkout.json,
         "webhook": webhook,
         "admin": admin,
         "editor": editor,
@@ -132,6 +184,7 @@ def _tour(client, w: dict) -> list[tuple[str, str, Any]]:
     client.simulate_post("/api/auth/verify-email/resend", headers=customer)
     ((nonce,),) = db_rows(dsn, "SELECT nonce FROM account_tokens WHERE user_id = %s", (uid,))
     verification = account_token(client.app.ctx.settings.signing_key, bytes(nonce))
+    guest, retired = w["guest_token"], w["retired"]["id"]
     steps = [
         ("GET", "/healthz", None, None, {}),
         ("GET", "/readyz", None, None, {}),
@@ -214,6 +267,70 @@ def _tour(client, w: dict) -> list[tuple[str, str, Any]]:
         ("PUT", "/api/orders/{order_id}/status", editor, {"status": "paid"}, {}),
         ("POST", "/api/orders/{order_id}/cancel", customer, None, {}),  # paid now: 409
         ("DELETE", "/api/orders/{order_id}", admin, None, {}),
+        # the shipped order: address copy, method, payment
+        ("GET", "/api/orders/{order_id}", customer, None, {"order_id": w["checkout"]["id"]}),
+        ("GET", "/api/me/addresses", customer, None, {}),
+        ("GET", "/api/me/addresses", None, None, {}),  # 401
+        ("POST", "/api/me/addresses", customer, {**ADDRESS, "phone": "+44 20 7946 0000"}, {}),
+        ("POST", "/api/me/addresses", customer, {**ADDRESS, "country": "gb"}, {}),  # 422
+        ("GET", "/api/me/addresses/{address_id}", customer, None, {}),
+        ("GET", "/api/me/addresses/{address_id}", customer, None, {"address_id": 424242}),
+        ("PUT", "/api/me/addresses/{address_id}", customer, {"region": "Westminster"}, {}),
+        ("PATCH", "/api/me/addresses/{address_id}", customer, {"is_default": True}, {}),
+        (
+            "DELETE",
+            "/api/me/addresses/{address_id}",
+            customer,
+            None,
+            {"address_id": w["spare_address"]["id"]},
+        ),
+        ("GET", "/api/shipping-methods", None, None, {}),
+        ("GET", "/api/shipping-methods", editor, None, {"include_inactive": "true"}),
+        (
+            "POST",
+            "/api/shipping-methods",
+            editor,
+            {"name": "Express", "price_cents": 1500, "countries": ["GB", "FR"]},
+            {},
+        ),
+        ("POST", "/api/shipping-methods", editor, {"name": "courier", "price_cents": 1}, {}),
+        ("POST", "/api/shipping-methods", customer, {"name": "Mine", "price_cents": 0}, {}),
+        ("GET", "/api/shipping-methods/{method_id}", None, None, {}),
+        ("GET", "/api/shipping-methods/{method_id}", None, None, {"method_id": 424242}),
+        ("PUT", "/api/shipping-methods/{method_id}", editor, {"price_cents": 600}, {}),
+        ("PATCH", "/api/shipping-methods/{method_id}", editor, {"free_over_cents": None}, {}),
+        (
+            "DELETE",
+            "/api/shipping-methods/{method_id}",
+            editor,
+            None,
+            {"method_id": w["spare_method"]["id"]},
+        ),
+        ("POST", "/api/cart", None, None, {}),
+        ("GET", "/api/cart", None, None, {CART_TOKEN: guest}),  # an unavailable line
+        ("GET", "/api/cart", None, None, {}),  # 401
+        ("GET", "/api/cart", None, None, {CART_TOKEN: "no-such-cart"}),  # 404
+        ("PUT", "/api/cart/items/{product_id}", customer, {"quantity": 1}, {}),  # 201
+        ("PUT", "/api/cart/items/{product_id}", customer, {"quantity": 3}, {}),  # 200
+        ("PUT", "/api/cart/items/{product_id}", customer, {"quantity": 1}, {"product_id": 424242}),
+        ("PUT", "/api/cart/items/{product_id}", None, {"quantity": 2}, {CART_TOKEN: guest}),
+        ("DELETE", "/api/cart/items/{product_id}", None, None, {CART_TOKEN: guest}),
+        ("POST", "/api/cart/claim", customer, None, {CART_TOKEN: guest}),
+        ("POST", "/api/cart/claim", customer, None, {CART_TOKEN: guest}),  # claimed: 404
+        ("POST", "/api/cart/claim", customer, None, {}),  # no cart token: 422
+        ("POST", "/api/cart/checkout", customer, {}, {}),  # the withdrawn line: 422
+        ("DELETE", "/api/cart/items/{product_id}", customer, None, {"product_id": retired}),
+        (
+            "POST",
+            "/api/cart/checkout",
+            customer,
+            {"address_id": w["address"]["id"], "shipping_method_id": w["method"]["id"]},
+            {"Idempotency-Key": "tour-cart"},
+        ),
+        ("POST", "/api/cart/checkout", customer, None, {}),  # empty: 422
+        ("PUT", "/api/cart/items/{product_id}", customer, {"quantity": 1000}, {}),
+        ("POST", "/api/cart/checkout", customer, None, {}),  # not enough stock: 409
+        ("DELETE", "/api/cart", customer, None, {}),
         ("POST", "/api/auth/password-reset", None, {"email": w["customer"].email}, {}),
         (
             "POST",
@@ -267,6 +384,8 @@ def _tour(client, w: dict) -> list[tuple[str, str, Any]]:
         "webhook_id": w["webhook"]["id"],
         "delivery_id": 424242,
         "session_id": session_id,
+        "address_id": w["address"]["id"],
+        "method_id": w["method"]["id"],
     }
     answers = []
     for method, template, headers, body, extra in steps:
@@ -306,18 +425,14 @@ def test_no_answer_of_any_operation_has_an_undocumented_field_or_a_secret(client
         schema = next(iter(documented["content"].values()))["schema"]
         body = response.json
         assert not undocumented_fields(spec, body, schema), (method, template, body)
-        # the one exception: a webhook's signing secret, shown once, to the admin creating it
-        shown = (
-            {"secret"}
-            if (method, template, response.status_code)
-            == (
-                "POST",
-                "/api/webhooks",
-                201,
-            )
-            else set()
-        )
+        # the exceptions: a webhook's signing secret, shown once, to the admin creating it;
+        # a guest cart's token, shown once, to the guest starting it
+        shown = {
+            ("POST", "/api/webhooks", 201): {"secret"},
+            ("POST", "/api/cart", 201): {"token"},
+        }.get((method, template, response.status_code), set())
         assert not _keys(body) & (SECRET_KEYS - shown), (method, template, body)
+        assert world["guest_token"] not in text, (method, template)
 
 
 def test_register_ignores_a_password_hash_id_and_timestamps_sent_with_it(client, database_url):
@@ -559,3 +674,271 @@ def test_email_verified_cannot_be_mass_assigned(client, admin, database_url):
     assert db_rows(database_url, "SELECT email_verified FROM users WHERE id = %s", (user_id,)) == [
         (False,)
     ]
+
+
+# ------------------------------------------------------------------ checkout (Part 2)
+
+
+def test_a_guest_carts_token_is_shown_once_when_it_is_made_and_never_again(
+    client, make_user, make_product, database_url
+):
+    product = make_product(stock=10)
+    buyer = make_user()
+    started = client.simulate_post("/api/cart")
+    assert started.status_code == 201, started.text
+    token = started.json["token"]
+    assert len(token) >= 22  # at least 128 bits of base64url
+    assert started.headers["cache-control"] == "no-store"
+    guest = {CART_TOKEN: token}
+    item = f"/api/cart/items/{product['id']}"
+    answers = [
+        client.simulate_get("/api/cart", headers=guest),
+        client.simulate_put(item, json={"quantity": 1}, headers=guest),
+        client.simulate_put(item, json={"quantity": 2}, headers=guest),
+        client.simulate_get("/api/cart", headers=guest),
+        client.simulate_delete(item, headers=guest),
+        client.simulate_put(item, json={"quantity": 3}, headers=guest),
+        client.simulate_delete("/api/cart/items/424242", headers=guest),
+    ]
+    stored = db_rows(database_url, "SELECT * FROM carts")
+    answers += [
+        client.simulate_post("/api/cart/claim", headers={**buyer.headers, **guest}),
+        client.simulate_get("/api/cart", headers=buyer.headers),
+        client.simulate_get("/api/cart", headers=guest),  # claimed: 404
+    ]
+    assert [r.status_code for r in answers] == [200, 201, 200, 200, 204, 201, 204, 200, 200, 404]
+    for response in answers:
+        if response.content:
+            assert not _keys(response.json) & {"token", "token_hash"}, response.json
+        assert token not in response.text
+        assert all(token not in value for value in response.headers.values())
+    assert token not in repr(stored)  # the database keeps its digest only
+
+
+def test_address_writes_ignore_owners_ids_and_timestamps(client, make_user, database_url):
+    alice, victim = make_user(), make_user()
+    victims = client.simulate_post("/api/me/addresses", json=ADDRESS, headers=victim.headers).json
+    victims_row = db_rows(database_url, "SELECT * FROM addresses WHERE id = %s", (victims["id"],))
+    smuggled = {
+        "id": victims["id"],
+        "user_id": victim.id,
+        "created_at": "2000-01-01T00:00:00.000000Z",
+        "updated_at": "2000-01-01T00:00:00.000000Z",
+    }
+
+    created = client.simulate_post(
+        "/api/me/addresses", json={**ADDRESS, "city": "Bath", **smuggled}, headers=alice.headers
+    )
+    assert created.status_code == 201, created.text
+    mine = created.json
+    assert mine["id"] != victims["id"] and not mine["created_at"].startswith("2000")
+    assert "user_id" not in mine
+    edited = client.simulate_patch(
+        f"/api/me/addresses/{mine['id']}",
+        json={"city": "York", **smuggled, "id": mine["id"] + 100},
+        headers=alice.headers,
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json["id"] == mine["id"] and edited.json["city"] == "York"
+    assert edited.json["created_at"] == mine["created_at"]
+    assert not edited.json["updated_at"].startswith("2000")
+
+    assert db_rows(
+        database_url, "SELECT user_id, city FROM addresses WHERE id = %s", (mine["id"],)
+    ) == [(alice.id, "York")]
+    assert (
+        db_rows(database_url, "SELECT * FROM addresses WHERE id = %s", (victims["id"],))
+        == victims_row
+    )
+    listed = client.simulate_get("/api/me/addresses", headers=victim.headers).json
+    assert [a["id"] for a in listed["items"]] == [victims["id"]]
+
+
+def test_shipping_method_writes_ignore_ids_and_timestamps(client, make_user, database_url):
+    editor = make_user("EDITOR")
+    courier = client.simulate_post(
+        "/api/shipping-methods",
+        json={"name": "Courier", "price_cents": 500},
+        headers=editor.headers,
+    ).json
+    courier_row = db_rows(
+        database_url, "SELECT * FROM shipping_methods WHERE id = %s", (courier["id"],)
+    )
+    smuggled = {
+        "id": courier["id"],
+        "created_at": "2000-01-01T00:00:00.000000Z",
+        "updated_at": "2000-01-01T00:00:00.000000Z",
+        "currency": "XAU",
+    }
+    created = client.simulate_post(
+        "/api/shipping-methods",
+        json={"name": "Freight", "price_cents": 9000, **smuggled},
+        headers=editor.headers,
+    )
+    assert created.status_code == 201, created.text
+    freight = created.json
+    assert freight["id"] != courier["id"] and not freight["created_at"].startswith("2000")
+    edited = client.simulate_put(
+        f"/api/shipping-methods/{freight['id']}",
+        json={"price_cents": 9500, **smuggled},
+        headers=editor.headers,
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json["id"] == freight["id"] and edited.json["price_cents"] == 9500
+    assert edited.json["created_at"] == freight["created_at"]
+    assert "currency" not in edited.json
+    assert (
+        db_rows(database_url, "SELECT * FROM shipping_methods WHERE id = %s", (courier["id"],))
+        == courier_row
+    )
+
+
+def test_cart_writes_ignore_names_prices_availability_owners_and_chosen_tokens(
+    client, make_user, make_product, database_url
+):
+    lamp = make_product(name="Lamp", price_cents=4000, stock=5)
+    decoy = make_product(name="Decoy", price_cents=10, stock=5)
+    hidden = make_product(name="Prototype", price_cents=10, stock=5, is_active=False)
+    buyer, victim = make_user(), make_user()
+
+    # a guest cannot pick their token, owner, expiry or lines
+    chosen = "attacker-chosen-token-" + "x" * 30
+    started = client.simulate_post(
+        "/api/cart",
+        json={
+            "token": chosen,
+            "id": 1,
+            "user_id": victim.id,
+            "expires_at": "2100-01-01T00:00:00.000000Z",
+            "items": [{"product_id": lamp["id"], "quantity": 5, "unit_price_cents": 1}],
+        },
+    )
+    assert started.status_code == 201, started.text
+    assert started.json["token"] != chosen and started.json["items"] == []
+    assert not started.json["expires_at"].startswith("2100")
+    assert_problem(client.simulate_get("/api/cart", headers={CART_TOKEN: chosen}), 404, "not_found")
+    assert db_rows(
+        database_url, "SELECT user_id FROM carts WHERE id = %s", (started.json["id"],)
+    ) == [(None,)]
+
+    # a line is the path's product at its own name and price, whatever the body says
+    response = client.simulate_put(
+        f"/api/cart/items/{lamp['id']}",
+        headers=buyer.headers,
+        json={
+            "quantity": 2,
+            "product_id": decoy["id"],
+            "name": "Free lamp",
+            "unit_price_cents": 1,
+            "line_total_cents": 2,
+            "subtotal_cents": 2,
+            "available": True,
+            "in_stock": True,
+            "user_id": victim.id,
+        },
+    )
+    assert response.status_code == 201, response.text
+    assert response.json["items"] == [
+        {
+            "product_id": lamp["id"],
+            "name": "Lamp",
+            "quantity": 2,
+            "unit_price_cents": 4000,
+            "line_total_cents": 8000,
+            "available": True,
+            "in_stock": True,
+        }
+    ]
+    assert response.json["subtotal_cents"] == 8000
+    assert db_rows(
+        database_url, "SELECT product_id, name, unit_price_cents FROM cart_items ORDER BY 1"
+    ) == [(lamp["id"], "Lamp", 4000)]
+    # nor does "is_active" in a body put a withdrawn product in a cart
+    before = snapshot(database_url)
+    withdrawn = client.simulate_put(
+        f"/api/cart/items/{hidden['id']}",
+        headers=buyer.headers,
+        json={"quantity": 1, "is_active": True, "available": True},
+    )
+    assert_problem(withdrawn, 422, "validation_error")
+    assert snapshot(database_url) == before
+    assert db_rows(
+        database_url, "SELECT is_active FROM products WHERE id = %s", (hidden["id"],)
+    ) == [(False,)]
+    assert client.simulate_get("/api/cart", headers=victim.headers).json["items"] == []
+
+
+@pytest.mark.parametrize("route", ["/api/orders", "/api/cart/checkout"])
+def test_order_bodies_ignore_prices_shipping_payment_expiry_and_address_ids(
+    client, make_user, make_product, database_url, route
+):
+    buyer, victim = make_user(), make_user()
+    lamp = make_product(name="Lamp", price_cents=4000, stock=5)
+    decoy = make_product(name="Decoy", price_cents=10, stock=5)
+    method = client.simulate_post(
+        "/api/shipping-methods",
+        json={
+            "name": "Courier",
+            "price_cents": 600,
+            "free_over_cents": 100_000,
+            "countries": ["GB"],
+        },
+        headers=make_user("ADMIN").headers,
+    ).json
+    victims_address = client.simulate_post(
+        "/api/me/addresses", json=ADDRESS, headers=victim.headers
+    ).json
+    lines = [{"product_id": lamp["id"], "quantity": 2, "unit_price_cents": 1, "name": "Free"}]
+    body = {
+        "shipping_address": {
+            **ADDRESS,
+            "id": victims_address["id"],
+            "user_id": victim.id,
+            "is_default": True,
+            "created_at": "2000-01-01T00:00:00.000000Z",
+        },
+        "shipping_method_id": method["id"],
+        "shipping_method": {"id": method["id"], "name": "Free shipping"},
+        "subtotal_cents": 1,
+        "shipping_cents": 0,
+        "total_cents": 1,
+        "currency": "XAU",
+        "payment": {"provider": "stripe", "status": "succeeded"},
+        "expires_at": "2100-01-01T00:00:00.000000Z",
+        "status": "paid",
+        "user_id": victim.id,
+    }
+    if route == "/api/orders":
+        body["items"] = lines
+    else:  # the cart's lines are ordered, never lines sent with the checkout
+        put = client.simulate_put(
+            f"/api/cart/items/{lamp['id']}", json={"quantity": 2}, headers=buyer.headers
+        )
+        assert put.status_code == 201, put.text
+        body["items"] = [{"product_id": decoy["id"], "quantity": 5}]
+        body["cart_id"] = 1
+
+    response = client.simulate_post(route, json=body, headers=buyer.headers)
+
+    assert response.status_code == 201, response.text
+    order = response.json
+    assert order["user_id"] == buyer.id and order["status"] == "pending"
+    assert [(i["product_id"], i["quantity"], i["unit_price_cents"]) for i in order["items"]] == [
+        (lamp["id"], 2, 4000)
+    ]
+    assert (order["subtotal_cents"], order["shipping_cents"], order["total_cents"]) == (
+        8000,
+        600,
+        8600,
+    )
+    assert order["currency"] == "USD"
+    assert order["payment"] == {"provider": "manual", "status": "unpaid"}
+    assert order["expires_at"] is None  # manual payments: never cancelled automatically
+    assert order["shipping_method"] == {"id": method["id"], "name": "Courier"}
+    assert order["shipping_address"] == {**ADDRESS, "line2": "", "region": "", "phone": ""}
+    assert db_rows(
+        database_url,
+        "SELECT user_id, status, subtotal_cents, shipping_cents, total_cents, payment_provider, "
+        "payment_status, expires_at FROM orders",
+    ) == [(buyer.id, "pending", 8000, 600, 8600, "manual", "unpaid", None)]
+    assert db_rows(database_url, "SELECT stock FROM products ORDER BY id") == [(3,), (5,)]

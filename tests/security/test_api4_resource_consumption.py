@@ -4,7 +4,8 @@ the server read, parse, look up or page through, and refuses the excess fast and
 Complements tests/test_errors.py and tests/test_auth.py (413 on one route, one 2**63 id) and the
 per-area "bad parameter" tests with matrices generated from the app's own route table, so a new
 route cannot escape: every body over 1 MiB, JSON nested 100,000 deep, every malformed or
-oversized id, every page bound; plus the largest legal order, and gunicorn's header, URL and
+oversized id, every page bound; plus the largest legal order and cart checkout (and the refused
+51st cart line), the rate limit on starting guest carts, and gunicorn's header, URL and
 chunked-body limits on a live server.
 """
 
@@ -271,3 +272,47 @@ def test_a_chunked_body_cannot_slip_past_the_body_limit(live_server, database_ur
     assert status in (400, 411, 413), answer[:300]
     assert snapshot(database_url) == before
     assert raw_http(server, "GET", "/healthz")[0] == 200
+
+
+def test_the_largest_cart_the_contract_allows_checks_out_exactly_and_no_larger_one_is_kept(
+    client, make_user, make_product, database_url
+):
+    customer = make_user()
+    products = [make_product(price_cents=10**12, stock=1000) for _ in range(51)]
+    for product in products[:50]:
+        response = client.simulate_put(
+            f"/api/cart/items/{product['id']}", json={"quantity": 1000}, headers=customer.headers
+        )
+        assert response.status_code == 201, response.text
+    assert response.json["subtotal_cents"] == 50 * 1000 * 10**12
+    before = snapshot(database_url)
+    full = client.simulate_put(
+        f"/api/cart/items/{products[50]['id']}", json={"quantity": 1}, headers=customer.headers
+    )
+    assert_problem(full, 409, "cart_full")
+    assert snapshot(database_url) == before
+
+    started = time.monotonic()
+    order = client.simulate_post("/api/cart/checkout", headers=customer.headers)
+    assert order.status_code == 201, order.text
+    assert time.monotonic() - started < 3
+    assert len(order.json["items"]) == 50
+    assert order.json["total_cents"] == 50 * 1000 * 10**12  # no float, no overflow
+    assert db_rows(database_url, "SELECT sum(stock) FROM products")[0][0] == 1000
+    assert db_rows(database_url, "SELECT count(*) FROM cart_items") == [(0,)]
+
+
+def test_starting_guest_carts_is_rate_limited_like_every_route(app_client, database_url):
+    """Anyone may start a guest cart without an account: the per-address limit is what keeps
+    one client from filling the carts table (expired ones are purged by housekeeping)."""
+    left = 3600 - time.time() % 3600
+    if left < 5:  # windows follow the clock: never start at an hour's last seconds
+        time.sleep(left + 0.1)
+    client = app_client(RATE_LIMIT_ENABLED="true", RATE_LIMIT_DEFAULT="5/hour")
+    statuses = [
+        client.simulate_post("/api/cart", remote_addr="203.0.113.7").status_code for _ in range(8)
+    ]
+    assert statuses == [201] * 5 + [429] * 3
+    assert db_rows(database_url, "SELECT count(*) FROM carts") == [(5,)]
+    # another address is not held back by this one
+    assert client.simulate_post("/api/cart", remote_addr="198.51.100.7").status_code == 201

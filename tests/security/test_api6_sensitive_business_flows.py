@@ -1,11 +1,13 @@
-"""OWASP API6:2023 Unrestricted Access to Sensitive Business Flows: buying, retrying, cancelling
-and logging in cannot be automated into overselling, double charges, free stock or credential
-stuffing, even across the worker processes of a real gunicorn.
+"""OWASP API6:2023 Unrestricted Access to Sensitive Business Flows: buying, checking out a cart,
+retrying, cancelling and logging in cannot be automated into overselling, double charges, free
+stock, hoarding stock in pending orders or credential stuffing, even across the worker
+processes of a real gunicorn.
 
-Complements tests/test_orders_concurrency.py and tests/test_idempotency.py (races between
-threads of one process) and tests/test_rate_limits.py (the login limit per IP + email) with
-races across two gunicorn workers, every stock-returning path tried on one order, replays after
-a cancel, and stuffing of many accounts from one address.
+Complements tests/test_orders_concurrency.py, tests/test_idempotency.py, tests/test_checkout.py
+and tests/test_order_shipping.py (races between threads of one process) and
+tests/test_rate_limits.py (the login limit per IP + email) with races across two gunicorn
+workers (orders, cart checkouts, the pending-order limit), every stock-returning path tried on
+one order, replays after a cancel, and stuffing of many accounts from one address.
 """
 
 from __future__ import annotations
@@ -38,6 +40,96 @@ def test_buyers_spread_over_two_gunicorn_workers_never_oversell(
     assert outcome == {(201, None): 5, (409, "insufficient_stock"): 19}
     assert stock_of(database_url, product["id"]) == 0
     assert db_rows(database_url, "SELECT count(*), count(DISTINCT user_id) FROM orders") == [(5, 5)]
+    assert app_loop.run(check_ledger, pool) == []
+
+
+def test_cart_checkouts_spread_over_two_gunicorn_workers_never_oversell(
+    app_loop, live_server, make_user, make_product, database_url, pool
+):
+    server = live_server(workers=2)
+    product = make_product(stock=5)
+    buyers = [make_user() for _ in range(24)]
+    for buyer in buyers:
+        status, _, _ = server.request(
+            "PUT", f"/api/cart/items/{product['id']}", {"quantity": 1}, headers=buyer.headers
+        )
+        assert status == 201
+
+    answers = together(
+        24, lambda i: server.request("POST", "/api/cart/checkout", {}, headers=buyers[i].headers)
+    )
+
+    outcome = Counter((status, (reply or {}).get("code")) for status, reply, _ in answers)
+    assert outcome == {(201, None): 5, (409, "insufficient_stock"): 19}
+    assert stock_of(database_url, product["id"]) == 0
+    assert db_rows(database_url, "SELECT count(*), count(DISTINCT user_id) FROM orders") == [(5, 5)]
+    # the winners' carts are empty, the losers' are as they were
+    carts = dict(
+        db_rows(
+            database_url,
+            "SELECT c.user_id, count(i.product_id) FROM carts c "
+            "LEFT JOIN cart_items i ON i.cart_id = c.id GROUP BY c.user_id",
+        )
+    )
+    won = {buyers[i].id for i, (status, _, _) in enumerate(answers) if status == 201}
+    assert carts == {buyer.id: 0 if buyer.id in won else 1 for buyer in buyers}
+    assert app_loop.run(check_ledger, pool) == []
+
+
+def test_one_guest_cart_claimed_by_racing_accounts_over_two_workers_is_claimed_once(
+    live_server, make_user, make_product, database_url
+):
+    """A guest token shared (or leaked) between accounts cannot copy its cart into several."""
+    server = live_server(workers=2)
+    products = [make_product(stock=5) for _ in range(3)]
+    _, guest_cart, _ = server.request("POST", "/api/cart")
+    token = {"X-Cart-Token": guest_cart["token"]}
+    for product in products:
+        path = f"/api/cart/items/{product['id']}"
+        assert server.request("PUT", path, {"quantity": 2}, headers=token)[0] == 201
+    claimers = [make_user() for _ in range(8)]
+
+    answers = together(
+        8,
+        lambda i: server.request(
+            "POST", "/api/cart/claim", headers={**claimers[i].headers, **token}
+        )[:2],
+    )
+
+    outcome = Counter((status, (reply or {}).get("code")) for status, reply in answers)
+    assert outcome == {(200, None): 1, (404, "not_found"): 7}
+    (winner,) = [i for i, (status, _) in enumerate(answers) if status == 200]
+    assert db_rows(
+        database_url,
+        "SELECT c.user_id, count(*), sum(i.quantity) FROM cart_items i "
+        "JOIN carts c ON c.id = i.cart_id GROUP BY c.user_id",
+    ) == [(claimers[winner].id, 3, 6)]
+    assert db_rows(database_url, "SELECT count(*) FROM carts WHERE user_id IS NULL") == [(0,)]
+
+
+def test_max_pending_orders_holds_for_one_customer_racing_over_two_workers(
+    app_loop, live_server, make_user, make_product, database_url, pool
+):
+    """Hoarding stock in unpaid orders: one customer's racing orders, spread over two worker
+    processes, never hold more than MAX_PENDING_ORDERS pending orders."""
+    server = live_server(workers=2, MAX_PENDING_ORDERS="2")
+    product = make_product(stock=100)
+    hoarder = make_user()
+    body = {"items": [{"product_id": product["id"], "quantity": 10}]}
+
+    answers = together(
+        8, lambda i: server.request("POST", "/api/orders", body, headers=hoarder.headers)[:2]
+    )
+
+    outcome = Counter((status, (reply or {}).get("code")) for status, reply in answers)
+    assert outcome == {(201, None): 2, (409, "too_many_pending_orders"): 6}
+    assert db_rows(database_url, "SELECT count(*), min(status), max(status) FROM orders") == [
+        (2, "pending", "pending")
+    ]
+    assert stock_of(database_url, product["id"]) == 80
+    # the limit is the customer's: someone else still buys
+    other = make_user()
+    assert server.request("POST", "/api/orders", body, headers=other.headers)[0] == 201
     assert app_loop.run(check_ledger, pool) == []
 
 
