@@ -91,6 +91,21 @@ def test_no_body_at_all_is_an_empty_checkout_body(client, customer, make_product
     assert response.status_code == 201, response.text
 
 
+def test_no_body_and_an_empty_object_are_the_same_request_under_one_key(
+    client, customer, make_product, database_url
+):
+    pen = make_product(stock=5)
+    fill(client, customer, [(pen["id"], 1)])
+    key = {"Idempotency-Key": "tap-once", **customer.headers}
+
+    first = client.simulate_post(CHECKOUT, headers=key)
+    again = client.simulate_post(CHECKOUT, json={}, headers=key)
+
+    assert first.status_code == again.status_code == 201
+    assert again.json == first.json
+    assert db_rows(database_url, "SELECT count(*) FROM orders") == [(1,)]
+
+
 def test_checkout_takes_the_shipment_like_an_order(client, customer, make_product, database_url):
     pen = make_product(price_cents=2000, stock=10)
     ((method,),) = db_rows(

@@ -242,6 +242,8 @@ async def checkout_cart(
         return {"cart_id": await queries.lock_user_cart(conn, user_id=user.id)}
 
     lines = {"product_ids": [], "quantities": [], "before": lock_cart}
+    # the body is optional: none at all is the same request as `{}` (one Idempotency-Key)
+    raw_body = raw_body if raw_body.strip() else b"{}"
     return await _place_and_answer(
         ctx, user, body, lines, idempotency_key, raw_body, b"POST /api/cart/checkout\n"
     )
