@@ -12,7 +12,6 @@ pgbench/order.sql:
     currency         the store currency (CURRENCY, default USD)
     idempotency_key  NULL           plain placement, no key (parity with the peer)
     request_hash     NULL
-    cart_id          NULL           lines from the arrays, not from a cart
     address, address_id, shipping_method_id
                      NULL           no shipment (the order_create scenario's body)
     max_pending      0              no MAX_PENDING_ORDERS limit, as bin/bench runs the API
@@ -37,7 +36,6 @@ PARAMETERS = {
     "user_id": ":uid",
     "idempotency_key": "NULL",
     "request_hash": "NULL",
-    "cart_id": "NULL",
     "address": "NULL",
     "address_id": "NULL",
     "shipping_method_id": "NULL",

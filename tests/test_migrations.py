@@ -100,7 +100,7 @@ def test_yoyo_command_line_applies_rolls_back_and_reapplies(scratch_url):
 
 def test_checkout_migration_keeps_existing_orders_whole(scratch_url):
     """0010_checkout on a database with orders: subtotal = total, no shipping, manual and
-    unpaid, and each user's pending-order count back-filled; rolled back, the old view works."""
+    unpaid, and the pending orders hold pending slots 1..n; rolled back, the old view works."""
     from yoyo import get_backend, read_migrations
 
     from shopapi.db import SQL_DIR, yoyo_url
@@ -128,12 +128,12 @@ def test_checkout_migration_keeps_existing_orders_whole(scratch_url):
             "SELECT subtotal_cents, shipping_cents, total_cents, shipping_address, "
             "shipping_method, payment::text, expires_at FROM order_documents ORDER BY id"
         ).fetchall()
-        pending = conn.execute("SELECT pending_orders FROM users").fetchone()
+        slots = conn.execute("SELECT pending_slot FROM orders ORDER BY id").fetchall()
     assert (
         rows
         == [(1234, 0, 1234, None, None, '{"provider" : "manual", "status" : "unpaid"}', None)] * 3
     )
-    assert pending == (2,)
+    assert slots == [(1,), (2,), (None,)]
     with backend.lock():
         backend.rollback_migrations(
             backend.to_rollback(migrations.filter(lambda m: m.id.startswith("0010")))

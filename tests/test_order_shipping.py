@@ -83,13 +83,13 @@ def post(client, user, lines, **extra):
 
 
 def pending_counts(database_url) -> list[tuple]:
-    """(users.pending_orders, actual pending orders) per user: always equal."""
+    """Per buyer: (pending slots held, pending orders, distinct slots): always equal."""
     return db_rows(
         database_url,
         """
-        SELECT u.pending_orders,
-               (SELECT count(*) FROM orders o WHERE o.user_id = u.id AND o.status = 'pending')
-          FROM users u ORDER BY u.id""",
+        SELECT count(pending_slot), count(*) FILTER (WHERE status = 'pending'),
+               count(DISTINCT pending_slot)
+          FROM orders GROUP BY user_id ORDER BY user_id""",
     )
 
 
@@ -357,7 +357,7 @@ def test_max_pending_orders_refuses_the_next_and_moves_out_of_pending_make_room(
         == 204
     )
     assert place(client, customer, [(pen["id"], 1)]).status_code == 201
-    assert pending_counts(database_url) == [(2, 2), (0, 0)]
+    assert pending_counts(database_url) == [(2, 2, 2)]
 
 
 def test_the_limit_is_per_customer(app_client, make_user, make_product):
@@ -387,7 +387,7 @@ def test_racing_orders_never_exceed_the_limit(app_client, database_url, customer
 
     assert sorted(statuses) == [201] * 3 + [409] * 9
     assert db_rows(database_url, "SELECT count(*), min(stock) FROM orders, products") == [(3, 97)]
-    assert pending_counts(database_url) == [(3, 3)]
+    assert pending_counts(database_url) == [(3, 3, 3)]
 
 
 def test_a_replayed_order_is_not_refused_by_the_limit(app_client, customer, make_product):
@@ -402,12 +402,14 @@ def test_a_replayed_order_is_not_refused_by_the_limit(app_client, customer, make
     assert again.json == first.json
 
 
-def test_pending_counts_follow_every_way_out_of_pending(
-    client, customer, admin, make_product, database_url
+def test_pending_slots_follow_every_way_out_of_pending(
+    app_client, customer, admin, make_product, database_url
 ):
+    client = app_client(MAX_PENDING_ORDERS=5)
     pen = make_product(stock=50)
     ids = [place(client, customer, [(pen["id"], 1)]).json["id"] for _ in range(5)]
-    assert pending_counts(database_url) == [(5, 5), (0, 0)]
+    assert pending_counts(database_url) == [(5, 5, 5)]
+    assert_problem(place(client, customer, [(pen["id"], 1)]), 409, "too_many_pending_orders")
 
     client.simulate_put(
         f"/api/orders/{ids[0]}/status", json={"status": "paid"}, headers=admin.headers
@@ -422,7 +424,21 @@ def test_pending_counts_follow_every_way_out_of_pending(
     client.simulate_delete(f"/api/orders/{ids[3]}", headers=admin.headers)
     client.simulate_delete(f"/api/orders/{ids[0]}", headers=admin.headers)  # shipped: no change
 
-    assert pending_counts(database_url) == [(1, 1), (0, 0)]
+    assert pending_counts(database_url) == [(1, 1, 1)]
+    # the four slots given back are taken again, the lowest first
+    for _ in range(4):
+        assert place(client, customer, [(pen["id"], 1)]).status_code == 201
+    assert_problem(place(client, customer, [(pen["id"], 1)]), 409, "too_many_pending_orders")
+    assert db_rows(
+        database_url, "SELECT pending_slot FROM orders WHERE pending_slot IS NOT NULL ORDER BY 1"
+    ) == [(1,), (2,), (3,), (4,), (5,)]
+
+
+def test_orders_placed_without_a_limit_take_no_slot(client, customer, make_product, database_url):
+    pen = make_product(stock=50)
+    for _ in range(3):
+        assert place(client, customer, [(pen["id"], 1)]).status_code == 201
+    assert pending_counts(database_url) == [(0, 3, 0)]
 
 
 def test_the_event_of_a_status_change_carries_the_new_fields(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import psycopg.errors
@@ -43,6 +43,9 @@ from shopapi.schemas.orders import (
 )
 
 log = logging.getLogger("shopapi.orders")
+T = TypeVar("T")
+# an order's lines as the placement statement numbers them: (product_id, quantity)
+Lines = list[tuple[int, int]]
 
 # The status machine: the only moves allowed. Anything else, staying put included, is a 409.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -66,32 +69,26 @@ _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 _TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
-async def _run(
-    pool: Pool,
-    query: Callable[..., Any],
-    *,
-    before: Callable[[Any], Awaitable[dict[str, Any]]] | None = None,
-    **params: Any,
-) -> Any:
-    """Run one single-statement write, again if PostgreSQL aborted it as a deadlock victim.
-    With `before`, the statement runs in a transaction after `await before(conn)`, whose
-    answer adds to its parameters (a checkout locks the cart first)."""
+async def _run(pool: Pool, query: Callable[..., Any], **params: Any) -> Any:
+    """Run one single-statement write (its own transaction), retried as `_retried` says."""
+    return await _retried(pool, query.__name__, lambda conn: query(conn, **params))
+
+
+async def _retried(
+    pool: Pool, name: str, work: Callable[[Any], Awaitable[T]], *, transactional: bool = False
+) -> T:
+    """`await work(conn)` on an autocommit connection (one statement), or in one transaction,
+    and again if PostgreSQL aborted it as a deadlock victim or a serialization failure: it
+    changed nothing, and the client never sees it."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            if before is None:
-                async with connection(pool) as conn:
-                    return await query(conn, **params)
-            async with transaction(pool) as conn:
-                return await query(conn, **params, **await before(conn))
+            async with transaction(pool) if transactional else connection(pool) as conn:
+                return await work(conn)
         except _TRANSIENT as exc:
-            _retrying(query, exc, attempt)
+            if attempt == ATTEMPTS:
+                raise
+            log.warning("%s: %s, attempt %d of %d", name, type(exc).__name__, attempt, ATTEMPTS)
     raise AssertionError("unreachable")
-
-
-def _retrying(query: Callable[..., Any], exc: Exception, attempt: int) -> None:
-    if attempt == ATTEMPTS:
-        raise exc
-    log.warning("%s: %s, attempt %d of %d", query.__name__, type(exc).__name__, attempt, ATTEMPTS)
 
 
 # ------------------------------------------------------------------ placement
@@ -158,34 +155,42 @@ def _check_shipment(body: OrderCreate | CheckoutBody) -> None:
         )
 
 
-def _refusal(body: OrderCreate | CheckoutBody, row: dict[str, Any], max_pending: int) -> Exception:
+def _too_many_pending(max_pending: int) -> TooManyPendingOrders:
+    return TooManyPendingOrders(
+        f"You hold {max_pending} pending orders, the most allowed; pay or cancel one first",
+        limit=max_pending,
+    )
+
+
+def _refusal(
+    body: OrderCreate | CheckoutBody, row: dict[str, Any], lines: Lines, max_pending: int
+) -> Exception:
     """Why the statement wrote nothing, in the order a client would fix it: the address, the
     shipping method, too many pending orders, an empty cart, an unknown or inactive
     product, else short stock."""
-    if row["address_refused"]:
+    refused = row["shipment_refused"]
+    if refused == "address":
         return ValidationFailed.single(
             "address_id", f"address {body.address_id} is not one of your addresses"
         )
-    if row["method_refused"]:
-        method_id = body.shipping_method_id
-        if not row["method_found"]:
-            message = f"shipping method {method_id} does not exist or is not active"
-        else:
-            message = f"shipping method {method_id} does not ship to this address's country"
-        return ValidationFailed.single("shipping_method_id", message)
-    pending = row["pending_orders"]
-    if max_pending and pending is not None and pending >= max_pending:
-        return TooManyPendingOrders(
-            f"You have {pending} pending orders, the most allowed; pay or cancel one first",
-            limit=max_pending,
+    if refused is not None:
+        reason = (
+            "does not exist or is not active"
+            if refused == "method"
+            else ("does not ship to this address's country")
         )
-    if row["line_count"] == 0:
-        return ValidationFailed.single("items", "the cart is empty")
-    unavailable = row["unavailable_line"]
-    if unavailable is not None:
         return ValidationFailed.single(
-            f"items[{unavailable['line'] - 1}].product_id",
-            f"product {unavailable['product_id']} does not exist or is not for sale",
+            "shipping_method_id", f"shipping method {body.shipping_method_id} {reason}"
+        )
+    if row["not_admitted"]:
+        return _too_many_pending(max_pending)
+    if not lines:
+        return ValidationFailed.single("items", "the cart is empty")
+    if row["unavailable_line"] is not None:
+        index = row["unavailable_line"] - 1
+        return ValidationFailed.single(
+            f"items[{index}].product_id",
+            f"product {lines[index][0]} does not exist or is not for sale",
         )
     short = row["short_line"]
     if short is not None:
@@ -199,6 +204,13 @@ def _refusal(body: OrderCreate | CheckoutBody, row: dict[str, Any], max_pending:
     raise AssertionError(f"order refused without a reason: {row}")
 
 
+def _lines(lines: Lines) -> dict[str, list[int]]:
+    return {
+        "product_ids": [product_id for product_id, _ in lines],
+        "quantities": [quantity for _, quantity in lines],
+    }
+
+
 async def place_order(
     ctx: AppContext,
     user: CurrentUser,
@@ -209,19 +221,20 @@ async def place_order(
 ) -> tuple[OrderPublic, bool]:
     """Place an order all-or-nothing; returns (order, replayed).
 
-    With an Idempotency-Key the key row is written by the same statement as the stock
-    change. A second request racing with the same key blocks on that key's primary key
-    until the first commits, fails with unique_violation (undoing its own deduction) and
-    replays the first answer. Runs on the event loop: the hottest write.
+    One statement on an autocommit connection. With an Idempotency-Key the key row is
+    written by that statement, with the stock change. A second request racing with the same
+    key blocks on that key's primary key until the first commits, fails with unique_violation
+    (undoing its own deduction) and replays the first answer. Runs on the event loop: the
+    hottest write.
     """
     _check_buyer(ctx, user)
     _refuse_duplicate_products(body)
-    lines = {
-        "product_ids": [line.product_id for line in body.items],
-        "quantities": [line.quantity for line in body.items],
-        "cart_id": None,
-    }
-    return await _place_and_answer(ctx, user, body, lines, idempotency_key, raw_body, b"")
+    lines = [(line.product_id, line.quantity) for line in body.items]
+
+    async def place(conn: Any, params: dict[str, Any]) -> tuple[Lines, dict[str, Any]]:
+        return lines, await queries.place_order(conn, **params, **_lines(lines))
+
+    return await _place_and_answer(ctx, user, body, place, idempotency_key, raw_body, b"")
 
 
 async def checkout_cart(
@@ -232,20 +245,36 @@ async def checkout_cart(
     idempotency_key: str | None = None,
     raw_body: bytes = b"",
 ) -> tuple[OrderPublic, bool]:
-    """Place an order from the caller's cart, as place_order would, and empty the cart in
-    the same transaction; on any refusal the cart is left as it was. The cart row is locked
-    first (every cart change locks it too), so the lines ordered are the lines emptied."""
-
+    """Place an order from the caller's cart through the same statement as place_order, and
+    empty the cart in the same transaction; on any refusal the cart is left as it was. The
+    cart row is locked first (every cart change locks it too) and its lines read after
+    that, so the lines ordered are the lines emptied."""
     _check_buyer(ctx, user)
 
-    async def lock_cart(conn: Any) -> dict[str, Any]:
-        return {"cart_id": await queries.lock_user_cart(conn, user_id=user.id)}
+    async def place(conn: Any, params: dict[str, Any]) -> tuple[Lines, dict[str, Any]]:
+        cart_id = await queries.lock_user_cart(conn, user_id=user.id)
+        lines: Lines = []
+        if cart_id is not None:
+            lines = [
+                (row["product_id"], row["quantity"])
+                async for row in queries.read_cart_lines(conn, cart_id=cart_id)
+            ]
+        row = await queries.place_order(conn, **params, **_lines(lines))
+        if row["order_json"] is not None:
+            await queries.empty_cart(conn, cart_id=cart_id)
+        return lines, row
 
-    lines = {"product_ids": [], "quantities": [], "before": lock_cart}
     # the body is optional: none at all is the same request as `{}` (one Idempotency-Key)
     raw_body = raw_body if raw_body.strip() else b"{}"
     return await _place_and_answer(
-        ctx, user, body, lines, idempotency_key, raw_body, b"POST /api/cart/checkout\n"
+        ctx,
+        user,
+        body,
+        place,
+        idempotency_key,
+        raw_body,
+        b"POST /api/cart/checkout\n",
+        transactional=True,
     )
 
 
@@ -253,25 +282,30 @@ async def _place_and_answer(
     ctx: AppContext,
     user: CurrentUser,
     body: OrderCreate | CheckoutBody,
-    lines: dict[str, Any],
+    place: Callable[[Any, dict[str, Any]], Awaitable[tuple[Lines, dict[str, Any]]]],
     idempotency_key: str | None,
     raw_body: bytes,
     route: bytes,
+    *,
+    transactional: bool = False,
 ) -> tuple[OrderPublic, bool]:
+    """Run `place` (the placement statement, and a checkout's cart work around it) with the
+    statement's common parameters, and turn its row into the order, a replay or a refusal."""
     _check_shipment(body)
     key = checked_idempotency_key(idempotency_key)
     digest = request_digest(raw_body, route) if key is not None else None
     address = body.shipping_address
-    row = await _place(
-        ctx,
-        user,
-        key,
-        digest,
-        **lines,
-        address=None if address is None else Jsonb(msgspec.to_builtins(address)),
-        address_id=body.address_id,
-        shipping_method_id=body.shipping_method_id,
-    )
+    params = {
+        "user_id": user.id,
+        "currency": ctx.settings.currency,
+        "max_pending": ctx.settings.max_pending_orders,
+        "idempotency_key": key,
+        "request_hash": digest,
+        "address": None if address is None else Jsonb(msgspec.to_builtins(address)),
+        "address_id": body.address_id,
+        "shipping_method_id": body.shipping_method_id,
+    }
+    lines, row = await _place_retrying_slots(ctx, place, params, transactional)
     if row is not None and row["order_json"] is not None:
         order = _decode_order(row["order_json"])
         await ctx.cache.invalidate(*cache.stock_keys([item.product_id for item in order.items]))
@@ -288,29 +322,34 @@ async def _place_and_answer(
         if row is None:  # the winner's key is already gone (purged): let the client retry
             raise RequestInProgress("A request with this Idempotency-Key just finished; retry")
     assert row is not None, "only a request with a key can lose a race on it"
-    raise _refusal(body, row, ctx.settings.max_pending_orders)
+    raise _refusal(body, row, lines, ctx.settings.max_pending_orders)
 
 
-async def _place(
-    ctx: AppContext, user: CurrentUser, key: str | None, digest: bytes | None, **params: Any
-) -> dict[str, Any] | None:
-    """The placement statement's row; None when a request with the same key committed first
-    (this one then changed nothing)."""
-    try:
-        return await _run(
-            ctx.pool,
-            queries.place_order,
-            user_id=user.id,
-            currency=ctx.settings.currency,
-            max_pending=ctx.settings.max_pending_orders,
-            idempotency_key=key,
-            request_hash=digest,
-            **params,
-        )
-    except psycopg.errors.UniqueViolation as exc:
-        if exc.diag.constraint_name != "idempotency_keys_pkey":
-            raise
-        return None
+async def _place_retrying_slots(
+    ctx: AppContext,
+    place: Callable[[Any, dict[str, Any]], Awaitable[tuple[Lines, dict[str, Any]]]],
+    params: dict[str, Any],
+    transactional: bool,
+) -> tuple[Lines, dict[str, Any] | None]:
+    """`place`'s lines and row; no row when a request with the same Idempotency-Key
+    committed first (this one then changed nothing). A placement that took the same
+    MAX_PENDING_ORDERS slot as a racing one of the same buyer changed nothing either, and
+    runs again: it then sees that slot taken (each round one of the racers keeps its slot,
+    so the rounds are bounded by the limit)."""
+    for _ in range(ctx.settings.max_pending_orders + 1):
+        try:
+            return await _retried(
+                ctx.pool,
+                "place_order",
+                lambda conn: place(conn, params),
+                transactional=transactional,
+            )
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "idempotency_keys_pkey":
+                return [], None
+            if exc.diag.constraint_name != "orders_pending_slot_key":
+                raise
+    raise RequestInProgress("Too many of your orders are being placed at once; retry")
 
 
 async def _earlier_answer(

@@ -16,8 +16,9 @@ SELECT o.id, o.user_id, o.status, o.total_cents, o.currency,
           FROM order_status_history h
          WHERE h.order_id = o.id) AS status_history
   FROM orders o;
-ALTER TABLE users DROP COLUMN pending_orders;
+DROP FUNCTION order_shipment(bigint, jsonb, bigint, bigint);
 ALTER TABLE orders
+    DROP COLUMN pending_slot,
     DROP COLUMN subtotal_cents,
     DROP COLUMN shipping_cents,
     DROP COLUMN shipping_address,

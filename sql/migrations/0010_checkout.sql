@@ -96,16 +96,21 @@ ALTER TABLE orders
 CREATE INDEX orders_shipping_method_idx ON orders (shipping_method_id)
     WHERE shipping_method_id IS NOT NULL;
 
--- MAX_PENDING_ORDERS: the user's pending orders, counted on the user row. The placement
--- locks that row and reads this count as latest committed (a count over orders would be
--- read from the statement's snapshot, and racing orders could each see room for one more);
--- every move out of pending (status change, deletion) takes one off in the same statement.
-ALTER TABLE users
-    ADD COLUMN pending_orders integer NOT NULL DEFAULT 0 CHECK (pending_orders >= 0);
-UPDATE users u
-   SET pending_orders = p.n
-  FROM (SELECT user_id, count(*) AS n FROM orders WHERE status = 'pending' GROUP BY user_id) p
- WHERE p.user_id = u.id;
+-- MAX_PENDING_ORDERS: a pending order holds one of its buyer's numbered slots 1..limit,
+-- unique per buyer, and gives it back (NULL) when it leaves pending. A placement takes the
+-- lowest free slot; two racing placements that pick the same one collide on this index
+-- and the later one runs again with the slot taken, so no buyer ever holds more pending
+-- orders than slots. With MAX_PENDING_ORDERS=0 (no limit) orders take no slot: nothing to
+-- write, and those orders do not count should a limit be set later.
+ALTER TABLE orders ADD COLUMN pending_slot integer CHECK (pending_slot > 0);
+CREATE UNIQUE INDEX orders_pending_slot_key ON orders (user_id, pending_slot)
+    WHERE pending_slot IS NOT NULL;
+UPDATE orders o
+   SET pending_slot = n.slot
+  FROM (SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY id) AS slot
+          FROM orders
+         WHERE status = 'pending') n
+ WHERE n.id = o.id;
 
 -- The order document gains the checkout fields (appended: the view's old columns stay).
 CREATE OR REPLACE VIEW order_documents AS
@@ -130,3 +135,53 @@ SELECT o.id, o.user_id, o.status, o.total_cents, o.currency,
        json_build_object('provider', o.payment_provider, 'status', o.payment_status) AS payment,
        api_time(o.expires_at) AS expires_at
   FROM orders o;
+
+-- Where an order goes and what shipping costs, for place_order (sql/queries/orders.sql): the
+-- address sent inline (_address) or a copy of one of the buyer's own (_address_id), and the
+-- active method _method_id, its row locked (FOR SHARE) so its price cannot change before the
+-- order commits. One row; `refused` says why the order cannot go there:
+-- 'address' (not one of the buyer's), 'method' (unknown or inactive), 'country' (the method
+-- does not ship to the address's country). A function rather than CTEs of place_order: an
+-- order without a shipment (the common case) then plans and locks neither table.
+CREATE FUNCTION order_shipment(_user_id bigint, _address jsonb, _address_id bigint,
+                               _method_id bigint)
+RETURNS TABLE (address jsonb, method_id bigint, method_name text, price_cents bigint,
+               free_over_cents bigint, refused text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    ships boolean;
+BEGIN
+    address := _address;
+    IF _address_id IS NOT NULL THEN
+        SELECT jsonb_build_object('full_name', a.full_name, 'line1', a.line1,
+                                  'line2', a.line2, 'city', a.city, 'region', a.region,
+                                  'postal_code', a.postal_code, 'country', a.country,
+                                  'phone', a.phone)
+          INTO address
+          FROM addresses a
+         WHERE a.id = _address_id
+           AND a.user_id = _user_id;
+        IF address IS NULL THEN
+            refused := 'address';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    IF _method_id IS NOT NULL THEN
+        SELECT m.id, m.name, m.price_cents, m.free_over_cents,
+               cardinality(m.countries) = 0 OR (address ->> 'country') = ANY (m.countries)
+          INTO method_id, method_name, price_cents, free_over_cents, ships
+          FROM shipping_methods m
+         WHERE m.id = _method_id
+           AND m.is_active
+           FOR SHARE;
+        IF NOT FOUND THEN
+            refused := 'method';
+        ELSIF NOT ships THEN
+            refused := 'country';
+        END IF;
+    END IF;
+    RETURN NEXT;
+END
+$$;

@@ -5,27 +5,20 @@
 -- Order documents (items by product id, status history oldest first) come from the view
 -- order_documents (migration 0006); only place_order builds its own, see there.
 
--- name: place_order(user_id, currency, product_ids, quantities, cart_id, address, address_id, shipping_method_id, max_pending, idempotency_key, request_hash)^
+-- name: place_order(user_id, currency, product_ids, quantities, address, address_id, shipping_method_id, max_pending, idempotency_key, request_hash)^
 -- Places an order all-or-nothing, or replays the answer stored under its Idempotency-Key.
--- The lines are :product_ids/:quantities, or (checkout, :cart_id set) the cart's lines, and
--- the cart is emptied by the same statement (the checkout locked the cart row before, so
--- this statement's snapshot holds its latest lines). When the order cannot be placed
--- nothing is written and the last columns say why.
+-- POST /api/orders and the cart checkout both come here (the checkout passes its cart's
+-- lines). When the order cannot be placed nothing is written and the last columns say why.
 -- Its events (order.created, product.out_of_stock) are inserted by the same statement.
 -- Its document is built from the CTE rows, not read from order_documents: the order, its
 -- lines and its history are inserted by this same statement, and a view (like any table)
 -- only shows the statement's snapshot, taken before them. It is the same document as
 -- order_documents gives for the order (same keys and arrays; history has one entry here).
 WITH wanted AS (
-    -- the request's lines, numbered as sent; or the cart's, numbered as first added
+    -- the request's lines, numbered as sent
     SELECT product_id, quantity, line
       FROM unnest(:product_ids::bigint[], :quantities::integer[])
            WITH ORDINALITY AS w (product_id, quantity, line)
-     WHERE :cart_id::bigint IS NULL
-     UNION ALL
-    SELECT product_id, quantity, row_number() OVER (ORDER BY added)
-      FROM cart_items
-     WHERE cart_id = :cart_id::bigint
 ),
 earlier AS (
     -- the same user already used this key: change nothing, the caller replays (or refuses)
@@ -34,44 +27,31 @@ earlier AS (
      WHERE user_id = :user_id::bigint
        AND key = :idempotency_key::text
 ),
-ship_to AS (
-    -- where it goes: the address sent inline, or a copy of one of the buyer's own
-    SELECT coalesce(:address::jsonb,
-                    (SELECT jsonb_build_object(
-                                'full_name', a.full_name, 'line1', a.line1, 'line2', a.line2,
-                                'city', a.city, 'region', a.region,
-                                'postal_code', a.postal_code, 'country', a.country,
-                                'phone', a.phone)
-                       FROM addresses a
-                      WHERE a.id = :address_id::bigint
-                        AND a.user_id = :user_id::bigint)) AS address
+shipment AS (
+    -- where it goes and the locked method's price (migration 0010: order_shipment); not
+    -- called at all for an order without a shipment
+    SELECT *
+      FROM order_shipment(:user_id::bigint, :address::jsonb, :address_id::bigint,
+                          :shipping_method_id::bigint)
+     WHERE :address::jsonb IS NOT NULL
+        OR :address_id::bigint IS NOT NULL
 ),
-method AS (
-    -- the shipping method, locked so its price cannot change before this order commits
-    SELECT m.id, m.name, m.price_cents, m.free_over_cents,
-           cardinality(m.countries) = 0
-           OR (SELECT address ->> 'country' FROM ship_to) = ANY (m.countries) AS ships
-      FROM shipping_methods m
-     WHERE m.id = :shipping_method_id::bigint
-       AND m.is_active
-       FOR SHARE
-),
-buyer AS (
-    -- the buyer's row, locked before any product: its pending-order count is then the
-    -- latest committed one, so racing orders cannot all see room for one more
-    SELECT id, pending_orders
-      FROM users
-     WHERE id = :user_id::bigint
-       AND NOT EXISTS (SELECT FROM earlier)
-       FOR NO KEY UPDATE
+slot AS (
+    -- MAX_PENDING_ORDERS (:max_pending; 0: no limit, no slot): the buyer's lowest free
+    -- pending slot, none when every one is held (migration 0010: orders_pending_slot_key)
+    SELECT n AS slot
+      FROM generate_series(1, :max_pending::integer) n
+     WHERE NOT EXISTS (SELECT FROM orders o
+                        WHERE o.user_id = :user_id::bigint
+                          AND o.pending_slot = n)
+     ORDER BY n
+     LIMIT 1
 ),
 admitted AS (
-    -- the checks that need no product: an address of the buyer's, a method shipping there,
-    -- room for one more pending order (:max_pending 0: no limit)
-    SELECT (:address_id::bigint IS NULL OR (SELECT address FROM ship_to) IS NOT NULL)
-           AND (:shipping_method_id::bigint IS NULL OR coalesce((SELECT ships FROM method), false))
-           AND coalesce((SELECT :max_pending::integer = 0 OR pending_orders < :max_pending
-                           FROM buyer), false) AS ok
+    -- what needs no product: no earlier answer, a shipment that can go, a free slot
+    SELECT NOT EXISTS (SELECT FROM earlier)
+           AND NOT EXISTS (SELECT FROM shipment WHERE refused IS NOT NULL)
+           AND (:max_pending::integer = 0 OR EXISTS (SELECT FROM slot)) AS ok
 ),
 locked AS (
     -- lock every product of the order in id order; in READ COMMITTED each row comes back
@@ -105,27 +85,24 @@ reserved AS (
        AND (SELECT ok FROM verdict)
  RETURNING l.id AS product_id, l.name, l.price_cents AS unit_price_cents, l.quantity
 ),
-priced AS (
+new_order AS (
     -- the subtotal comes from the prices just locked, never from the client; a partial
-    -- reservation (ruled out by the verdict) gives a NULL subtotal and aborts everything.
-    -- Shipping is the locked method's price, 0 without one or from its free threshold on.
-    SELECT s.subtotal,
-           CASE WHEN m.id IS NULL OR s.subtotal >= m.free_over_cents THEN 0
-                ELSE m.price_cents END AS shipping,
-           m.id AS method_id, m.name AS method_name
+    -- reservation (ruled out by the verdict) gives a NULL total and aborts everything.
+    -- Shipping is the locked method's price, 0 without one or from its free threshold on;
+    -- subtotal_cents is derived (total_cents - shipping_cents).
+    INSERT INTO orders (user_id, shipping_cents, total_cents, currency,
+                        shipping_address, shipping_method_id, shipping_method_name,
+                        pending_slot)
+    SELECT :user_id::bigint, s.shipping, t.subtotal + s.shipping, :currency::text,
+           m.address, m.method_id, m.method_name, (SELECT slot FROM slot)
       FROM (SELECT CASE WHEN count(*) = (SELECT count(*) FROM wanted)
                         THEN sum(unit_price_cents * quantity) END AS subtotal
               FROM reserved
-            HAVING count(*) > 0) s
-      LEFT JOIN method m ON true
-),
-new_order AS (
-    -- (subtotal_cents is derived: total_cents - shipping_cents)
-    INSERT INTO orders (user_id, shipping_cents, total_cents, currency,
-                        shipping_address, shipping_method_id, shipping_method_name)
-    SELECT :user_id::bigint, p.shipping, p.subtotal + p.shipping, :currency::text,
-           (SELECT address FROM ship_to), p.method_id, p.method_name
-      FROM priced p
+            HAVING count(*) > 0) t
+      LEFT JOIN shipment m ON true
+     CROSS JOIN LATERAL (
+            SELECT CASE WHEN m.method_id IS NULL OR t.subtotal >= m.free_over_cents THEN 0
+                        ELSE m.price_cents END AS shipping) s
  RETURNING id, user_id, status, subtotal_cents, shipping_cents, total_cents, currency,
            shipping_address, shipping_method_id, shipping_method_name, payment_provider,
            payment_status, expires_at, created_at, updated_at
@@ -151,25 +128,6 @@ history AS (
     SELECT id, status, user_id, created_at
       FROM new_order
  RETURNING status, by_user_id, at
-),
-pending AS (
-    -- one more pending order on the buyer's (locked) row
-    UPDATE users u
-       SET pending_orders = b.pending_orders + 1
-      FROM buyer b, new_order o
-     WHERE u.id = b.id
-),
-emptied AS (
-    -- a checkout empties the cart it ordered
-    DELETE FROM cart_items
-     WHERE cart_id = :cart_id::bigint
-       AND EXISTS (SELECT FROM new_order)
-),
-cart_touched AS (
-    UPDATE carts
-       SET updated_at = now()
-     WHERE id = :cart_id::bigint
-       AND EXISTS (SELECT FROM new_order)
 ),
 document AS (
     -- the 201 answer, built once so that a replay answers exactly the same order
@@ -236,23 +194,15 @@ remembered AS (
 SELECT (SELECT doc::text FROM document)    AS order_json,
        (SELECT request_hash FROM earlier)  AS earlier_hash,
        (SELECT order_json FROM earlier)    AS earlier_order_json,
-       -- why nothing was written: the address or the method refused ...
-       :address_id::bigint IS NOT NULL
-       AND (SELECT address FROM ship_to) IS NULL AS address_refused,
-       :shipping_method_id::bigint IS NOT NULL
-       AND NOT coalesce((SELECT ships FROM method), false) AS method_refused,
-       (SELECT ships FROM method) IS NOT NULL AS method_found,
-       -- ... the buyer holds too many pending orders ...
-       (SELECT pending_orders FROM buyer)   AS pending_orders,
-       -- ... nothing to order (an empty cart) ...
-       (SELECT count(*) FROM wanted)        AS line_count,
+       -- why nothing was written: the shipment refused ('address', 'method', 'country') ...
+       (SELECT refused FROM shipment)       AS shipment_refused,
+       -- ... the buyer holds every pending slot ...
+       NOT (SELECT ok FROM admitted)        AS not_admitted,
        -- ... the first line naming an unknown or inactive product ...
-       (SELECT json_build_object('line', w.line, 'product_id', w.product_id)
+       (SELECT min(w.line)
           FROM wanted w
           LEFT JOIN locked l ON l.id = w.product_id
-         WHERE l.id IS NULL OR NOT l.is_active
-         ORDER BY w.line
-         LIMIT 1)                            AS unavailable_line,
+         WHERE l.id IS NULL OR NOT l.is_active) AS unavailable_line,
        -- ... or the first line short of stock
        (SELECT json_build_object('line', line, 'product_id', id,
                                  'requested', quantity, 'available', stock)
@@ -260,6 +210,23 @@ SELECT (SELECT doc::text FROM document)    AS order_json,
          WHERE stock < quantity
          ORDER BY line
          LIMIT 1)                            AS short_line;
+
+-- name: read_cart_lines(cart_id)
+-- A checkout's lines, read after lock_user_cart locked the cart (so in a snapshot that holds
+-- its latest lines), in the order they were first added.
+SELECT product_id, quantity
+  FROM cart_items
+ WHERE cart_id = :cart_id
+ ORDER BY added;
+
+-- name: empty_cart(cart_id)!
+-- A checkout that placed its order empties the cart, in the same transaction.
+WITH emptied AS (
+    DELETE FROM cart_items WHERE cart_id = :cart_id
+)
+UPDATE carts
+   SET updated_at = now()
+ WHERE id = :cart_id;
 
 -- name: lock_user_cart(user_id)$
 -- A checkout starts by locking the buyer's cart row (every cart change locks it first), so
@@ -336,8 +303,10 @@ WITH current AS (
 ),
 moved AS (
     UPDATE orders o
-       SET status     = :status,
-           updated_at = now()
+       SET status       = :status,
+           -- leaving pending gives the MAX_PENDING_ORDERS slot back
+           pending_slot = NULL,
+           updated_at   = now()
       FROM current c
      WHERE o.id = c.id
  RETURNING o.id, o.user_id, o.status, o.total_cents, o.currency, o.created_at, o.updated_at,
@@ -349,17 +318,6 @@ history AS (
       FROM moved
  RETURNING id, status, by_user_id, at
 ),
-unpended AS (
-    -- an order leaving pending no longer counts against the buyer's MAX_PENDING_ORDERS;
-    -- the user row is updated before any product is locked (a placement locks the same
-    -- two in that order)
-    UPDATE users u
-       SET pending_orders = u.pending_orders - 1
-      FROM moved m
-     WHERE u.id = m.user_id
-       AND m.from_status = 'pending'
- RETURNING u.id
-),
 returned AS (
     -- a cancelled order's products, locked in id order like a placement locks them
     SELECT p.id, i.quantity
@@ -367,7 +325,6 @@ returned AS (
       JOIN order_items i ON i.order_id = m.id
       JOIN products p    ON p.id = i.product_id
      WHERE m.status = 'cancelled'
-       AND (SELECT count(*) FROM unpended) >= 0
      ORDER BY p.id
        FOR UPDATE OF p
 ),
@@ -436,17 +393,7 @@ SELECT a.id, a.user_id, a.status, a.total_cents, a.currency, a.created_at, a.upd
 WITH doomed AS (
     DELETE FROM orders
      WHERE id = :id
- RETURNING id, user_id, status
-),
-unpended AS (
-    -- a pending order no longer counts against the buyer's MAX_PENDING_ORDERS (the user
-    -- row first, then the products, as a placement locks them)
-    UPDATE users u
-       SET pending_orders = u.pending_orders - 1
-      FROM doomed d
-     WHERE u.id = d.user_id
-       AND d.status = 'pending'
- RETURNING u.id
+ RETURNING id, status
 ),
 returned AS (
     SELECT p.id, i.quantity
@@ -454,7 +401,6 @@ returned AS (
       JOIN order_items i ON i.order_id = d.id
       JOIN products p    ON p.id = i.product_id
      WHERE d.status IN ('pending', 'paid')
-       AND (SELECT count(*) FROM unpended) >= 0
      ORDER BY p.id
        FOR UPDATE OF p
 ),
