@@ -148,6 +148,7 @@ CREATE FUNCTION order_shipment(_user_id bigint, _address jsonb, _address_id bigi
 RETURNS TABLE (address jsonb, method_id bigint, method_name text, price_cents bigint,
                free_over_cents bigint, refused text)
 LANGUAGE plpgsql
+ROWS 1  -- always one row: keeps place_order's generic plan cheap (see orders.sql)
 AS $$
 DECLARE
     ships boolean;

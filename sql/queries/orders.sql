@@ -37,14 +37,15 @@ shipment AS (
         OR :address_id::bigint IS NOT NULL
 ),
 slot AS (
-    -- MAX_PENDING_ORDERS (:max_pending; 0: no limit, no slot): the buyer's lowest free
-    -- pending slot, none when every one is held (migration 0010: orders_pending_slot_key)
+    -- MAX_PENDING_ORDERS (:max_pending; 0: no limit, no slot): a free pending slot of the
+    -- buyer's, none when every one is held (migration 0010: orders_pending_slot_key). Any
+    -- free one will do (no ORDER BY: the first probe that finds one stops the scan, and the
+    -- generic plan stays cheap enough for PostgreSQL to keep it)
     SELECT n AS slot
       FROM generate_series(1, :max_pending::integer) n
      WHERE NOT EXISTS (SELECT FROM orders o
                         WHERE o.user_id = :user_id::bigint
                           AND o.pending_slot = n)
-     ORDER BY n
      LIMIT 1
 ),
 admitted AS (
