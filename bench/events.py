@@ -78,6 +78,10 @@ async def place(url: str, user: int, product: int, orders: int) -> None:
                 quantities=[1],
                 idempotency_key=None,
                 request_hash=None,
+                address=None,
+                address_id=None,
+                shipping_method_id=None,
+                max_pending=0,
             )
 
 

@@ -95,6 +95,10 @@ def place_orders(url: str, user_id: int, product_ids: list[int]) -> None:
                     quantities=[1],
                     idempotency_key=None,
                     request_hash=None,
+                    address=None,
+                    address_id=None,
+                    shipping_method_id=None,
+                    max_pending=0,
                 )
                 assert row["order_json"] is not None
 
