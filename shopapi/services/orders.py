@@ -41,6 +41,7 @@ from shopapi.schemas.orders import (
     OrderPublic,
     OrderStatus,
 )
+from shopapi.services import carts
 
 log = logging.getLogger("shopapi.orders")
 T = TypeVar("T")
@@ -252,16 +253,14 @@ async def checkout_cart(
     _check_buyer(ctx, user)
 
     async def place(conn: Any, params: dict[str, Any]) -> tuple[Lines, dict[str, Any]]:
-        cart_id = await queries.lock_user_cart(conn, user_id=user.id)
-        lines: Lines = []
-        if cart_id is not None:
-            lines = [
-                (row["product_id"], row["quantity"])
-                async for row in queries.read_cart_lines(conn, cart_id=cart_id)
-            ]
+        cart_id = await carts.user_cart_id(conn, user.id)
+        lines: Lines = [
+            (row["product_id"], row["quantity"])
+            async for row in queries.read_cart_lines(conn, cart_id=cart_id)
+        ]
         row = await queries.place_order(conn, **params, **_lines(lines))
         if row["order_json"] is not None:
-            await queries.empty_cart(conn, cart_id=cart_id)
+            await queries.clear_cart(conn, cart_id=cart_id, ttl=ctx.settings.cart_ttl)
         return lines, row
 
     # the body is optional: none at all is the same request as `{}` (one Idempotency-Key)

@@ -33,6 +33,14 @@ SELECT id FROM found
  UNION ALL
 SELECT id FROM made;
 
+-- name: read_cart_lines(cart_id)
+-- A checkout's lines, read after its cart row was locked (so in a snapshot that holds the
+-- latest lines), in the order they were first added.
+SELECT product_id, quantity
+  FROM cart_items
+ WHERE cart_id = :cart_id
+ ORDER BY added;
+
 -- name: lock_guest_cart(token_hash)$
 -- The live guest cart's id (NULL: unknown or expired), row-locked until the transaction ends.
 SELECT id

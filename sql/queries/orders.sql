@@ -212,31 +212,6 @@ SELECT (SELECT doc::text FROM document)    AS order_json,
          ORDER BY line
          LIMIT 1)                            AS short_line;
 
--- name: read_cart_lines(cart_id)
--- A checkout's lines, read after lock_user_cart locked the cart (so in a snapshot that holds
--- its latest lines), in the order they were first added.
-SELECT product_id, quantity
-  FROM cart_items
- WHERE cart_id = :cart_id
- ORDER BY added;
-
--- name: empty_cart(cart_id)!
--- A checkout that placed its order empties the cart, in the same transaction.
-WITH emptied AS (
-    DELETE FROM cart_items WHERE cart_id = :cart_id
-)
-UPDATE carts
-   SET updated_at = now()
- WHERE id = :cart_id;
-
--- name: lock_user_cart(user_id)$
--- A checkout starts by locking the buyer's cart row (every cart change locks it first), so
--- its lines cannot change until the order commits; NULL: the user has no cart yet.
-SELECT id
-  FROM carts
- WHERE user_id = :user_id
-   FOR UPDATE;
-
 -- name: get_idempotent_answer(user_id, idempotency_key)^
 -- A key stored by a concurrent request that committed first: replay it or refuse it.
 SELECT request_hash, convert_from(response, 'UTF8') AS order_json
