@@ -82,6 +82,8 @@ async def place(url: str, user: int, product: int, orders: int) -> None:
                 address_id=None,
                 shipping_method_id=None,
                 max_pending=0,
+                payment_provider="manual",
+                payment_timeout=0,
             )
 
 

@@ -15,6 +15,8 @@ pgbench/order.sql:
     address, address_id, shipping_method_id
                      NULL           no shipment (the order_create scenario's body)
     max_pending      0              no MAX_PENDING_ORDERS limit, as bin/bench runs the API
+    payment_provider 'manual'       PAYMENT_PROVIDER's default, as bin/bench runs the API
+    payment_timeout  0              ORDER_PAYMENT_TIMEOUT with `manual`: never expires
 
 A parameter missing from that table stops the script with an error: a new parameter must be
 given a value here on purpose. Comments are dropped, since pgbench would take a colon
@@ -40,6 +42,8 @@ PARAMETERS = {
     "address_id": "NULL",
     "shipping_method_id": "NULL",
     "max_pending": "0",
+    "payment_provider": "'manual'",
+    "payment_timeout": "0",
 }
 _PYFORMAT = re.compile(r"%\((\w+)\)s")
 

@@ -29,6 +29,7 @@ from shopapi.middleware.request_context import JsonLineLogger, RequestContext
 from shopapi.middleware.request_metrics import RequestMetrics
 from shopapi.openapi import build_spec
 from shopapi.pager import Pager
+from shopapi.payment_providers import make_provider
 from shopapi.ratelimits import Limiter
 from shopapi.redis_client import make_redis
 from shopapi.resources import (
@@ -40,6 +41,7 @@ from shopapi.resources import (
     docs,
     health,
     orders,
+    payments,
     products,
     scrape,
     shipping,
@@ -81,6 +83,7 @@ def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
         *categories.routes(ctx),
         *products.routes(ctx),
         *orders.routes(ctx),
+        *payments.routes(ctx),
         *addresses.routes(ctx),
         *shipping.routes(ctx),
         *carts.routes(ctx),
@@ -126,6 +129,8 @@ def build_context(
         redis = make_redis(settings)
         closers.append(redis.aclose)
     cache_on = settings.cache_enabled and settings.cache_ttl > 0
+    payments = make_provider(settings)
+    closers.append(payments.close)
     return AppContext(
         settings=settings,
         pool=pool,
@@ -138,6 +143,7 @@ def build_context(
         passwords=Passwords(settings.bcrypt_rounds, settings.password_hash_threads),
         user_states=UserStates(redis),
         pager=Pager(settings.signing_key),
+        payments=payments,
         owned_closers=closers,
     )
 

@@ -202,6 +202,33 @@ class Settings:
     cart_ttl: int = _setting(
         "2592000", _positive_int, "seconds a guest cart lives after its last change"
     )
+    payment_provider: str = _setting(
+        "manual",
+        str,
+        "`manual` (staff mark orders paid) or `stripe` (card payments in the app, Stripe's "
+        "PaymentIntents and signed webhooks)",
+    )
+    order_payment_timeout: int | None = _setting(
+        None,
+        _positive_int,
+        "seconds after creation when the worker cancels an unpaid pending order (stock back); "
+        "default 1800 with `stripe`, 0 (never) with `manual`",
+    )
+    stripe_secret_key: str | None = _setting(
+        None, str, "Stripe secret key (`sk_live_...`/`sk_test_...`); required with `stripe`"
+    )
+    stripe_publishable_key: str | None = _setting(
+        None, str, "Stripe publishable key the app's SDK uses (`pk_...`); required with `stripe`"
+    )
+    stripe_webhook_secret: str | None = _setting(
+        None,
+        str,
+        "signing secret of the webhook endpoint registered at Stripe (`whsec_...`); required "
+        "with `stripe`",
+    )
+    stripe_api_base: str = _setting(
+        "https://api.stripe.com", str, "Stripe's API address (tests: a local Stripe emulator)"
+    )
     log_level: str = _setting("INFO", str, "log level")
 
     @property
@@ -250,6 +277,16 @@ class Settings:
                 raise ConfigError(f"{name.upper()} must contain {{token}}")
         if len(self.currency) != 3 or not self.currency.isalpha():
             raise ConfigError("CURRENCY must be a three-letter ISO 4217 code")
+        if self.payment_provider not in {"manual", "stripe"}:
+            raise ConfigError("PAYMENT_PROVIDER must be manual or stripe")
+        if self.payment_provider == "stripe":
+            missing = [
+                name.upper()
+                for name in ("stripe_secret_key", "stripe_publishable_key", "stripe_webhook_secret")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ConfigError(f"PAYMENT_PROVIDER=stripe needs {', '.join(missing)}")
         if self.is_production:
             self._validate_production()
 
@@ -267,6 +304,14 @@ class Settings:
             raise ConfigError(
                 "SMTP_URL is required in production (or EMAIL_ENABLED=false to send no email)"
             )
+
+    @property
+    def payment_timeout(self) -> int:
+        """ORDER_PAYMENT_TIMEOUT, or its provider's default: 1800 s with Stripe, never (0)
+        with manual payments (staff mark orders paid whenever the money arrives)."""
+        if self.order_payment_timeout is not None:
+            return self.order_payment_timeout
+        return 1800 if self.payment_provider == "stripe" else 0
 
     @property
     def signing_key(self) -> str:

@@ -13,6 +13,7 @@ from shopapi.cache import CatalogCache
 from shopapi.config import Settings
 from shopapi.db import Pool
 from shopapi.pager import Pager
+from shopapi.payment_providers import ManualPayments, PaymentProvider
 from shopapi.security import Passwords, TokenCodec
 from shopapi.user_state import UserStates
 
@@ -27,6 +28,8 @@ class AppContext:
     passwords: Passwords
     user_states: UserStates
     pager: Pager  # every list's pages and cursors, signed with the settings' key
+    # PAYMENT_PROVIDER: online payments (Stripe) or none (manual)
+    payments: PaymentProvider = field(default_factory=ManualPayments)
     # the read replica for catalog reads when DATABASE_READ_URL is set
     read_pool: Pool | None = None
     # what create_app built itself (not what a caller handed in): closed at shutdown

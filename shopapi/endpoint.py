@@ -45,6 +45,9 @@ class Endpoint:
     roles: tuple[str, ...] | None = None  # None: public; (): any authenticated user
     body: type | None = None
     body_optional: bool = False  # no body at all decodes as `body()` (every field defaulted)
+    # the body is read (req.context.raw_body, within the size limit) but not decoded: the
+    # responder checks it first (a signed webhook); `body` then only documents it
+    body_raw: bool = False
     query: type | None = None
     returns: Any = None
     status: int = 200
@@ -173,11 +176,15 @@ def endpoint(summary: str, **options: Any) -> Callable:
             if spec.body is not None:
                 limit = req.context.max_body_bytes
                 raw = await read_raw_body(req, limit)
-                req.context.body = (
-                    spec.body()
-                    if spec.body_optional and not raw.strip()
-                    else decode_body(req, spec.body, limit)
-                )
+                if spec.body_raw:
+                    if len(raw) > limit:
+                        raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes")
+                else:
+                    req.context.body = (
+                        spec.body()
+                        if spec.body_optional and not raw.strip()
+                        else decode_body(req, spec.body, limit)
+                    )
             resp.status = spec.status
             return await responder(resource, req, resp, **params)
 

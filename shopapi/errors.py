@@ -91,6 +91,10 @@ class InvalidToken(ApiError):
     status, code, title = 400, "invalid_token", "Invalid or expired token"
 
 
+class InvalidSignature(ApiError):
+    status, code, title = 400, "invalid_signature", "Invalid webhook signature"
+
+
 class Forbidden(ApiError):
     status, code, title = 403, "forbidden", "Forbidden"
 
@@ -153,6 +157,14 @@ class CartFull(Conflict):
 
 class TooManyPendingOrders(Conflict):
     code, title = "too_many_pending_orders", "Too many pending orders"
+
+
+class PaymentNotOnline(Conflict):
+    code, title = "payment_not_online", "This shop takes no online payments"
+
+
+class PaymentProviderUnavailable(ApiError):
+    status, code, title = 502, "payment_provider_unavailable", "Payment provider unavailable"
 
 
 class PreconditionFailed(ApiError):

@@ -20,7 +20,8 @@ METHODS = ("get", "post", "put", "patch", "delete")
 _PARAM_RE = re.compile(r"{(\w+)(?::\w+)?}")
 
 ERROR_TITLES = {
-    400: "Body is not JSON or not an object (invalid_json)",
+    400: "Body is not JSON or not an object (invalid_json); a webhook's signature does not "
+    "match (invalid_signature)",
     401: "Missing, malformed, expired or revoked token (not_authenticated, invalid_credentials)",
     403: "Role or ownership does not allow it (forbidden)",
     404: "Unknown id or route (not_found)",
@@ -30,6 +31,7 @@ ERROR_TITLES = {
     413: "Body over the size limit (payload_too_large)",
     422: "Validation failed (validation_error, with errors)",
     429: "Rate limited (rate_limited, with Retry-After)",
+    502: "The payment provider did not answer (payment_provider_unavailable)",
     503: "A dependency is down (service_unavailable)",
 }
 
@@ -39,6 +41,8 @@ HEADER_SCHEMAS = {
     "If-Match": {"type": "string", "minLength": 1},  # an ETag or *; blank is 422
     # a guest cart's secret, as POST /api/cart answered it
     "X-Cart-Token": {"type": "string", "minLength": 1, "maxLength": 128},
+    # Stripe's scheme: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<raw body">>
+    "Stripe-Signature": {"type": "string"},
 }
 
 

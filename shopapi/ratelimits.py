@@ -75,8 +75,10 @@ REGISTER_ROUTE = ("POST", "/api/auth/register")
 PASSWORD_RESET_ROUTE = ("POST", "/api/auth/password-reset")
 VERIFICATION_RESEND_ROUTE = ("POST", "/api/auth/verify-email/resend")
 
-# Never limited: probes and metric scrapers must see the truth during a flood; docs are static.
-EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Never limited: probes and metric scrapers must see the truth during a flood; docs are static;
+# the payment provider's webhook (a burst from Stripe's few addresses must not be answered 429
+# and delay orders becoming paid; it does no database work before its signature checks out).
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/payments/stripe/webhook"})
 EXEMPT_PREFIX = "/api/docs"
 
 KEY_PREFIX = "shopapi:rl"

@@ -40,6 +40,8 @@ TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
 
 # every table the app writes, emptied between tests
 TABLES = (
+    "payment_events",
+    "payments",
     "cart_items",
     "carts",
     "addresses",

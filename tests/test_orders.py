@@ -633,6 +633,8 @@ def test_the_placement_statement_keeps_postgresqls_generic_plan(
         "address_id": None,
         "shipping_method_id": None,
         "max_pending": 0,
+        "payment_provider": "stripe",
+        "payment_timeout": 1800,
         "idempotency_key": None,
         "request_hash": None,
     }

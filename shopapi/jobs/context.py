@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
 from shopapi.config import Settings
 from shopapi.db import Pool
+from shopapi.payment_providers import ManualPayments, PaymentProvider
 from shopapi.services.email import Mailer
 
 
@@ -17,3 +18,4 @@ class WorkerContext:
     pool: Pool
     mailer: Mailer
     http: httpx.AsyncClient  # webhook deliveries: no redirects followed, 5 s per attempt
+    payments: PaymentProvider = field(default_factory=ManualPayments)  # refunds

@@ -3,7 +3,7 @@
 `app` declares them; `shopapi worker` runs them with `app.with_connector(...)` on the real
 database. Task names are fixed (events.sql, webhooks.sql and users.sql defer jobs by name,
 in SQL, in the same statement that relays an event or issues an account token).
-Queues: `emails`, `webhooks`, `housekeeping`.
+Queues: `emails`, `webhooks`, `payments`, `housekeeping`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from shopapi import instruments
 from shopapi.config import Settings
 from shopapi.jobs.context import WorkerContext
-from shopapi.services import auth, carts, deliveries, events, notifications, orders
+from shopapi.services import auth, carts, deliveries, events, notifications, orders, payments
 
 log = logging.getLogger("shopapi.jobs")
 
@@ -142,10 +142,17 @@ async def deliver_webhook(
         raise RetryAt(attempt.retry_at, attempt.error)
 
 
+@app.task(name="refund_payment", queue="payments", pass_context=True, retry=BACKOFF)
+@counted("refund_payment")
+async def refund_payment(context: procrastinate.JobContext, order_id: int) -> str | None:
+    """Deferred in SQL with what needs it (a paid order cancelled, a payment that arrived for
+    a cancelled one), under the lock `refund-order-<id>`."""
+    return await payments.refund_payment(_shop(context), order_id)
+
+
 # ------------------------------------------------------------------ periodic jobs
 
-# Hourly housekeeping: each entry deletes what outlived its retention. Later work (unpaid
-# order expiry, guest cart purge) adds its entries here.
+# Hourly housekeeping: each entry deletes what outlived its retention.
 HOUSEKEEPING: dict[str, Callable[[WorkerContext], Awaitable[int]]] = {
     "idempotency_keys": lambda w: orders.purge_idempotency_keys(
         w.pool, w.settings.idempotency_key_ttl
@@ -154,6 +161,7 @@ HOUSEKEEPING: dict[str, Callable[[WorkerContext], Awaitable[int]]] = {
     "account_tokens": lambda w: auth.purge_account_tokens(w.pool),
     "events": lambda w: events.purge_events(w.pool, w.settings.event_retention),
     "guest_carts": lambda w: carts.purge_expired_guest_carts(w.pool),
+    "payment_events": lambda w: payments.purge_payment_events(w.pool, w.settings.event_retention),
 }
 
 
@@ -164,6 +172,19 @@ async def housekeeping(context: procrastinate.JobContext, timestamp: int) -> dic
     removed = {name: await purge(_shop(context)) for name, purge in HOUSEKEEPING.items()}
     log.info("housekeeping: %s", removed)
     return removed
+
+
+@app.periodic(cron="* * * * *")
+@app.task(
+    name="expire_unpaid_orders",
+    queue="housekeeping",
+    queueing_lock="expire_unpaid_orders",
+    pass_context=True,
+)
+@counted("expire_unpaid_orders")
+async def expire_unpaid_orders(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Every minute: pending orders past ORDER_PAYMENT_TIMEOUT are cancelled (stock back)."""
+    return await payments.expire_unpaid_orders(_shop(context))
 
 
 @app.periodic(cron="* * * * * */5")

@@ -27,6 +27,7 @@ from shopapi.config import Settings
 from shopapi.db import make_pool
 from shopapi.jobs import tasks
 from shopapi.jobs.context import WorkerContext
+from shopapi.payment_providers import make_provider
 from shopapi.services import deliveries, events
 from shopapi.services.email import Mailer
 
@@ -105,7 +106,13 @@ async def run_worker(
     http = httpx.AsyncClient(
         follow_redirects=False, timeout=deliveries.ATTEMPT_TIMEOUT, trust_env=False
     )
-    wctx = WorkerContext(settings=settings, pool=pool, mailer=Mailer(settings), http=http)
+    wctx = WorkerContext(
+        settings=settings,
+        pool=pool,
+        mailer=Mailer(settings),
+        http=http,
+        payments=make_provider(settings),
+    )
     stop = asyncio.Event()
     app = tasks.configure(settings)
     options: WorkerOptions = {
@@ -136,6 +143,7 @@ async def run_worker(
                 log.info("worker stopped after %.1f s", time.monotonic() - started)
     finally:
         await http.aclose()
+        await wctx.payments.close()
         await pool.close()
 
 

@@ -298,6 +298,8 @@ async def _place_and_answer(
         "user_id": user.id,
         "currency": ctx.settings.currency,
         "max_pending": ctx.settings.max_pending_orders,
+        "payment_provider": ctx.settings.payment_provider,
+        "payment_timeout": ctx.settings.payment_timeout,
         "idempotency_key": key,
         "request_hash": digest,
         "address": None if address is None else Jsonb(msgspec.to_builtins(address)),
@@ -472,6 +474,23 @@ async def change_status(
 async def cancel_own_order(ctx: AppContext, user: CurrentUser, order_id: int) -> OrderPublic:
     """The owner cancels their own pending order; for anyone else it does not exist."""
     return await _move(ctx, user, order_id, "cancelled", sources=("pending",), owner_id=user.id)
+
+
+async def cancel_unpaid(pool: Pool, order_id: int) -> bool:
+    """The worker cancels an order whose payment deadline passed (by nobody: history by null),
+    if it is still pending; stock goes back through the ledger. False: paid or cancelled
+    meanwhile. The catalog cache's stock counts catch up within CACHE_TTL (the worker has
+    no cache)."""
+    row = await _run(
+        pool,
+        queries.change_order_status,
+        id=order_id,
+        status="cancelled",
+        from_statuses=["pending"],
+        owner_id=None,
+        by_user_id=None,
+    )
+    return row is not None
 
 
 async def delete_order(ctx: AppContext, user: CurrentUser, order_id: int) -> None:

@@ -5,7 +5,7 @@
 -- Order documents (items by product id, status history oldest first) come from the view
 -- order_documents (migration 0006); only place_order builds its own, see there.
 
--- name: place_order(user_id, currency, product_ids, quantities, address, address_id, shipping_method_id, max_pending, idempotency_key, request_hash)^
+-- name: place_order(user_id, currency, product_ids, quantities, address, address_id, shipping_method_id, max_pending, payment_provider, payment_timeout, idempotency_key, request_hash)^
 -- Places an order all-or-nothing, or replays the answer stored under its Idempotency-Key.
 -- POST /api/orders and the cart checkout both come here (the checkout passes its cart's
 -- lines). When the order cannot be placed nothing is written and the last columns say why.
@@ -90,12 +90,17 @@ new_order AS (
     -- the subtotal comes from the prices just locked, never from the client; a partial
     -- reservation (ruled out by the verdict) gives a NULL total and aborts everything.
     -- Shipping is the locked method's price, 0 without one or from its free threshold on;
-    -- subtotal_cents is derived (total_cents - shipping_cents).
+    -- subtotal_cents is derived (total_cents - shipping_cents). The unpaid order expires
+    -- (the worker cancels it) ORDER_PAYMENT_TIMEOUT seconds after creation.
     INSERT INTO orders (user_id, shipping_cents, total_cents, currency,
                         shipping_address, shipping_method_id, shipping_method_name,
-                        pending_slot)
+                        pending_slot, payment_provider, expires_at)
     SELECT :user_id::bigint, s.shipping, t.subtotal + s.shipping, :currency::text,
-           m.address, m.method_id, m.method_name, (SELECT slot FROM slot)
+           m.address, m.method_id, m.method_name, (SELECT slot FROM slot),
+           -- PAYMENT_PROVIDER, and ORDER_PAYMENT_TIMEOUT (0: an unpaid order never expires)
+           :payment_provider::text,
+           CASE WHEN :payment_timeout::integer > 0
+                THEN now() + make_interval(secs => :payment_timeout::integer) END
       FROM (SELECT CASE WHEN count(*) = (SELECT count(*) FROM wanted)
                         THEN sum(unit_price_cents * quantity) END AS subtotal
               FROM reserved
@@ -263,7 +268,8 @@ SELECT user_id, status
 -- Moves an order only from a state allowed to reach :status (so of two racing cancels one
 -- wins and stock goes back exactly once); cancelling gives the stock back to the ledger.
 -- :owner_id restricts the move to the owner's order (self-service cancel). No row: no move.
--- The order.status_changed event ({order, from, to}) is inserted by this same statement.
+-- The order.status_changed event ({order, from, to}) is inserted by this same statement, and
+-- so is the refund job of a cancelled order whose online payment succeeded.
 -- The answer takes its lines from order_documents (this statement does not change them) but
 -- status, updated_at and the new history entry from the CTEs: the view shows the snapshot
 -- taken before this UPDATE and INSERT, i.e. the old status and the trail without the move.
@@ -286,7 +292,19 @@ moved AS (
       FROM current c
      WHERE o.id = c.id
  RETURNING o.id, o.user_id, o.status, o.total_cents, o.currency, o.created_at, o.updated_at,
-           c.status AS from_status
+           o.payment_provider, o.payment_status, c.status AS from_status
+),
+refund AS (
+    -- cancelling an order paid online gives the money back: the refund job (the worker asks
+    -- the provider; payments.sql: defer_refund) commits with the cancellation, or neither does
+    SELECT procrastinate_defer_jobs_v1(ARRAY(
+               SELECT ROW('payments', 'refund_payment', 0, 'refund-order-' || m.id, NULL,
+                          jsonb_build_object('order_id', m.id),
+                          NULL)::procrastinate_job_to_defer_v1
+                 FROM moved m
+                WHERE m.status = 'cancelled'
+                  AND m.payment_provider = 'stripe'
+                  AND m.payment_status = 'succeeded')) AS jobs
 ),
 history AS (
     INSERT INTO order_status_history (order_id, status, by_user_id, at)
@@ -360,7 +378,8 @@ changed_event AS (
 SELECT a.id, a.user_id, a.status, a.total_cents, a.currency, a.created_at, a.updated_at,
        a.items, a.status_history, a.subtotal_cents, a.shipping_cents, a.shipping_address,
        a.shipping_method, a.payment, a.expires_at,
-       (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM restocked) AS restocked_ids
+       (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM restocked) AS restocked_ids,
+       (SELECT coalesce(cardinality(jobs), 0) FROM refund)                AS refunds
   FROM answer a;
 
 -- name: delete_order(id, by_user_id)^

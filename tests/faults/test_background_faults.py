@@ -99,6 +99,8 @@ def place_orders(url: str, user_id: int, product_ids: list[int]) -> None:
                     address_id=None,
                     shipping_method_id=None,
                     max_pending=0,
+                    payment_provider="manual",
+                    payment_timeout=0,
                 )
                 assert row["order_json"] is not None
 
