@@ -646,3 +646,13 @@ def receiver():
     receiver = Receiver()
     yield receiver
     receiver.close()
+
+
+@pytest.fixture(scope="session")
+def stripe_emulator():
+    """A real local Stripe (localstripe), one per test session (tests/stripe_emulator.py)."""
+    from tests.stripe_emulator import StripeEmulator
+
+    emulator = StripeEmulator().start()
+    yield emulator
+    emulator.stop()

@@ -97,7 +97,7 @@ def test_an_order_sends_one_confirmation_and_one_signed_delivery_per_webhook(
     assert attempt["error"] is None and attempt["next_attempt_at"] is None
 
 
-def test_shipping_and_cancelling_send_their_emails(
+def test_paying_shipping_and_cancelling_send_their_emails(
     client, admin, customer, make_product, smtp, worker
 ):
     worker()
@@ -110,17 +110,20 @@ def test_shipping_and_cancelling_send_their_emails(
         )
     client.simulate_post(f"/api/orders/{cancelled['id']}/cancel", headers=customer.headers)
 
-    wait_until(lambda: len(smtp.messages) == 4)
+    wait_until(lambda: len(smtp.messages) == 5)
     time.sleep(0.5)
     sent = sorted((m["X-Shopapi-Template"], m["Subject"]) for m in smtp.messages)
     assert sent == sorted(
         [
             ("order_confirmation", f"Your order #{shipped['id']} is confirmed"),
             ("order_confirmation", f"Your order #{cancelled['id']} is confirmed"),
+            ("order_paid", f"Payment received for your order #{shipped['id']}"),
             ("order_shipped", f"Your order #{shipped['id']} has shipped"),
             ("order_cancelled", f"Your order #{cancelled['id']} was cancelled"),
         ]
-    )  # and nothing for "paid"
+    )
+    [cancel_mail] = [m for m in smtp.messages if m["X-Shopapi-Template"] == "order_cancelled"]
+    assert "nothing will be charged" in cancel_mail.get_body(("plain",)).get_content()
 
 
 def test_a_refused_order_sends_nothing(

@@ -19,7 +19,11 @@ from shopapi.security import account_token
 log = logging.getLogger("shopapi.notifications")
 
 # order.status_changed: the moves the buyer hears about
-STATUS_TEMPLATES = {"shipped": "order_shipped", "cancelled": "order_cancelled"}
+STATUS_TEMPLATES = {
+    "paid": "order_paid",
+    "shipped": "order_shipped",
+    "cancelled": "order_cancelled",
+}
 
 
 def template_for(event: dict[str, Any]) -> str | None:
