@@ -180,6 +180,8 @@ class StripePayments:
             raise InvalidSignature("The Stripe-Signature header does not match the body") from exc
         except msgspec.MsgspecError as exc:  # signed, but not an event we can read
             raise InvalidSignature(f"Not a Stripe event: {exc}") from exc
+        except RecursionError as exc:  # msgspec walks nesting (even of ignored fields) deeply
+            raise InvalidSignature("Not a Stripe event: nested too deeply") from exc
         obj = event.data.object
         kind = _KINDS.get(event.type, "other")
         if kind == "refunded" and not obj.refunded:  # a partial refund: not ours

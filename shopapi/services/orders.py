@@ -452,6 +452,7 @@ async def _move(
         from_statuses=list(sources),
         owner_id=owner_id,
         by_user_id=user.id,
+        payment_status=None,
     )
     if row is None:
         async with connection(ctx.pool) as conn:
@@ -489,6 +490,7 @@ async def cancel_unpaid(pool: Pool, order_id: int) -> bool:
         from_statuses=["pending"],
         owner_id=None,
         by_user_id=None,
+        payment_status=None,
     )
     return row is not None
 

@@ -38,8 +38,9 @@ async def start_payment(ctx: AppContext, user: CurrentUser, order_id: int) -> Pa
             raise PaymentNotOnline("This shop takes payments outside the app; staff mark it paid")
         if order["status"] != "pending":
             raise InvalidTransition(f"Order {order_id} is {order['status']}; it cannot be paid")
-        if order["intent_id"] is None:
-            # the order row is locked: a racing start waits, then finds this payment
+        # read once the order is locked: a racing start that waited finds the first one's payment
+        payment = await queries.started_payment(conn, order_id=order_id)
+        if payment is None:
             intent = await provider.create_intent(order_id, order["total_cents"], order["currency"])
             status = await queries.record_payment(
                 conn,
@@ -53,7 +54,7 @@ async def start_payment(ctx: AppContext, user: CurrentUser, order_id: int) -> Pa
             client_secret = intent.client_secret
         else:
             status = await queries.restart_payment(conn, order_id=order_id)
-            client_secret = order["client_secret"]
+            client_secret = payment["client_secret"]
     return PaymentStart(
         provider=provider.name,
         client_secret=client_secret,
@@ -80,21 +81,20 @@ async def apply_webhook(ctx: AppContext, body: bytes, signature: str | None) -> 
 
 
 async def _apply(conn: Any, event: ProviderEvent) -> str:
-    fresh = await queries.record_provider_event(
+    claim = await queries.claim_provider_event(
         conn, event_id=event.id, type=event.type, intent_id=event.intent_id
     )
-    if fresh is None:
+    if not claim["fresh"]:
         return "duplicate"
     if event.kind == "other" or event.intent_id is None:
         return "ignored"
-    payment = await queries.lock_payment_by_intent(conn, intent_id=event.intent_id)
-    if payment is None:
+    if claim["order_id"] is None:
         return "unknown_intent"
-    order_id = payment["order_id"]
+    order_id = claim["order_id"]
     if event.kind == "succeeded":
-        return await _succeeded(conn, event, payment)
+        return await _succeeded(conn, event, claim)
     if event.kind == "failed":
-        if payment["status"] != "pending":
+        if claim["status"] != "pending":
             return "ignored"
         moved = await queries.set_payment_status(
             conn, order_id=order_id, status="failed", from_statuses=["unpaid", "processing"]
@@ -123,15 +123,10 @@ async def _succeeded(conn: Any, event: ProviderEvent, payment: dict[str, Any]) -
             extra={"event_id": event.id, "order_id": order_id},
         )
         return "mismatch"
-    moved = await queries.set_payment_status(
-        conn,
-        order_id=order_id,
-        status="succeeded",
-        from_statuses=["unpaid", "processing", "failed"],
-    )
-    if moved is None:  # succeeded (or refunded) already
-        return "ignored"
+    if payment["payment_status"] in ("succeeded", "refunded"):
+        return "ignored"  # another event for the same payment said so already
     if payment["status"] == "pending":
+        # paid and succeeded in one statement (history by null, order.status_changed)
         await queries.change_order_status(
             conn,
             id=order_id,
@@ -139,8 +134,15 @@ async def _succeeded(conn: Any, event: ProviderEvent, payment: dict[str, Any]) -
             from_statuses=["pending"],
             owner_id=None,
             by_user_id=None,
+            payment_status="succeeded",
         )
         return "paid"
+    await queries.set_payment_status(
+        conn,
+        order_id=order_id,
+        status="succeeded",
+        from_statuses=["unpaid", "processing", "failed"],
+    )
     if payment["status"] == "cancelled":
         # cancelled (or expired) before the money arrived: it goes back, never kept
         await queries.defer_refund(conn, order_id=order_id)

@@ -264,10 +264,12 @@ SELECT user_id, status
   FROM orders
  WHERE id = :id;
 
--- name: change_order_status(id, status, from_statuses, owner_id, by_user_id)^
+-- name: change_order_status(id, status, from_statuses, owner_id, by_user_id, payment_status)^
 -- Moves an order only from a state allowed to reach :status (so of two racing cancels one
 -- wins and stock goes back exactly once); cancelling gives the stock back to the ledger.
 -- :owner_id restricts the move to the owner's order (self-service cancel). No row: no move.
+-- :payment_status, when not NULL, is the order's payment status with the move (a provider's
+-- payment that succeeded makes the order paid in this one statement).
 -- The order.status_changed event ({order, from, to}) is inserted by this same statement, and
 -- so is the refund job of a cancelled order whose online payment succeeded.
 -- The answer takes its lines from order_documents (this statement does not change them) but
@@ -285,10 +287,11 @@ WITH current AS (
 ),
 moved AS (
     UPDATE orders o
-       SET status       = :status,
+       SET status         = :status,
            -- leaving pending gives the MAX_PENDING_ORDERS slot back
-           pending_slot = NULL,
-           updated_at   = now()
+           pending_slot   = NULL,
+           payment_status = coalesce(:payment_status::text, o.payment_status),
+           updated_at     = now()
       FROM current c
      WHERE o.id = c.id
  RETURNING o.id, o.user_id, o.status, o.total_cents, o.currency, o.created_at, o.updated_at,

@@ -3,16 +3,23 @@
 -- cancelled) go through orders.sql: change_order_status, with its history, ledger and event.
 
 -- name: lock_order_for_payment(order_id, user_id)^
--- The buyer's order and its payment, if one was started; the order row stays locked until the
--- transaction ends, so a second start of the same order waits here and then finds the first
--- one's payment (one PaymentIntent per order).
-SELECT o.id, o.status, o.total_cents, o.currency, o.payment_status,
-       p.intent_id, p.client_secret, p.amount_cents, p.currency AS payment_currency
-  FROM orders o
-  LEFT JOIN payments p ON p.order_id = o.id
- WHERE o.id = :order_id
-   AND o.user_id = :user_id
-   FOR UPDATE OF o;
+-- The buyer's order; the order row stays locked until the transaction ends, so a second start
+-- of the same order waits here and then finds the first one's payment (started_payment: one
+-- PaymentIntent per order).
+SELECT id, status, total_cents, currency, payment_status
+  FROM orders
+ WHERE id = :order_id
+   AND user_id = :user_id
+   FOR UPDATE;
+
+-- name: started_payment(order_id)^
+-- The order's payment, if one was started. A statement of its own, run once the order is
+-- locked: it sees the payment a racing start committed while this one waited for the lock.
+-- (Joined into the locking statement it would not: after the wait PostgreSQL re-reads only
+-- the locked order row, the join keeps the snapshot taken before the wait, with no payment.)
+SELECT intent_id, client_secret
+  FROM payments
+ WHERE order_id = :order_id;
 
 -- name: record_payment(order_id, provider, intent_id, client_secret, amount_cents, currency)$
 -- The payment just started with the provider; the order's payment is now processing.
@@ -41,21 +48,30 @@ WITH retried AS (
 SELECT coalesce((SELECT payment_status FROM retried),
                 (SELECT payment_status FROM orders WHERE id = :order_id));
 
--- name: record_provider_event(event_id, type, intent_id)$
--- Claims a webhook event in the transaction that applies it: NULL when it was applied already
--- (a concurrent delivery of the same id waits on the primary key, then gets NULL too).
-INSERT INTO payment_events (event_id, type, intent_id)
-VALUES (:event_id, :type, :intent_id)
-ON CONFLICT (event_id) DO NOTHING
-RETURNING true;
-
--- name: lock_payment_by_intent(intent_id)^
--- The order a provider's payment belongs to, locked against a racing cancel, expiry or start.
-SELECT o.id AS order_id, o.status, o.payment_status, p.amount_cents, p.currency
-  FROM payments p
-  JOIN orders o ON o.id = p.order_id
- WHERE p.intent_id = :intent_id
-   FOR UPDATE OF o;
+-- name: claim_provider_event(event_id, type, intent_id)^
+-- Claims a webhook event in the transaction that applies it, and locks the order its
+-- PaymentIntent belongs to (against a racing cancel, expiry or start). `fresh` is false when
+-- the event was applied already: a concurrent delivery of the same id waits on the primary
+-- key, then finds it taken, and locks nothing. No order columns: an intent of no order of ours.
+-- After waiting for the order lock PostgreSQL re-reads the order row, so status and
+-- payment_status are the latest (the payment's amount and currency never change).
+WITH claimed AS (
+    INSERT INTO payment_events (event_id, type, intent_id)
+    VALUES (:event_id, :type, :intent_id)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+),
+payment AS (
+    SELECT o.id AS order_id, o.status, o.payment_status, p.amount_cents, p.currency
+      FROM payments p
+      JOIN orders o ON o.id = p.order_id
+     WHERE p.intent_id = :intent_id
+       AND EXISTS (SELECT FROM claimed)
+       FOR UPDATE OF o
+)
+SELECT EXISTS (SELECT FROM claimed) AS fresh, pay.*
+  FROM (VALUES (1)) AS one (n)
+  LEFT JOIN payment pay ON true;
 
 -- name: set_payment_status(order_id, status, from_statuses)$
 -- The order's payment moves, only from the statuses given (so an out-of-order or repeated
