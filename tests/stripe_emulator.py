@@ -107,13 +107,21 @@ class StripeEmulator:
     def refunds(self, intent_id: str) -> list[Any]:
         return list(self.client.v1.refunds.list(params={"payment_intent": intent_id}).data)
 
-    def intents_of_order(self, order_id: int) -> list[Any]:
-        """Every PaymentIntent the emulator holds for an order (metadata.order_id)."""
+    def intents_of_order(self, order_id: int, *, besides: set[str] = frozenset()) -> list[Any]:
+        """Every PaymentIntent the emulator holds for an order (metadata.order_id), all pages.
+        The emulator lives for the whole session while order ids restart in each test: pass
+        the ids that existed before the test as `besides` (`intent_ids()`)."""
         return [
             pi
-            for pi in self.client.v1.payment_intents.list(params={"limit": 100}).data
-            if pi.metadata.to_dict().get("order_id") == str(order_id)
+            for pi in self.client.v1.payment_intents.list(params={"limit": 100}).auto_paging_iter()
+            if pi.metadata.to_dict().get("order_id") == str(order_id) and pi.id not in besides
         ]
+
+    def intent_ids(self) -> set[str]:
+        return {
+            pi.id
+            for pi in self.client.v1.payment_intents.list(params={"limit": 100}).auto_paging_iter()
+        }
 
 
 def signature(body: bytes, secret: str = WEBHOOK_SECRET, at: int | None = None) -> str:

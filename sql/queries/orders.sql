@@ -344,7 +344,10 @@ answer AS (
     SELECT m.id, m.user_id, m.status, m.total_cents, m.currency,
            api_time(m.created_at) AS created_at, api_time(m.updated_at) AS updated_at,
            d.items, d.subtotal_cents, d.shipping_cents, d.shipping_address, d.shipping_method,
-           d.payment, d.expires_at,
+           -- the payment as this UPDATE left it (the view shows it as it was before)
+           json_build_object('provider', m.payment_provider,
+                             'status', m.payment_status) AS payment,
+           d.expires_at,
            -- the view's trail plus the entry just appended, last (not yet visible to this
            -- statement); json_array_elements keeps each json entry's text as it is. The new
            -- entry must keep the view's entry shape (0006_order_documents).
