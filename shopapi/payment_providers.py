@@ -12,7 +12,7 @@ STRIPE_API_BASE points it elsewhere (the tests' local Stripe emulator).
 from __future__ import annotations
 
 import logging
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
 import msgspec
 import stripe
@@ -84,13 +84,19 @@ class ManualPayments:
         return None
 
 
+# Stripe's ids (evt_..., pi_..., ch_...) and event types; anything else is not from Stripe (and
+# a NUL character would not even fit a PostgreSQL text column)
+_StripeId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_]{1,255}$")]
+_StripeType = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_.]{1,255}$")]
+
+
 # Stripe's event envelope, only the fields used (msgspec skips the rest)
 class _StripeObject(msgspec.Struct):
-    id: str
+    id: _StripeId
     object: str
     amount: int | None = None
     currency: str | None = None
-    payment_intent: str | None = None  # a charge's
+    payment_intent: _StripeId | None = None  # a charge's
     refunded: bool = False  # a charge's: fully refunded
 
 
@@ -99,8 +105,8 @@ class _StripeData(msgspec.Struct):
 
 
 class _StripeEvent(msgspec.Struct):
-    id: str
-    type: str
+    id: _StripeId
+    type: _StripeType
     data: _StripeData
 
 

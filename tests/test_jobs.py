@@ -271,6 +271,12 @@ def test_housekeeping_purges_old_keys_expired_tokens_and_old_events(
         "INSERT INTO carts (token_hash, expires_at) "
         "VALUES ('expired', now() - interval '1 s'), ('live', now() + interval '1 h')",
     )
+    execute(
+        database_url,
+        "INSERT INTO payment_events (event_id, type, intent_id, received_at) "
+        "VALUES ('evt_old', 'payment_intent.succeeded', 'pi_old', now() - interval '31 days'), "
+        "       ('evt_recent', 'payment_intent.succeeded', 'pi_recent', now() - interval '1 day')",
+    )
     place(client, customer, [(make_product()["id"], 1)])  # a fresh event stays
 
     removed = {name: app_loop.run(purge, wctx) for name, purge in tasks.HOUSEKEEPING.items()}
@@ -281,6 +287,7 @@ def test_housekeeping_purges_old_keys_expired_tokens_and_old_events(
         "account_tokens": 2,
         "events": 1,
         "guest_carts": 1,
+        "payment_events": 1,
     }
     assert db_rows(database_url, "SELECT token_hash FROM carts") == [(b"live",)]
     assert db_rows(database_url, "SELECT token_hash FROM refresh_tokens") == [(b"b",)]
@@ -290,6 +297,8 @@ def test_housekeeping_purges_old_keys_expired_tokens_and_old_events(
     ]
     assert db_rows(database_url, "SELECT token_hash FROM account_tokens") == [(b"live",)]
     assert db_rows(database_url, "SELECT count(*) FROM events") == [(1,)]
+    # Stripe redelivers for 3 days: a recent event id is still remembered
+    assert db_rows(database_url, "SELECT event_id FROM payment_events") == [("evt_recent",)]
 
 
 def test_a_stalled_job_is_run_again(database_url, wctx, app_loop):

@@ -108,9 +108,7 @@ def test_checkout_migration_keeps_existing_orders_whole(scratch_url):
     backend = get_backend(yoyo_url(scratch_url))
     migrations = read_migrations(str(SQL_DIR / "migrations"))
     with backend.lock():
-        backend.apply_migrations(
-            backend.to_apply(migrations.filter(lambda m: m.id < "0010"))
-        )
+        backend.apply_migrations(backend.to_apply(migrations.filter(lambda m: m.id < "0010")))
     with psycopg.connect(scratch_url) as conn:
         (user,) = conn.execute(
             "INSERT INTO users (email, password_hash) VALUES ('old@x.io', 'h') RETURNING id"

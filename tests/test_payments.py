@@ -549,6 +549,27 @@ def test_a_bad_signature_is_400_and_changes_nothing(
     assert order_row(database_url, order["id"]) == ("paid", "stripe", "succeeded")
 
 
+@pytest.mark.parametrize(
+    "event_id, intent_id",
+    [("evt_\u0000nul", None), ("evt_ok_1", "pi_\u0000nul"), ("evt_" + "x" * 300, None)],
+    ids=["nul in the event id", "nul in the intent id", "event id of 304 characters"],
+)
+def test_a_signed_event_whose_ids_are_not_stripe_ids_is_400_and_writes_nothing(
+    shop, customer, make_product, database_url, event_id, intent_id
+):
+    """Only the holder of the webhook secret can send these; still a clean 400, never a 500
+    from PostgreSQL refusing a NUL character."""
+    order = place_order(shop, customer, make_product(price_cents=600))
+    started(shop, customer, order["id"])
+    real_intent = intent_of(database_url, order["id"])
+    before = snapshot(database_url)
+    body, header = signed_event(
+        "payment_intent.succeeded", intent_id or real_intent, 600, event_id=event_id
+    )
+    assert_problem(deliver(shop, body, header), 400, "invalid_signature")
+    assert snapshot(database_url) == before
+
+
 # ------------------------------------------------------------------ 9. success after expiry
 
 

@@ -215,6 +215,22 @@ EXAMPLE_BODIES: dict[str, Callable[[Shop], dict]] = {
     "ShippingMethodUpdate": lambda s: {"price_cents": 0, "is_active": False},
     "CartLineSet": lambda s: {"quantity": 1000},
     "CheckoutBody": lambda s: {"address_id": s.address_id, "shipping_method_id": s.method_id},
+    # Stripe's webhook: an event that would pay the order, were it signed (the tours send no
+    # Stripe-Signature, and the default PAYMENT_PROVIDER=manual takes no webhook at all)
+    "StripeEvent": lambda s: {
+        "id": "evt_forged",
+        "object": "event",
+        "type": "payment_intent.succeeded",
+        "data": {
+            "object": {
+                "id": "pi_forged",
+                "object": "payment_intent",
+                "amount": 1,
+                "currency": "usd",
+                "metadata": {"order_id": str(s.order_id)},
+            }
+        },
+    },
 }
 
 

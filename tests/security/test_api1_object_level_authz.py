@@ -16,6 +16,8 @@ import hashlib
 import re
 import secrets
 
+import pytest
+
 from tests.conftest import assert_problem, db_rows
 from tests.helpers import place
 from tests.security.conftest import CART_TOKEN, snapshot
@@ -83,6 +85,56 @@ def test_a_customer_sweeping_every_order_id_reaches_only_their_own_and_learns_no
         assert (
             client.simulate_get(f"/api/orders/{order_id}", headers=alice.headers).status_code == 200
         )
+
+
+def _stripe_intent_ids(emulator) -> set[str]:
+    """Every PaymentIntent the session's Stripe emulator holds, all pages."""
+    listed = emulator.client.v1.payment_intents.list(params={"limit": 100})
+    return {intent.id for intent in listed.auto_paging_iter()}
+
+
+@pytest.mark.parametrize("provider", ["manual", "stripe"])
+def test_paying_another_customers_order_is_404_like_an_order_that_never_existed(
+    request, app_client, make_user, make_product, database_url, provider
+):
+    """POST /api/orders/{id}/payment is the owner's only: another customer, and staff too, get
+    the answer of an id that never existed, and no payment is started (here or at Stripe)."""
+    emulator = request.getfixturevalue("stripe_emulator") if provider == "stripe" else None
+    client = app_client(**(emulator.settings() if emulator else {}))
+    product = make_product(stock=10, price_cents=2500)
+    alice, bob, admin = make_user(), make_user(), make_user("ADMIN")
+    bobs = [place(client, bob, [(product["id"], 1)]).json["id"] for _ in range(2)]
+    own = place(client, alice, [(product["id"], 1)]).json["id"]
+    never = max([*bobs, own]) + 1
+    intents = _stripe_intent_ids(emulator) if emulator else set()
+    before = snapshot(database_url)
+
+    def pay(order_id: int, caller) -> dict:
+        response = client.simulate_post(f"/api/orders/{order_id}/payment", headers=caller.headers)
+        problem = assert_problem(response, 404, "not_found")
+        assert "client_secret" not in response.text
+        return _without_ids(problem)
+
+    missing = pay(never, alice)
+    for order_id in bobs:
+        for caller in (alice, admin):
+            assert pay(order_id, caller) == missing, (order_id, caller.role)
+    assert snapshot(database_url) == before
+    if emulator:
+        assert _stripe_intent_ids(emulator) == intents  # no PaymentIntent for Bob's orders
+
+    # control: the owner does reach their order (and Bob's are still payable by Bob)
+    mine = client.simulate_post(f"/api/orders/{own}/payment", headers=alice.headers)
+    if provider == "manual":
+        assert_problem(mine, 409, "payment_not_online")
+    else:
+        assert mine.status_code == 200, mine.text
+        assert (mine.json["provider"], mine.json["amount_cents"]) == ("stripe", 2500)
+        assert db_rows(database_url, "SELECT order_id FROM payments") == [(own,)]
+    assert db_rows(database_url, "SELECT status FROM orders WHERE id = ANY(%s)", (bobs,)) == [
+        ("pending",),
+        ("pending",),
+    ]
 
 
 def test_another_customers_cursor_or_filters_never_list_their_orders(

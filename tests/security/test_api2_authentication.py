@@ -20,6 +20,8 @@ from falcon import testing
 from shopapi.security import token_digest
 from tests.conftest import assert_problem, backends, db_rows, in_background, wait_for
 from tests.helpers import bearer, login, refresh
+from tests.security.conftest import snapshot
+from tests.stripe_emulator import signature, signed_event
 
 
 @pytest.fixture()
@@ -248,3 +250,123 @@ def test_reset_and_verification_tokens_work_once_and_only_for_their_purpose(
     )
     reused = client.simulate_post("/api/auth/verify-email", json={"token": verification})
     assert_problem(reused, 400, "invalid_token")
+
+
+# ------------------------------------------------------------------ Stripe's webhook
+
+WEBHOOK = "/api/payments/stripe/webhook"
+
+
+def _forged(body: bytes, sig: str) -> tuple[bytes, dict[str, str]]:
+    return body, {"Stripe-Signature": signature(body, secret="whsec_someone_elses_secret")}
+
+
+def _stale(body: bytes, sig: str) -> tuple[bytes, dict[str, str]]:
+    return body, {"Stripe-Signature": signature(body, at=int(time.time()) - 301)}
+
+
+def _stale_with_a_fresh_t(body: bytes, sig: str) -> tuple[bytes, dict[str, str]]:
+    old = signature(body, at=int(time.time()) - 301)
+    return body, {"Stripe-Signature": f"t={int(time.time())},{old.split(',')[1]}"}
+
+
+def _tampered(body: bytes, sig: str) -> tuple[bytes, dict[str, str]]:
+    # Stripe signed a failure; the body now claims the payment succeeded
+    return body.replace(b"payment_intent.payment_failed", b"payment_intent.succeeded"), {
+        "Stripe-Signature": sig
+    }
+
+
+WEBHOOK_TRICKS = {
+    "forged (another secret)": _forged,
+    "stale (t 301 s old)": _stale,
+    "stale, its t replaced by now": _stale_with_a_fresh_t,
+    "missing header": lambda body, sig: (body, {}),
+    "empty header": lambda body, sig: (body, {"Stripe-Signature": ""}),
+    "no v1 scheme": lambda body, sig: (body, {"Stripe-Signature": sig.replace("v1=", "v0=")}),
+    "valid signature, tampered body": _tampered,
+    "bearer token instead": lambda body, sig: (body, {"Authorization": "Bearer " + sig}),
+}
+
+
+@pytest.fixture()
+def stripe_order(app_client, stripe_emulator, make_user, make_product, database_url):
+    """(client, order id, PaymentIntent id, amount): a stripe shop, an order being paid."""
+    client = app_client(**stripe_emulator.settings())
+    buyer = make_user()
+    product = make_product(stock=5, price_cents=3100)
+    order = client.simulate_post(
+        "/api/orders",
+        json={"items": [{"product_id": product["id"], "quantity": 1}]},
+        headers=buyer.headers,
+    )
+    assert order.status_code == 201, order.text
+    started = client.simulate_post(f"/api/orders/{order.json['id']}/payment", headers=buyer.headers)
+    assert started.status_code == 200, started.text
+    ((intent_id,),) = db_rows(database_url, "SELECT intent_id FROM payments")
+    return client, order.json["id"], intent_id, 3100
+
+
+@pytest.mark.parametrize("trick", list(WEBHOOK_TRICKS))
+def test_a_webhook_without_a_valid_stripe_signature_is_400_and_changes_nothing(
+    stripe_order, database_url, trick
+):
+    client, order_id, intent_id, amount = stripe_order
+    kind = "payment_failed" if "tampered" in trick else "succeeded"
+    body, sig = signed_event(f"payment_intent.{kind}", intent_id, amount, event_id="evt_trick")
+    raw, headers = WEBHOOK_TRICKS[trick](body, sig)
+    order_before = db_rows(
+        database_url, "SELECT status, payment_status FROM orders WHERE id = %s", (order_id,)
+    )
+    before = snapshot(database_url)
+
+    response = client.simulate_post(
+        WEBHOOK, body=raw, headers={"Content-Type": "application/json", **headers}
+    )
+
+    assert_problem(response, 400, "invalid_signature")
+    assert snapshot(database_url) == before
+    assert db_rows(database_url, "SELECT count(*) FROM payment_events") == [(0,)]
+    assert (
+        db_rows(
+            database_url, "SELECT status, payment_status FROM orders WHERE id = %s", (order_id,)
+        )
+        == order_before
+    )
+    assert order_before[0][0] == "pending"
+    # control: the same event, genuinely signed (290 s ago: inside the tolerance), is applied
+    genuine, sig = signed_event(
+        "payment_intent.succeeded",
+        intent_id,
+        amount,
+        event_id="evt_trick",
+        at=int(time.time()) - 290,
+    )
+    applied = client.simulate_post(
+        WEBHOOK, body=genuine, headers={"Content-Type": "application/json", "Stripe-Signature": sig}
+    )
+    assert applied.status_code == 200, applied.text
+    assert db_rows(
+        database_url, "SELECT status, payment_status FROM orders WHERE id = %s", (order_id,)
+    ) == [("paid", "succeeded")]
+    assert db_rows(database_url, "SELECT event_id FROM payment_events") == [("evt_trick",)]
+
+
+def test_a_genuinely_signed_webhook_is_400_when_the_shop_takes_no_stripe_payments(
+    client, make_user, make_product, database_url
+):
+    """PAYMENT_PROVIDER=manual: no secret can open the webhook, not even the right one."""
+    buyer = make_user()
+    order = client.simulate_post(
+        "/api/orders",
+        json={"items": [{"product_id": make_product()["id"], "quantity": 1}]},
+        headers=buyer.headers,
+    )
+    assert order.status_code == 201, order.text
+    body, sig = signed_event("payment_intent.succeeded", "pi_manual", order.json["total_cents"])
+    before = snapshot(database_url)
+    response = client.simulate_post(
+        WEBHOOK, body=body, headers={"Content-Type": "application/json", "Stripe-Signature": sig}
+    )
+    assert_problem(response, 400, "invalid_signature")
+    assert snapshot(database_url) == before

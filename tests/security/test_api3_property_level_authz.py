@@ -21,6 +21,7 @@ from shopapi.security import account_token, check_password, hash_password
 from tests.conftest import assert_problem, db_rows
 from tests.helpers import bearer, login
 from tests.security.conftest import CART_TOKEN, api_endpoints, snapshot
+from tests.stripe_emulator import signed_event
 
 ADDRESS = {
     "full_name": "Ada Lovelace",
@@ -264,6 +265,15 @@ def _tour(client, w: dict) -> list[tuple[str, str, Any]]:
         ),
         ("POST", "/api/orders", customer, {"items": [{"product_id": p, "quantity": 1000}]}, {}),
         ("GET", "/api/orders/{order_id}", customer, None, {}),
+        # PAYMENT_PROVIDER=manual: 409 payment_not_online; a webhook it cannot verify: 400
+        ("POST", "/api/orders/{order_id}/payment", customer, None, {}),
+        (
+            "POST",
+            "/api/payments/stripe/webhook",
+            None,
+            {"id": "evt_tour", "type": "payment_intent.succeeded", "data": {"object": {}}},
+            {"Stripe-Signature": "t=1,v1=00"},
+        ),
         ("PUT", "/api/orders/{order_id}/status", editor, {"status": "paid"}, {}),
         ("POST", "/api/orders/{order_id}/cancel", customer, None, {}),  # paid now: 409
         ("DELETE", "/api/orders/{order_id}", admin, None, {}),
@@ -413,6 +423,9 @@ def test_no_answer_of_any_operation_has_an_undocumented_field_or_a_secret(client
     assert served <= toured, f"add to the tour: {sorted(served - toured)}"
     statuses = {r.status_code for _, _, r in answers}
     assert {200, 201, 204, 401, 404, 409, 422} <= statuses  # errors are toured as well
+    toured_as = {(m, t): r for m, t, r in answers}
+    assert_problem(toured_as["POST", "/api/orders/{order_id}/payment"], 409, "payment_not_online")
+    assert_problem(toured_as["POST", "/api/payments/stripe/webhook"], 400, "invalid_signature")
 
     for method, template, response in answers:
         text = response.text
@@ -433,6 +446,67 @@ def test_no_answer_of_any_operation_has_an_undocumented_field_or_a_secret(client
         }.get((method, template, response.status_code), set())
         assert not _keys(body) & (SECRET_KEYS - shown), (method, template, body)
         assert world["guest_token"] not in text, (method, template)
+
+
+def test_the_stripe_payment_answers_carry_what_they_document_and_no_shop_secret(
+    app_client, stripe_emulator, make_user, make_product, database_url
+):
+    """With PAYMENT_PROVIDER=stripe: starting a payment shows its client secret (to the owner,
+    never stored by a cache) and the publishable key, nothing undocumented; the order shows
+    only `{provider, status}`; no answer carries the Stripe secret key or webhook secret."""
+    settings = stripe_emulator.settings()
+    client = app_client(**settings)
+    spec = client.simulate_get("/api/docs/openapi.json").json
+    buyer = make_user()
+    product = make_product(stock=5, price_cents=1200)
+    order = client.simulate_post(
+        "/api/orders",
+        json={"items": [{"product_id": product["id"], "quantity": 2}]},
+        headers=buyer.headers,
+    ).json
+    url = f"/api/orders/{order['id']}/payment"
+    started = client.simulate_post(url, headers=buyer.headers)
+    again = client.simulate_post(url, headers=buyer.headers)
+    ((intent_id, client_secret),) = db_rows(
+        database_url, "SELECT intent_id, client_secret FROM payments"
+    )
+    body, sig = signed_event("payment_intent.succeeded", intent_id, 2400, event_id="evt_api3")
+    hook = client.simulate_post(
+        "/api/payments/stripe/webhook",
+        body=body,
+        headers={"Content-Type": "application/json", "Stripe-Signature": sig},
+    )
+    paid = client.simulate_get(f"/api/orders/{order['id']}", headers=buyer.headers)
+
+    assert [r.status_code for r in (started, again, hook, paid)] == [200, 200, 200, 200]
+    assert (
+        started.json
+        == again.json
+        == {
+            "provider": "stripe",
+            "client_secret": client_secret,
+            "publishable_key": settings["STRIPE_PUBLISHABLE_KEY"],
+            "amount_cents": 2400,
+            "currency": "USD",
+            "status": started.json["status"],
+        }
+    )
+    assert started.headers.get("cache-control") == "no-store"
+    assert hook.json == {"received": True}
+    assert paid.json["payment"] == {"provider": "stripe", "status": "succeeded"}
+    assert client_secret not in paid.text and intent_id not in paid.text
+    for (method, template), response in {
+        ("post", "/api/orders/{order_id}/payment"): started,
+        ("post", "/api/payments/stripe/webhook"): hook,
+        ("get", "/api/orders/{order_id}"): paid,
+    }.items():
+        schema = spec["paths"][template][method]["responses"]["200"]["content"]
+        schema = schema["application/json"]["schema"]
+        assert not undocumented_fields(spec, response.json, schema), (template, response.json)
+        assert not _keys(response.json) & SECRET_KEYS, (template, response.json)
+        for secret in (settings["STRIPE_SECRET_KEY"], settings["STRIPE_WEBHOOK_SECRET"]):
+            assert secret not in response.text, template
+            assert all(secret not in value for value in response.headers.values()), template
 
 
 def test_register_ignores_a_password_hash_id_and_timestamps_sent_with_it(client, database_url):

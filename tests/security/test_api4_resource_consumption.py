@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import assert_problem, db_rows
 from tests.security.conftest import api_endpoints, example_request, raw_http, snapshot
+from tests.stripe_emulator import signature, signed_event
 
 MIB = 1024 * 1024
 
@@ -64,8 +65,43 @@ def test_json_nested_100000_deep_is_a_fast_400_on_every_body_route(
         path, _ = example_request(shop, template, spec)
         started = time.monotonic()
         response = _send(client, method, path, raw, shop.admin, {"Idempotency-Key": "deep"})
-        assert_problem(response, 400, "invalid_json")
+        # a signed webhook (body_raw) checks the signature before it parses anything
+        assert_problem(response, 400, "invalid_signature" if spec.body_raw else "invalid_json")
         assert time.monotonic() - started < 1, (method, template)
+    assert snapshot(database_url) == before
+
+
+@pytest.mark.parametrize("shape", ["top level", "inside an ignored field"])
+def test_the_stripe_webhook_refuses_deep_or_oversized_bodies_fast_even_when_signed(
+    app_client, stripe_emulator, database_url, shape
+):
+    """With PAYMENT_PROVIDER=stripe the body is HMAC-checked, then parsed: deep nesting is a
+    fast 400 whether the signature is missing, wrong or right, and a signature never lifts the
+    size limit."""
+    client = app_client(**stripe_emulator.settings())
+    url = "/api/payments/stripe/webhook"
+    nested = b"[" * 100_000 + b"]" * 100_000
+    raw = nested if shape == "top level" else b'{"id": "evt_deep", "pad": ' + nested + b"}"
+    before = snapshot(database_url)
+    for sig in (None, signature(raw, secret="whsec_not_ours"), signature(raw)):
+        headers = {"Content-Type": "application/json"} | ({"Stripe-Signature": sig} if sig else {})
+        started = time.monotonic()
+        response = client.simulate_post(url, body=raw, headers=headers)
+        assert_problem(response, 400, "invalid_signature")
+        assert time.monotonic() - started < 1, sig
+    body, _ = signed_event("payment_intent.succeeded", "pi_big", 100)
+    padded = body[:-1] + b', "pad": "' + b"x" * (MIB - len(body) - 10) + b'"}'
+    assert len(padded) == MIB + 1
+    problem = assert_problem(
+        client.simulate_post(
+            url,
+            body=padded,
+            headers={"Content-Type": "application/json", "Stripe-Signature": signature(padded)},
+        ),
+        413,
+        "payload_too_large",
+    )
+    assert "limit" in problem["detail"]
     assert snapshot(database_url) == before
 
 

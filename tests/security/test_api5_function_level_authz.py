@@ -65,6 +65,9 @@ CONTRACT_ROLES = {
     ("PUT", "/api/orders/{order_id}/status"): STAFF,
     ("POST", "/api/orders/{order_id}/cancel"): ANY_USER,  # owner only
     ("DELETE", "/api/orders/{order_id}"): ADMIN,
+    ("POST", "/api/orders/{order_id}/payment"): ANY_USER,  # owner only (others 404)
+    # no bearer token: Stripe signs the body (Stripe-Signature), checked by the responder
+    ("POST", "/api/payments/stripe/webhook"): PUBLIC,
     ("GET", "/api/webhooks"): ADMIN,
     ("POST", "/api/webhooks"): ADMIN,
     ("GET", "/api/webhooks/{webhook_id}"): ADMIN,

@@ -18,7 +18,7 @@ import pytest
 from falcon import testing
 
 from shopapi.app import create_app
-from tests.conftest import assert_problem, make_settings
+from tests.conftest import assert_problem, db_rows, make_settings
 from tests.security.conftest import (
     CART_TOKEN,
     api_endpoints,
@@ -26,6 +26,7 @@ from tests.security.conftest import (
     raw_http,
     snapshot,
 )
+from tests.stripe_emulator import signature, signed_event
 
 APPLIED = {200, 201, 204, 401, 409, 422}  # what a body that parses may get
 # routes whose parsed body may also get: 202 (accepted for later), 400 `invalid_token` (a token
@@ -179,6 +180,8 @@ def test_hostile_bytes_on_every_body_route_are_a_clean_4xx_that_leaks_nothing(
         for name, (raw, allowed) in _hostile_bodies(valid).items():
             if name == "empty" and spec.body_optional:
                 allowed = APPLIED  # an optional body (checkout's) left out: no body at all
+            if spec.body_raw:  # a signed webhook: no signature, nothing is parsed or applied
+                allowed = {400}
             before = snapshot(database_url) if 400 in allowed and len(allowed) == 1 else None
             response = client.simulate_request(
                 method,
@@ -194,13 +197,47 @@ def test_hostile_bytes_on_every_body_route_are_a_clean_4xx_that_leaks_nothing(
                 allowed = allowed | APPLIED_ALSO.get(template, set())
             assert response.status_code in allowed, (method, template, name, response.text)
             assert not LEAKS.search(response.text), (method, template, name, response.text)
-            if response.status_code == 400:
+            if response.status_code == 400 and spec.body_raw:
+                assert_problem(response, 400, "invalid_signature")
+            elif response.status_code == 400:
                 parsed = allowed != {400} and response.json["code"] == "invalid_token"
                 assert_problem(response, 400, "invalid_token" if parsed else "invalid_json")
             if before is not None:
                 assert snapshot(database_url) == before, (method, template, name)
             answered += 1
     assert answered >= 10 * 12
+
+
+def test_hostile_bytes_signed_for_the_stripe_webhook_are_a_clean_answer_that_leaks_nothing(
+    app_client, stripe_emulator, database_url
+):
+    """PAYMENT_PROVIDER=stripe, each hostile body signed as Stripe would sign it: a body that
+    is no Stripe event is a 400 `invalid_signature` that changes nothing; one that reads as an
+    event of no interest is recorded (200) and changes nothing else."""
+    client = app_client(**stripe_emulator.settings())
+    body, _ = signed_event("payment_intent.succeeded", "pi_hostile", 100, event_id="evt_h")
+    valid = json.loads(body)
+    answered = 0
+    for name, (raw, allowed) in _hostile_bodies(valid).items():
+        before = snapshot(database_url)
+        response = client.simulate_post(
+            "/api/payments/stripe/webhook",
+            body=raw,
+            headers={"Content-Type": "application/json", "Stripe-Signature": signature(raw)},
+        )
+        assert response.status_code in allowed & {200, 400}, (name, response.text)
+        assert not LEAKS.search(response.text), (name, response.text)
+        after = snapshot(database_url)
+        if response.status_code == 400:
+            assert_problem(response, 400, "invalid_signature")
+            assert after == before, name
+        else:  # only the event id is remembered: no PaymentIntent of ours, no order touched
+            assert response.json == {"received": True}
+            changed = {table for table in after if after[table] != before[table]}
+            assert changed == {"payment_events"}, (name, changed)
+        answered += 1
+    assert answered == len(_hostile_bodies(valid))
+    assert db_rows(database_url, "SELECT count(*) FROM payments") == [(0,)]
 
 
 def test_a_login_body_that_is_not_utf8_is_a_400_with_rate_limits_on(limited_client):
