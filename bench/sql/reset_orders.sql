@@ -4,7 +4,7 @@
 -- reset with it: orders and everything hanging off them are truncated, and each product
 -- gets a single opening `adjust` movement for its new stock.
 BEGIN;
-TRUNCATE order_status_history, order_items, orders, idempotency_keys, stock_movements
+TRUNCATE payments, order_status_history, order_items, orders, idempotency_keys, stock_movements
          RESTART IDENTITY;
 UPDATE products SET stock = :stock;
 INSERT INTO stock_movements (product_id, delta, reason)
