@@ -38,6 +38,10 @@ async def start_payment(ctx: AppContext, user: CurrentUser, order_id: int) -> Pa
             raise PaymentNotOnline("This shop takes payments outside the app; staff mark it paid")
         if order["status"] != "pending":
             raise InvalidTransition(f"Order {order_id} is {order['status']}; it cannot be paid")
+        if order["expired"]:
+            # past its deadline, about to be cancelled by the worker: taking money now would
+            # only mean a refund
+            raise InvalidTransition(f"Order {order_id} expired unpaid; it cannot be paid")
         # read once the order is locked: a racing start that waited finds the first one's payment
         payment = await queries.started_payment(conn, order_id=order_id)
         if payment is None:

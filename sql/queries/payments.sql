@@ -6,7 +6,8 @@
 -- The buyer's order; the order row stays locked until the transaction ends, so a second start
 -- of the same order waits here and then finds the first one's payment (started_payment: one
 -- PaymentIntent per order).
-SELECT id, status, total_cents, currency, payment_status
+SELECT id, status, total_cents, currency, payment_status,
+       coalesce(expires_at <= now(), false) AS expired
   FROM orders
  WHERE id = :order_id
    AND user_id = :user_id

@@ -722,7 +722,7 @@ def audit(shop: Shop, buyers: Iterable[Buyer] = ()) -> Audit:
     ]
     if buyers:  # every order of these tests carries a key
         duplicates += [f"order {oid} has no Idempotency-Key" for oid in keyless]
-    ledger = asyncio.run(_ledger(shop.url))
+    ledger = asyncio.run(ledger_mismatches(shop.url))
     return Audit(
         orders_in_db=len(orders),
         lost=lost,
@@ -735,7 +735,7 @@ def audit(shop: Shop, buyers: Iterable[Buyer] = ()) -> Audit:
     )
 
 
-async def _ledger(url: str) -> list[dict]:
+async def ledger_mismatches(url: str) -> list[dict]:
     pool = make_pool(make_settings(url, DB_POOL_MIN=1, DB_POOL_MAX=1))
     try:
         return await check_ledger(pool)

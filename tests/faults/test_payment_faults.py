@@ -7,6 +7,7 @@ is applied exactly once, and any further redelivery changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +16,14 @@ import pytest
 
 from tests.background import wait_until
 from tests.conftest import REDIS_URL, db_rows
-from tests.faults.helpers import BACKGROUND_LINES, seed_shop, server_env, start_server, stop_server
+from tests.faults.helpers import (
+    BACKGROUND_LINES,
+    ledger_mismatches,
+    seed_shop,
+    server_env,
+    start_server,
+    stop_server,
+)
 from tests.stripe_emulator import signed_event
 
 pytestmark = pytest.mark.faults
@@ -101,3 +109,4 @@ def test_the_webhook_while_postgresql_is_down_is_5xx_then_the_event_applies_once
     assert history == [("pending", buyer.id), ("paid", None)]  # paid once
     assert recorded == 1
     assert state == [("paid", "succeeded")]
+    assert asyncio.run(ledger_mismatches(url)) == []  # stock = sum of its movements
