@@ -185,7 +185,8 @@ class StripePayments:
         except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
             raise InvalidSignature("The Stripe-Signature header does not match the body") from exc
         except msgspec.MsgspecError as exc:  # signed, but not an event we can read
-            raise InvalidSignature(f"Not a Stripe event: {exc}") from exc
+            log.warning("signed webhook body is not a Stripe event: %s", exc)
+            raise InvalidSignature("The body is not a Stripe event") from exc
         except RecursionError as exc:  # msgspec walks nesting (even of ignored fields) deeply
             raise InvalidSignature("Not a Stripe event: nested too deeply") from exc
         obj = event.data.object

@@ -91,14 +91,18 @@ def test_events_without_an_email_send_nothing(
     client, admin, customer, make_product, database_url, smtp, wctx, app_loop
 ):
     order = place(client, customer, [(make_product(stock=1)["id"], 1)]).json
-    client.simulate_put(
-        f"/api/orders/{order['id']}/status", json={"status": "paid"}, headers=admin.headers
-    )
-    for type_ in ("order.status_changed", "product.out_of_stock"):
-        assert (
-            app_loop.run(notifications.send_event_email, wctx, one_event(database_url, type_))
-            is None
+    for status in ("paid", "shipped", "delivered"):
+        client.simulate_put(
+            f"/api/orders/{order['id']}/status", json={"status": status}, headers=admin.headers
         )
+    [(delivered,)] = db_rows(
+        database_url,
+        "SELECT id::text FROM events WHERE type = 'order.status_changed' AND data->>'to' = %s",
+        ("delivered",),
+    )
+    # delivered has no email (paid, shipped and cancelled do), nor has a product event
+    for event_id in (delivered, one_event(database_url, "product.out_of_stock")):
+        assert app_loop.run(notifications.send_event_email, wctx, event_id) is None
     unknown = "00000000-0000-0000-0000-000000000000"
     assert app_loop.run(notifications.send_event_email, wctx, unknown) is None
     assert smtp.messages == []

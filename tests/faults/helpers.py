@@ -165,13 +165,21 @@ class PostgresCluster:
         return (PG_BIN / "initdb").exists() and shutil.which("runuser") is not None
 
     def _run(self, *args: str, timeout: float = 60) -> None:
-        subprocess.run(
-            [*self._as, *args],
-            check=True,
-            timeout=timeout,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        try:
+            subprocess.run(
+                [*self._as, *args],
+                check=True,
+                timeout=timeout,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        except subprocess.CalledProcessError as exc:
+            # say why (pg_ctl's own words and the server log's end), not only the exit code
+            log = self.logfile.read_text(errors="replace")[-3000:] if self.logfile.exists() else ""
+            raise RuntimeError(
+                f"{' '.join(args[:1])} {args[-1]} failed ({exc.returncode}): "
+                f"{(exc.stderr or b'').decode(errors='replace')}\nserver log:\n{log}"
+            ) from exc
 
     def init(self) -> PostgresCluster:
         self._run(

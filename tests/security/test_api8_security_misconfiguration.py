@@ -218,14 +218,15 @@ def test_hostile_bytes_signed_for_the_stripe_webhook_are_a_clean_answer_that_lea
     body, _ = signed_event("payment_intent.succeeded", "pi_hostile", 100, event_id="evt_h")
     valid = json.loads(body)
     answered = 0
-    for name, (raw, allowed) in _hostile_bodies(valid).items():
+    for name, (raw, _allowed_elsewhere) in _hostile_bodies(valid).items():
         before = snapshot(database_url)
         response = client.simulate_post(
             "/api/payments/stripe/webhook",
             body=raw,
             headers={"Content-Type": "application/json", "Stripe-Signature": signature(raw)},
         )
-        assert response.status_code in allowed & {200, 400}, (name, response.text)
+        # a signed body is either an event (200) or not one (400): never a 422 or a 5xx
+        assert response.status_code in {200, 400}, (name, response.text)
         assert not LEAKS.search(response.text), (name, response.text)
         after = snapshot(database_url)
         if response.status_code == 400:
