@@ -3,6 +3,8 @@
 Every value can be overridden by the environment (twelve-factor) or on the command line.
 Workers import the app after fork (no preload_app), so each opens its own database pool.
 Prometheus counts from all workers are merged through PROMETHEUS_MULTIPROC_DIR (see the hooks).
+The master checks the app's settings before any worker exists, and gives every worker one
+signing key (see on_starting).
 """
 
 from __future__ import annotations
@@ -70,13 +72,33 @@ control_socket_disable = True
 _created: list[str] = []  # the directory on_starting made itself, removed again on exit
 
 
+def _one_signing_key() -> None:
+    """Refuse to start when nothing may sign tokens (APP_ENV and SECRET_KEY both unset, or
+    production without a strong key), with the reason, before a worker exists; and when an
+    explicit development/test run has no SECRET_KEY, make its random key here, in the master,
+    so that every worker inherits the same one (workers replaced later too): a token from one
+    worker is valid on the others."""
+    from shopapi.config import ConfigError, share_signing_key
+
+    try:
+        share_signing_key()
+    except ConfigError as exc:
+        raise SystemExit(f"shopapi: refusing to start: {exc}") from None
+
+
 def on_starting(server) -> None:
-    """Before any worker exists: give the workers an empty directory for their metric files.
+    """Before any worker exists: check the settings and share one signing key
+    (`_one_signing_key`), and give the workers an empty directory for their metric files.
 
     prometheus-client chooses multiprocess mode when it is first imported, so the variable
     must be in the environment the workers inherit; stale files from a previous run would
     otherwise be added to the new counts.
     """
+    _one_signing_key()
+    # the app's rate limits, while Redis is down, grant each worker its share of a limit
+    # (shopapi.ratelimits.server_workers)
+    # (written for the workers, not a setting read from the environment)
+    os.environ.update(SHOPAPI_SERVER_WORKERS=str(server.cfg.workers))
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
         os.makedirs(path, exist_ok=True)

@@ -138,7 +138,12 @@ def build_context(
         redis=redis,
         cache=CatalogCache(redis if cache_on else None, settings.cache_ttl),
         tokens=TokenCodec(
-            settings.signing_key, settings.access_token_ttl, settings.refresh_token_ttl
+            settings.signing_key,
+            settings.access_token_ttl,
+            settings.refresh_token_ttl,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway=settings.jwt_leeway,
         ),
         passwords=Passwords(settings.bcrypt_rounds, settings.password_hash_threads),
         user_states=UserStates(redis),

@@ -17,8 +17,8 @@ at); the other entries carry their versions in the key, read by a Lua script.
     cat:c:{id}:{cv}                    one category                 bumping cat:cv
     cat:cl:{digest}:{cv}:{clv}         one category list page       bumping cat:cv or cat:clv
 
-Entries live CACHE_TTL seconds; version keys never expire. Writers call `invalidate` with the
-version keys their write moves, after the commit:
+Entries live CACHE_TTL seconds (memory: see below). Writers call `invalidate` with the version
+keys their write moves, after the commit:
 
 - product create/update/delete through the API: `product_version(id)` and `LIST_VERSION`
   (name, price, category or is_active may move it in or out of any list, or reorder one);
@@ -32,11 +32,39 @@ version keys their write moves, after the commit:
 - category update/delete: `CATALOG_VERSION`, in every key (a product shows its category's
   name); category create: only `CATEGORY_LIST_VERSION`.
 
-Versions are drawn from one monotonic counter, `GEN` (started at Redis' clock in µs), so a
-version key lost to eviction comes back with a value never used before, and a list fill can
-tell whether a product on its page changed while the page was read from PostgreSQL: if so
-the page is answered but not stored. A reader reads the versions before it reads PostgreSQL,
-and writers bump after their commit, so no read after a write's answer can see the old entry.
+Versions are drawn from one monotonic counter, `GEN` (started at Redis' clock in µs): a bump
+sets its keys to `INCR GEN`, and a missing version key is (re)created as the counter's current
+value. A list fill can so tell whether a product on its page changed while the page was read
+from PostgreSQL: if so the page is answered but not stored. A reader reads the versions before
+it reads PostgreSQL, and writers bump after their commit, so no read after a write's answer can
+see the old entry.
+
+Memory is bounded (issue 18, item 4): every key the cache writes expires, except the counter and
+the four global versions (`cv`, `lv`, `sv`, `clv`), five keys in all.
+
+- Entries: CACHE_TTL. Nothing is written for an id that does not exist: a product read that
+  finds no version key takes the counter's value from the same MGET as its stand-in version and
+  creates the version key only after PostgreSQL returned the product (`_LUA_STORE_NEW`); a
+  NotFound writes nothing. The other entries are written only after a successful load too.
+- Product versions (`cat:pv:{id}`): `version_ttl` = max(VERSION_TTL, 2 × CACHE_TTL), set on
+  creation and refreshed by every bump. They exist only for products that existed when a read
+  filled them or a write bumped them, and a deleted product's one expires.
+
+Why a version key that expires (or is evicted) cannot let a stale entry be served:
+(1) every value a version key ever takes is the counter's value at that moment (a bump's INCR,
+or the current value on re-creation), and the counter never goes back, so a key's successive
+values never decrease, through expiry and re-creation too; (2) a write W bumps its versions to
+B after its commit, so from its answer on the key holds a value >= B, even after it expired and
+came back; (3) an entry is served only when its recorded version equals the key's current value
+V >= B, and its filler read V (from the key, or as the counter's value when the key was
+missing) before reading PostgreSQL; the key or the counter held V, and V >= B only exists in
+the counter from W's bump on, so the filler's database read began after W's commit and saw it.
+Equality after re-creation (the counter unchanged since the entry was filled) means no write
+at all was bumped in between, so the entry is still current. The counter itself has no TTL;
+should it still be lost (an allkeys eviction policy, a Redis restart without its data), it
+restarts at Redis' clock in µs, above every value handed out before. compose runs Redis with
+`maxmemory` and `noeviction` (see docker-compose.yml and README: rate-limit counters must never
+be evicted); when Redis is full, writes fail and the cache serves from PostgreSQL as below.
 
 Redis down or slow: reads are served from PostgreSQL, a warning is logged, and the cache is
 skipped for `BACKOFF` seconds so a dead Redis costs one timeout per worker per backoff. A bump
@@ -73,9 +101,11 @@ CATEGORY_LIST_VERSION = PREFIX + "clv"  # category lists (a new category)
 PRODUCT_VERSION = PREFIX + "pv:"  # + product id
 PRODUCT = PREFIX + "p:"  # + product id: the entry of one product
 BACKOFF = 1.0  # seconds the cache is skipped after a Redis failure
+VERSION_TTL = 86_400  # seconds a product's version key lives at least (see the docstring)
 VISIBLE, STAFF_ONLY = b"1", b"0"
 
-# version(k): the key's version, set from the counter when missing (first use or eviction)
+# version(k[, ttl]): the key's version, set from the counter when missing (first use, expiry
+# or eviction); `ttl` (seconds) for a product's version, none for the global ones
 _LUA_VERSION = f"""
 local function gen()
   local g = redis.call('GET', '{GEN}')
@@ -86,9 +116,12 @@ local function gen()
   end
   return g
 end
-local function version(k)
+local function version(k, ttl)
   local v = redis.call('GET', k)
-  if not v then v = gen(); redis.call('SET', k, v) end
+  if not v then
+    v = gen()
+    if ttl then redis.call('SET', k, v, 'EX', ttl) else redis.call('SET', k, v) end
+  end
   return v
 end
 """
@@ -112,39 +145,64 @@ return value or {{key, gen()}}
 """
 )
 
-# KEYS: versions to read, each set from the counter when missing. Returns their values.
-_LUA_VERSIONS = (
+# KEYS: a product's version, the catalog version. For a product read whose MGET found the
+# catalog version or the counter missing: {the product's version or false, the catalog
+# version, the counter}, creating only the last two (global: bounded in number).
+_LUA_PEEK = (
     _LUA_VERSION
     + """
-local out = {}
-for i, k in ipairs(KEYS) do out[i] = version(k) end
-return out
+local cv = version(KEYS[2])
+return {redis.call('GET', KEYS[1]) or false, cv, gen()}
 """
 )
 
-# ARGV: key, gen seen before the database read, ttl, value, product ids on the page.
-# Refuses (0) when one of those products changed since: the page might hold its old state.
-_LUA_STORE_LIST = (
+# KEYS: a product's version, its entry. ARGV: the counter's value read before the database
+# read (the stand-in for the version key that was missing then), the entry, its ttl, the
+# version's ttl. The product exists (it was just loaded): its version key is created when
+# still missing, and the entry stored only if the key now holds the stand-in (see the module
+# docstring: otherwise a write may have happened during the read; the next read fills).
+_LUA_STORE_NEW = (
     _LUA_VERSION
-    + f"""
-local deps = {{}}
-for i = 5, #ARGV do
-  local v = version('{PRODUCT_VERSION}' .. ARGV[i])
-  if tonumber(v) > tonumber(ARGV[2]) then return 0 end
-  deps[#deps + 1] = ARGV[i] .. '=' .. v
-end
-redis.call('SET', ARGV[1], table.concat(deps, ' ') .. '\\n' .. ARGV[4], 'EX', ARGV[3])
+    + """
+local v = version(KEYS[1], ARGV[4])
+if v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 return 1
 """
 )
 
-# KEYS: versions to move forward, all to one fresh value of the counter.
+# ARGV: key, gen seen before the database read, ttl, product versions' ttl, value, product
+# ids on the page. Refuses (0) when one of those products changed since: the page might hold
+# its old state.
+_LUA_STORE_LIST = (
+    _LUA_VERSION
+    + f"""
+local deps = {{}}
+for i = 6, #ARGV do
+  local v = version('{PRODUCT_VERSION}' .. ARGV[i], ARGV[4])
+  if tonumber(v) > tonumber(ARGV[2]) then return 0 end
+  deps[#deps + 1] = ARGV[i] .. '=' .. v
+end
+redis.call('SET', ARGV[1], table.concat(deps, ' ') .. '\\n' .. ARGV[5], 'EX', ARGV[3])
+return 1
+"""
+)
+
+# KEYS: versions to move forward, all to one fresh value of the counter. ARGV[1]: the ttl of
+# a product's version (set again by every bump); the global versions do not expire.
 _LUA_BUMP = (
     _LUA_VERSION
     + f"""
 gen()
 local g = redis.call('INCR', '{GEN}')
-for _, k in ipairs(KEYS) do redis.call('SET', k, g) end
+local pv = '{PRODUCT_VERSION}'
+for _, k in ipairs(KEYS) do
+  if string.sub(k, 1, #pv) == pv then
+    redis.call('SET', k, g, 'EX', ARGV[1])
+  else
+    redis.call('SET', k, g)
+  end
+end
 return g
 """
 )
@@ -201,8 +259,10 @@ def product_version(product_id: int) -> str:
 
 
 def product_keys(product_id: int) -> list[str]:
-    """What a product read needs from Redis: the entry and the two versions it must match."""
-    return [f"{PRODUCT}{product_id}", product_version(product_id), CATALOG_VERSION]
+    """What a product read needs from Redis: the entry, the two versions it must match, and
+    the counter (the stand-in version when the product's is missing: no key is created for
+    an id before PostgreSQL showed that it exists)."""
+    return [f"{PRODUCT}{product_id}", product_version(product_id), CATALOG_VERSION, GEN]
 
 
 def stock_keys(product_ids: Iterable[int]) -> list[str]:
@@ -241,11 +301,13 @@ class CatalogCache:
     def __init__(self, client: redis.asyncio.Redis | None, ttl: int) -> None:
         self.client = client
         self.ttl = ttl
+        self.version_ttl = max(VERSION_TTL, 2 * ttl)  # a product's version key
         self.skip_until = 0.0  # time.monotonic() until which Redis is not tried
         self.missed_bump = False  # an invalidation may have been lost: catch up first
         if client is not None:
             self._get = client.register_script(_LUA_GET)
-            self._versions = client.register_script(_LUA_VERSIONS)
+            self._peek = client.register_script(_LUA_PEEK)
+            self._store_new = client.register_script(_LUA_STORE_NEW)
             self._store_list = client.register_script(_LUA_STORE_LIST)
             self._bump = client.register_script(_LUA_BUMP)
 
@@ -274,7 +336,7 @@ class CatalogCache:
         value, ids = await load()
         try:
             if args[1] == "1":  # a product list page: stored only if its products did not change
-                await self._store_list(args=[key, gen, self.ttl, value, *ids])
+                await self._store_list(args=[key, gen, self.ttl, self.version_ttl, value, *ids])
             else:
                 await self.client.set(key, value, ex=self.ttl)  # type: ignore[union-attr]
         except _FAILURES as exc:
@@ -293,7 +355,7 @@ class CatalogCache:
             return None
         if time.monotonic() < self.skip_until:
             return None
-        value, pv, cv = prefetched
+        value, pv, cv, _ = prefetched
         if pv is None or cv is None:
             return None
         return _current_entry(value, b"%s %s\n" % (pv, cv))
@@ -301,29 +363,37 @@ class CatalogCache:
     async def read_product(
         self, product_id: int, load: Load, prefetched: list[bytes | None] | None = None
     ) -> tuple[bytes, str | None]:
-        """`read_through` for one product, the hottest read: a plain MGET of the entry and its
-        two versions (no script), or their values already fetched with the rate-limit
-        counters; the entry starts with the versions it was filled at."""
+        """`read_through` for one product, the hottest read: a plain MGET of the entry, its
+        two versions and the counter (no script), or their values already fetched with the
+        rate-limit counters; the entry starts with the versions it was filled at. A product
+        without a version key (never read, expired, unknown id) is filled at the counter's
+        value, and nothing is written when it does not exist."""
         if not await self._usable():
             return await self._past_the_cache(load)
-        key, version_key, _ = keys = product_keys(product_id)
+        key, version_key, _, _ = keys = product_keys(product_id)
         client = self.client
         assert client is not None  # (_usable)
         try:
-            value, pv, cv = prefetched if prefetched is not None else await client.mget(keys)
-            if pv is None or cv is None:  # first read, or evicted
-                pv, cv = await self._versions([version_key, CATALOG_VERSION])
+            value, pv, cv, gen = prefetched if prefetched is not None else await client.mget(keys)
+            if cv is None or gen is None:  # first use of this Redis, or evicted
+                pv, cv, gen = await self._peek([version_key, CATALOG_VERSION])
+                pv = pv or None
         except _FAILURES as exc:
             self._failed(exc, "reading")
             return await self._past_the_cache(load)
-        header = b"%s %s\n" % (pv, cv)
-        current = _current_entry(value, header)
+        header = b"%s %s\n" % (pv or gen, cv)
+        current = _current_entry(value, header) if pv is not None else None
         if current is not None:
             return current, "hit"
         CACHE_MISS.inc()
-        value = (await load())[0]
+        value = (await load())[0]  # NotFound: no key written
         try:
-            await client.set(key, header + value, ex=self.ttl)
+            if pv is not None:
+                await client.set(key, header + value, ex=self.ttl)
+            else:
+                await self._store_new(
+                    [version_key, key], [gen, header + value, self.ttl, self.version_ttl]
+                )
         except _FAILURES as exc:
             self._failed(exc, "storing")
         return value, "miss"
@@ -340,7 +410,7 @@ class CatalogCache:
             self.missed_bump = True
             return
         try:
-            await self._bump(list(version_keys))
+            await self._bump(list(version_keys), [self.version_ttl])
         except _FAILURES as exc:
             self._failed(exc, "invalidating")  # (which also marks the bump as missed)
 
@@ -360,7 +430,7 @@ class CatalogCache:
         if self.missed_bump:
             # a write's bump was lost: make every entry of the past miss before trusting any
             try:
-                await self._bump([CATALOG_VERSION])  # in every key
+                await self._bump([CATALOG_VERSION], [self.version_ttl])  # in every key
             except _FAILURES as exc:
                 self._failed(exc, "catching up a lost invalidation")
                 return False

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from shopapi.config import ROOT, Settings
+from shopapi.config import ROOT, ConfigError, Settings
 
 T = TypeVar("T")
 
@@ -43,11 +43,40 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from shopapi.seed import seed
+    """Demo data outside production; in production the first admin, and the demo data only
+    with `--demo` (its accounts' passwords are published)."""
+    from shopapi.seed import USERS, FirstAdmin, SeedError, admin_credentials, first_admin, seed
 
     settings = _settings()
-    created = _with_pool(settings, lambda pool: seed(pool, settings, products=args.products))
+    demo = args.demo or not settings.is_production
+
+    async def work(pool: Any) -> tuple[dict[str, int], FirstAdmin | None]:
+        created = await seed(pool, settings, products=args.products, demo=demo)
+        return created, None if demo else await first_admin(pool, settings)
+
+    try:
+        if not demo:
+            admin_credentials(settings)  # a bad ADMIN_* is refused before anything is written
+        created, admin = _with_pool(settings, work)
+    except SeedError as exc:
+        print(f"seed refused: {exc}", file=sys.stderr)
+        return 2
     print("seeded: " + ", ".join(f"{k} +{v}" for k, v in created.items()))
+    if settings.is_production and demo:
+        demo_logins = ", ".join(f"{email}/{password}" for email, password, _, _ in USERS)
+        print(
+            f"WARNING: --demo in production: demo accounts with published passwords exist "
+            f"({demo_logins}); never on a stack others can reach",
+            file=sys.stderr,
+        )
+    if admin is not None and admin.created:
+        print(f"created ADMIN {admin.email}")
+    elif admin is not None:
+        print(f"ADMIN {admin.email} exists: left as it is")
+    if admin is not None and admin.generated_password is not None:
+        # the only time it is ever shown: only its bcrypt hash is stored
+        print(f"password of {admin.email}: {admin.generated_password}")
+        print("(shown once and stored nowhere: keep it now, change it after logging in)")
     return 0
 
 
@@ -102,19 +131,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from shopapi.jobs.worker import main as run
 
     queues = [q for q in (args.queues or "").split(",") if q] or None
-    run(_settings(), queues=queues)
+    settings = _settings()
+    settings.signing_key  # noqa: B018 - it signs email links: without a key it refuses to start
+    run(settings, queues=queues)
     return 0
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Zero-setup start: local PostgreSQL and Redis, migrated, seeded, served by gunicorn."""
-    from shopapi.devservices import provision
+    from shopapi.devservices import dev_environment, provision
 
+    # development, on a signing key of its own kept in .data/ (the server's workers and the
+    # background worker share it, restarts keep logins) unless SECRET_KEY is configured
+    os.environ.update(dev_environment())
     os.environ.update(provision())
     print(f"[shopapi] DATABASE_URL={os.environ['DATABASE_URL']}", file=sys.stderr)
     print(f"[shopapi] REDIS_URL={os.environ['REDIS_URL']}", file=sys.stderr)
     cmd_migrate(argparse.Namespace(rollback_all=False))
-    cmd_seed(argparse.Namespace(products=args.products))
+    cmd_seed(argparse.Namespace(products=args.products, demo=False))
     print(
         "[shopapi] serving on http://127.0.0.1:8000  (docs: /api/docs/swagger-ui/), "
         "one background worker beside it",
@@ -173,8 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rollback-all", action="store_true")
     p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("seed", help="contract users + small catalog (idempotent)")
+    p = sub.add_parser(
+        "seed",
+        help="demo users + small catalog (idempotent); in production the first admin instead",
+    )
     p.add_argument("--products", type=int, default=0, help="top generated products up to N")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="the demo accounts (published passwords) and catalog even in production",
+    )
     p.set_defaults(func=cmd_seed)
 
     p = sub.add_parser("check-ledger", help="every product's stock equals its movements' sum")
@@ -187,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_purge_carts)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"shopapi: refusing to start: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

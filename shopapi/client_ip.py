@@ -1,10 +1,20 @@
-"""Who is calling: the client address, trusting `X-Forwarded-For` only as far as configured.
+"""Who is calling: the client address, trusting `X-Forwarded-For` only from our own proxies.
 
-The socket address (`REMOTE_ADDR`) cannot be forged, so it is the answer unless
-`TRUSTED_PROXIES=N` says N reverse proxies of ours sit in front of the app. Each proxy appends
-the address it saw to `X-Forwarded-For`, so the last N entries were written by our proxies and
-the N-th from the right is the client as our outermost proxy saw it. Anything further left was
-sent by the client itself and is never read: a spoofed header cannot change the answer.
+The socket address (`REMOTE_ADDR`) cannot be forged, so it is the answer unless two settings
+agree that a reverse proxy of ours is talking to us:
+
+- `TRUSTED_PROXY_NETWORKS` (CIDRs) says where our proxies live. A socket peer outside them is
+  the client, whatever headers it sends: any other machine, or container, that reaches the app
+  directly cannot pick its own rate-limit bucket. Empty (the default): no peer is a proxy.
+- `TRUSTED_PROXIES=N` says how many proxies of ours sit in front of the app. Each appends the
+  address it saw to `X-Forwarded-For`, so the last N entries were written by our proxies.
+
+From a trusted peer the header is walked from the right, at most N entries. An entry outside
+the networks cannot be one of our proxies: it is the address that connected to the proxy that
+wrote it, so it is the client (a client that went around our outer proxy gets its own address,
+never an address it wrote itself). The N-th entry is the client as our outermost proxy saw it,
+wherever it is. Anything further left was sent by the client and is never read. A header with
+fewer entries than N, all of them inside the networks, names no client: the peer is the answer.
 """
 
 from __future__ import annotations
@@ -17,19 +27,36 @@ import falcon
 # a value our own proxy wrote should be an address; keep anything else short in rate-limit keys
 _MAX_RAW = 64
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Networks = tuple[Network, ...]
 
-def client_ip(req: falcon.Request, trusted_proxies: int) -> str:
-    """The client's address: socket peer, or the `trusted_proxies`-th `X-Forwarded-For` hop
-    from the right. With fewer hops than trusted proxies the request did not come through them
-    all (a direct hit or a misconfigured proxy), so the socket peer is the only honest answer."""
-    if trusted_proxies > 0:
-        header = req.get_header("X-Forwarded-For")
-        if header:
-            hops = [hop.strip() for hop in header.split(",")]
-            hops = [hop for hop in hops if hop]
-            if len(hops) >= trusted_proxies:
-                return normalize(hops[-trusted_proxies])
-    return normalize(req.remote_addr)
+
+def client_ip(req: falcon.Request, trusted_proxies: int, trusted_networks: Networks) -> str:
+    """The client's address: the socket peer, or, when the peer is inside `trusted_networks`,
+    the client `X-Forwarded-For` names by the rule of the module docstring."""
+    peer = normalize(req.remote_addr)
+    if trusted_proxies <= 0 or not trusted_networks or not inside(peer, trusted_networks):
+        return peer
+    header = req.get_header("X-Forwarded-For")
+    if not header:
+        return peer
+    hops = [hop for hop in (part.strip() for part in header.split(",")) if hop]
+    for depth, raw in enumerate(reversed(hops[-trusted_proxies:]), start=1):
+        hop = normalize(raw)
+        if depth == trusted_proxies or not inside(hop, trusted_networks):
+            return hop
+    return peer
+
+
+@functools.lru_cache(maxsize=4096)
+def inside(address: str, networks: Networks) -> bool:
+    """Whether `address` (normalized text) is in one of `networks`; text that is no address
+    is in none."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip.version == net.version and ip in net for net in networks)
 
 
 @functools.lru_cache(maxsize=4096)

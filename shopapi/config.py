@@ -8,7 +8,9 @@ derived from those fields; `.env.example` and the README's table are checked aga
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,10 +28,16 @@ KNOWN_WEAK_SECRETS = {
     "bench-secret-change-me",
     "super-secret",
 }
-# development/test only; production refuses it (it is in KNOWN_WEAK_SECRETS)
-DEV_SECRET = "dev-secret-key-change-me-in-production-please"  # noqa: S105
+# the environments that may run without SECRET_KEY, on a random key made at start, when
+# APP_ENV names them explicitly
+RANDOM_KEY_ENVS = ("development", "test")
 
 T = TypeVar("T")
+
+_MAKE_A_KEY = (
+    "Set SECRET_KEY to at least 32 random bytes, e.g. the output of "
+    "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`."
+)
 
 
 class ConfigError(ValueError):
@@ -47,6 +55,11 @@ def _bool(raw: str) -> bool:
 
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated CIDRs (`10.0.0.0/8, fd00::/8`; a bare address is its /32 or /128)."""
+    return tuple(ipaddress.ip_network(part) for part in _csv(raw))
 
 
 def _positive_int(raw: str) -> int:
@@ -81,7 +94,12 @@ def _setting(default: str | None, parse: Callable[[str], T], help: str) -> T | N
 
 @dataclass(frozen=True)
 class Settings:
-    app_env: str = _setting("development", str, "`development`, `test` or `production`")
+    app_env: str | None = _setting(
+        None,
+        str,
+        "`development`, `test` or `production`; unset runs as development, but refuses to "
+        "start without SECRET_KEY (a random key needs APP_ENV=development or test, explicitly)",
+    )
     database_url: str | None = _setting(None, str, "PostgreSQL URL (local/embedded in development)")
     database_read_url: str | None = _setting(None, str, "optional read replica for catalog reads")
     redis_url: str | None = _setting(None, str, "Redis URL (local in development)")
@@ -90,6 +108,13 @@ class Settings:
     )
     access_token_ttl: int = _setting("900", _positive_int, "access token lifetime, seconds")
     refresh_token_ttl: int = _setting("2592000", _positive_int, "refresh token lifetime, seconds")
+    jwt_issuer: str = _setting("shopapi", str, "`iss` of every token; required when verifying")
+    jwt_audience: str = _setting(
+        "shopapi-api", str, "`aud` of every token; required when verifying"
+    )
+    jwt_leeway: int = _setting(
+        "10", _positive_int, "seconds of clock skew allowed on a token's `exp` and `iat` (<= 300)"
+    )
     bcrypt_rounds: int = _setting("12", int, "password hashing cost (4..31)")
     password_hash_threads: int = _setting(
         "2",
@@ -118,6 +143,12 @@ class Settings:
     cache_ttl: int = _setting("300", _positive_int, "seconds a cached catalog answer may live")
     cors_origins: tuple[str, ...] = _setting("", _csv, "comma-separated allowed origins")
     trusted_proxies: int = _setting("0", _positive_int, "proxy hops of X-Forwarded-For to trust")
+    trusted_proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _setting(
+        "",
+        _networks,
+        "comma-separated CIDRs where our reverse proxies live: X-Forwarded-For is read only "
+        "from a socket peer inside them (empty: from none); required with TRUSTED_PROXIES",
+    )
     db_pool_min: int = _setting(
         "1", _positive_int, "connections per worker process and pool, minimum"
     )
@@ -229,6 +260,18 @@ class Settings:
     stripe_api_base: str = _setting(
         "https://api.stripe.com", str, "Stripe's API address (tests: a local Stripe emulator)"
     )
+    admin_email: str | None = _setting(
+        None,
+        str,
+        "`bin/seed` in production: the first admin's email (created once, never promoted "
+        "from an existing account); unset: `admin@localhost` when no admin exists",
+    )
+    admin_password: str | None = _setting(
+        None,
+        str,
+        "`bin/seed` in production: that admin's password (>= 12 characters), used only when "
+        "the account is created; unset: a generated one, printed once",
+    )
     log_level: str = _setting("INFO", str, "log level")
 
     @property
@@ -253,13 +296,32 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{setting.name}: {exc}") from None
         values.update(overrides)
+        if not values.get("secret_key"):
+            values["secret_key"] = None
+            if values.get("app_env") in RANDOM_KEY_ENVS:
+                # said explicitly (unset APP_ENV is None): a random key, this process's own;
+                # a server of several processes shares one (share_signing_key)
+                values["secret_key"] = secrets.token_urlsafe(48)
         settings = cls(**values)
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        if self.app_env not in {"development", "test", "production"}:
+        if self.app_env not in {None, "development", "test", "production"}:
             raise ConfigError("APP_ENV must be development, test or production")
+        if self.secret_key in KNOWN_WEAK_SECRETS:
+            raise ConfigError(
+                "SECRET_KEY is a value published in docs or examples: anyone could sign tokens "
+                f"with it. {_MAKE_A_KEY}"
+            )
+        if (
+            self.secret_key
+            and self.app_env not in RANDOM_KEY_ENVS
+            and len(self.secret_key.encode()) < 32
+        ):
+            raise ConfigError(f"SECRET_KEY is shorter than 32 bytes. {_MAKE_A_KEY}")
+        if self.jwt_leeway > 300:
+            raise ConfigError("JWT_LEEWAY must be at most 300 seconds (a clock skew, not a TTL)")
         if not 4 <= self.bcrypt_rounds <= 31:
             raise ConfigError("BCRYPT_ROUNDS must be between 4 and 31")
         if self.password_hash_threads < 1:
@@ -272,6 +334,12 @@ class Settings:
             raise ConfigError("SMTP_URL must start with smtp:// or smtps://")
         if self.worker_concurrency < 1:
             raise ConfigError("WORKER_CONCURRENCY must be >= 1")
+        if self.trusted_proxies and not self.trusted_proxy_networks:
+            # else every request would count against the proxy's own address, silently
+            raise ConfigError(
+                "TRUSTED_PROXIES needs TRUSTED_PROXY_NETWORKS (where the proxies' requests come "
+                "from): X-Forwarded-For is never read from other peers"
+            )
         for name in ("password_reset_url", "email_verification_url"):
             if "{token}" not in getattr(self, name):
                 raise ConfigError(f"{name.upper()} must contain {{token}}")
@@ -292,12 +360,8 @@ class Settings:
 
     def _validate_production(self) -> None:
         """Production refuses weak secrets and never falls back to local services."""
-        key = self.secret_key or ""
-        if key in KNOWN_WEAK_SECRETS or len(key.encode()) < 32:
-            raise ConfigError(
-                "SECRET_KEY is missing, shorter than 32 bytes or a known default: "
-                "refusing to start in production"
-            )
+        if not self.secret_key:
+            raise ConfigError(f"SECRET_KEY is not set, and production needs one. {_MAKE_A_KEY}")
         if not self.database_url or not self.redis_url:
             raise ConfigError("DATABASE_URL and REDIS_URL are required in production")
         if self.email_enabled and not self.smtp_url:
@@ -315,8 +379,16 @@ class Settings:
 
     @property
     def signing_key(self) -> str:
-        # development and test may run without a configured key; production never does
-        return self.secret_key or DEV_SECRET
+        """SECRET_KEY, or the random key of an explicit development/test run. Without either
+        (APP_ENV and SECRET_KEY both unset) nothing may sign: a server or worker asks for it at
+        start and refuses to start (tools that sign nothing, like migrate, still run)."""
+        if not self.secret_key:
+            raise ConfigError(
+                "SECRET_KEY and APP_ENV are both unset: nothing may sign tokens. "
+                f"{_MAKE_A_KEY} On a development machine, APP_ENV=development (or test) signs "
+                "with a random key made at start instead."
+            )
+        return self.secret_key
 
     @property
     def dsn(self) -> str:
@@ -350,3 +422,16 @@ def setting_names() -> list[str]:
 
 def setting(name: str) -> Setting:
     return _BY_NAME[name]
+
+
+def share_signing_key() -> Settings:
+    """For the process that starts a server's others (gunicorn's master, before it forks the
+    workers): read and check the settings as the workers will, refuse to start when nothing may
+    sign, and when an explicit development/test run has no SECRET_KEY, put the random key made
+    here into the environment every worker inherits, so that they all sign and verify with one
+    key (a token issued by one worker works on the others, and on workers started later)."""
+    settings = Settings.from_env()
+    key = settings.signing_key  # ConfigError: refuse to start
+    if not os.environ.get("SECRET_KEY"):
+        os.environ["SECRET_KEY"] = key
+    return settings

@@ -11,14 +11,17 @@ Production never comes here: it requires both URLs (config.Settings.validate).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from shopapi.config import ROOT
+from shopapi.config import RANDOM_KEY_ENVS, ROOT, read_dotenv
 
 
 def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -129,6 +132,45 @@ def ensure_redis_server() -> str:
     if not _wait_port("127.0.0.1", 6379):
         raise SystemExit("redis-server did not start")
     return "redis://127.0.0.1:6379/0"
+
+
+def dev_secret_key(path: Path | None = None) -> str:
+    """The development server's signing key, made once and kept in `.data/secret_key` (mode
+    0600): the server's workers and the background worker sign with the same key, and a
+    restart keeps everyone logged in. Never a constant: each checkout makes its own."""
+    path = path or ROOT / ".data" / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if len(key) >= 32:
+        return key
+    # written whole under another name, then linked into place: a second `shopapi dev`
+    # starting at the same moment reads either no file or the whole key, and both keep one
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            if len(path.read_text().strip()) < 32:  # an empty or cut file from long ago
+                os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path.read_text().strip()
+
+
+def dev_environment() -> dict[str, str]:
+    """`shopapi dev`'s own settings: APP_ENV=development unless APP_ENV is set (environment or
+    `.env`), and without a configured SECRET_KEY the key of `dev_secret_key`."""
+    configured = {**read_dotenv(ROOT / ".env"), **os.environ}
+    env = {"APP_ENV": configured.get("APP_ENV") or "development"}
+    if not configured.get("SECRET_KEY") and env["APP_ENV"] in RANDOM_KEY_ENVS:
+        env["SECRET_KEY"] = dev_secret_key()
+    return env
 
 
 def provision(database: str = "shopapi") -> dict[str, str]:

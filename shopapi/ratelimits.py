@@ -18,8 +18,19 @@ How a request is counted:
   retries (its default retries a timeout 3 times with backoff: seconds per request), and on any
   Redis error the limits are counted in this process (`limits`' `memory://` storage) until
   Redis is tried again `REDIS_RETRY_SECONDS` later. One warning when it goes, one when it comes
-  back. While degraded each worker counts on its own, so a client may get up to one allowance
-  per worker.
+  back.
+- **Degraded limits stay bounded per server** (issue 18, item 7). While degraded each worker
+  counts on its own, so each one grants only its share of every limit: `max(1, limit //
+  workers)`, where `workers` is how many processes this server runs (`server_workers()`:
+  gunicorn's configured worker count, whatever set it: `--workers`, `WEB_CONCURRENCY` or
+  gunicorn.conf.py's default; 1 outside gunicorn). A client spread over every worker of one
+  server so gets at most the configured limit per window (or one request per worker when the
+  limit is below the worker count), never one allowance per worker. The answers'
+  `RateLimit-Limit`/`-Remaining` show that share. Not covered: several servers (replicas
+  behind one balancer) each grant their own share, so N replicas give up to N times the limit;
+  workers added at run time with gunicorn's TTIN signal are not seen; and the counts a client
+  made in Redis earlier in the same window are not carried over, so the window in which Redis
+  goes away can grant up to the limit again.
 
 Rates are `limits` strings from the settings ("300/minute", "10 per minute"); several rates
 separated by `;` ("300/minute;5000/hour") each get their own counter.
@@ -32,6 +43,7 @@ import hashlib
 import ipaddress
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -107,6 +119,19 @@ def email_subject(email: str) -> str:
     return hashlib.blake2b(normalize_email(email).encode(), digest_size=16).hexdigest()
 
 
+SERVER_WORKERS_ENV = "SHOPAPI_SERVER_WORKERS"  # set by gunicorn.conf.py in the master
+
+
+def server_workers() -> int:
+    """How many processes of this server count apart while Redis is down: the worker count
+    gunicorn.conf.py's on_starting wrote into the environment the workers inherit
+    (`--workers`, WEB_CONCURRENCY or the conf default, whichever set it); 1 anywhere else."""
+    try:
+        return max(1, int(os.environ.get(SERVER_WORKERS_ENV, "1")))
+    except ValueError:
+        return 1
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """What a request's counters say, reported as the limit closest to refusing it."""
@@ -118,10 +143,12 @@ class Usage:
 
 
 class Limiter:
-    def __init__(self, settings: Settings, client: AsyncRedis) -> None:
+    def __init__(self, settings: Settings, client: AsyncRedis, workers: int | None = None) -> None:
         self.rules: dict[str, tuple[RateLimitItem, ...]] = {
             name: _parse(attr, getattr(settings, attr)) for name, attr in LIMITS.items()
         }
+        # processes of this server counting apart while Redis is down (module docstring)
+        self.workers = workers if workers is not None else server_workers()
         self.batches = Batches(client)  # on the worker's one client's connection settings
         self.memory: MemoryStorage | None = None  # created on the first Redis failure
         self.redis_retry_seconds = REDIS_RETRY_SECONDS
@@ -149,12 +176,6 @@ class Limiter:
                 keys.append(item.key_for(name, subject, window))
                 ttls.append(math.ceil(left) + 1)
                 windows.append((item.amount, left))
-        counts, fetched = await self._count(keys, ttls, fetch)
-        return _usage(windows, counts), fetched
-
-    async def _count(
-        self, keys: list[str], ttls: list[int], fetch: list[str] | None
-    ) -> tuple[list[int], list[bytes | None] | None]:
         if time.monotonic() >= self.retry_redis_at:
             try:
                 counts, fetched = await self._count_in_redis(keys, ttls, fetch)
@@ -164,8 +185,14 @@ class Limiter:
                 if self.redis_down:
                     self.redis_down = False
                     log.warning("rate limits: Redis is back, counting there again")
-                return counts, fetched
-        return self._count_in_memory(keys, ttls), None
+                return _usage(windows, counts), fetched
+        # degraded: this process grants only its share of each limit
+        shares = [(self.share(amount), left) for amount, left in windows]
+        return _usage(shares, self._count_in_memory(keys, ttls)), None
+
+    def share(self, amount: int) -> int:
+        """What one process may grant of a limit of `amount` while Redis is down."""
+        return max(1, amount // self.workers)
 
     async def _count_in_redis(
         self, keys: list[str], ttls: list[int], fetch: list[str] | None
@@ -191,10 +218,11 @@ class Limiter:
         if not self.redis_down:
             self.redis_down = True
             log.warning(
-                "rate limits: Redis unavailable (%s: %s); counting per process in memory, "
-                "retrying Redis every %.0f s",
+                "rate limits: Redis unavailable (%s: %s); counting per process in memory "
+                "(1/%d of each limit here), retrying Redis every %.0f s",
                 type(exc).__name__,
                 exc,
+                self.workers,
                 self.redis_retry_seconds,
             )
 

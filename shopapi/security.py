@@ -22,7 +22,11 @@ from shopapi.errors import NotAuthenticated
 
 T = TypeVar("T")
 ALGORITHM = "HS256"
-_REQUIRED = ["exp", "iat", "sub", "type", "jti"]
+_REQUIRED = ["exp", "iat", "sub", "type", "jti", "iss", "aud"]
+# the defaults of JWT_ISSUER, JWT_AUDIENCE and JWT_LEEWAY (config.Settings)
+ISSUER = "shopapi"
+AUDIENCE = "shopapi-api"
+LEEWAY = 10
 
 
 def _prehash(password: str) -> bytes:
@@ -103,17 +107,35 @@ class AccessClaims:
 
 
 class TokenCodec:
-    """Issues and verifies JWTs; verified access tokens are remembered until they expire."""
+    """Issues and verifies JWTs; verified access tokens are remembered until they expire.
+
+    Every token names its issuer (`iss`) and audience (`aud`), and verifying requires both to
+    be exactly ours: a token another service signed with a shared key, or one from before the
+    claims existed, is refused. `leeway` seconds of clock skew are allowed on `exp` and `iat`
+    (several hosts' clocks, a client's clock)."""
 
     _CACHE_MAX = 10_000
 
-    def __init__(self, key: str, access_ttl: int, refresh_ttl: int) -> None:
+    def __init__(
+        self,
+        key: str,
+        access_ttl: int,
+        refresh_ttl: int,
+        *,
+        issuer: str = ISSUER,
+        audience: str = AUDIENCE,
+        leeway: int = LEEWAY,
+    ) -> None:
         self.key = key
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
         self._verified: dict[str, AccessClaims] = {}
 
     def _encode(self, claims: dict[str, Any]) -> str:
+        claims = {"iss": self.issuer, "aud": self.audience, **claims}
         return jwt.encode(claims, self.key, algorithm=ALGORITHM)
 
     def issue_access(
@@ -151,7 +173,14 @@ class TokenCodec:
     def _decode(self, token: str, expected_type: str) -> dict[str, Any]:
         try:
             claims = jwt.decode(
-                token, self.key, algorithms=[ALGORITHM], options={"require": _REQUIRED}
+                token,
+                self.key,
+                algorithms=[ALGORITHM],
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway,
+                # `aud` must be our audience itself, not a list that merely contains it
+                options={"require": _REQUIRED, "strict_aud": True},
             )
         except jwt.ExpiredSignatureError:
             raise NotAuthenticated("Token expired") from None
@@ -160,14 +189,15 @@ class TokenCodec:
         if claims.get("type") != expected_type:
             raise NotAuthenticated(f"Not an {expected_type} token")
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.isdigit():
+        # ASCII digits only: str.isdigit() also accepts "²" (int() then fails) and "٣" (read as 3)
+        if not isinstance(sub, str) or not (sub.isascii() and sub.isdigit()):
             raise NotAuthenticated("Invalid token subject")
         return claims
 
     def verify_access(self, token: str) -> AccessClaims:
         cached = self._verified.get(token)
         if cached is not None:
-            if cached.exp > time.time():
+            if cached.exp + self.leeway > time.time():
                 return cached
             # pop, not del: two threads of one worker may both find it expired
             self._verified.pop(token, None)

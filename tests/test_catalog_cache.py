@@ -1,6 +1,7 @@
 """The catalog cache and ETags: hits and misses, no stale read after a write, Redis failures."""
 
 import logging
+import random
 import time
 from dataclasses import replace
 
@@ -362,3 +363,123 @@ def test_list_totals_are_cached_apart_from_pages(
         json={"name": "Fourth", "price_cents": 1, "category_id": newest["category_id"]},
     )
     assert get(client, "/api/products", per_page=1, page=2).json["total"] == 4
+
+
+# ------------------------------------------------------------------ bounded memory (issue 18, 4)
+
+# the keys the cache writes without a TTL: the counter and the global versions, five in all
+UNEXPIRING = {cache.GEN, cache.CATALOG_VERSION, cache.LIST_VERSION, cache.STOCK_VERSION}
+UNEXPIRING |= {cache.CATEGORY_LIST_VERSION}
+
+
+def test_reads_of_unknown_product_ids_leave_the_redis_key_count_unchanged(
+    app_client, make_product, redis_client
+):
+    """Issue 18 item 4: 10,000 GETs of random unknown ids, through the hot path (the rate
+    limiter's prefetch) and without it, create no key at all. Before, each unknown id left a
+    version key without a TTL behind: Redis grew without bound from anonymous requests."""
+    rng = random.Random(18)
+    known = make_product()
+    limited = app_client(RATE_LIMIT_ENABLED="true", RATE_LIMIT_DEFAULT="100000000/day")
+    plain = app_client()  # no limiter: the cache's own MGET
+    for client in (limited, plain):  # warm: the counter, the versions, a window's counter
+        assert get(client, f"/api/products/{known['id']}").status_code == 200
+        assert client.simulate_get("/api/products/999999999").status_code == 404
+    day = int(time.time() // 86400)
+    keys_before, size_before = set(redis_client.scan_iter("*")), redis_client.dbsize()
+
+    ids = rng.sample(range(10**6, 10**15), 10_000)
+    for n, product_id in enumerate(ids):
+        client = limited if n % 5 else plain
+        response = client.simulate_get(f"/api/products/{product_id}")
+        assert response.status_code == 404, response.text
+
+    assert set(redis_client.scan_iter("*")) == keys_before
+    if int(time.time() // 86400) == day:  # (a new day would add a rate-limit window's counter)
+        assert redis_client.dbsize() == size_before
+    # the known product is still one key hit
+    assert get(limited, f"/api/products/{known['id']}").headers["x-cache"] == "hit"
+
+
+def test_every_key_the_cache_writes_expires_except_five_global_ones(
+    client, app, app_loop, editor, make_product, make_category, redis_client
+):
+    """Issue 18 item 4: after a mixed workload (detail, lists, totals, search, categories,
+    writes, stock changes, a delete) every key has a TTL but the counter and the four global
+    versions; products' versions live longer than CACHE_TTL (the module docstring says why an
+    expired version never serves a stale entry)."""
+    category = make_category(name="Lamps")
+    products = [make_product(category_id=category["id"], name=f"Lamp {n}") for n in range(4)]
+    ids = [p["id"] for p in products]
+    for pid in ids:
+        get(client, f"/api/products/{pid}")
+        get(client, f"/api/products/{pid}")
+    for params in ({}, {"in_stock": "true"}, {"q": "lamp"}, {"sort": "price_cents", "page": 2}):
+        get(client, "/api/products", per_page=2, **params)
+    get(client, "/api/categories")
+    get(client, f"/api/categories/{category['id']}")
+    patched = client.simulate_patch(
+        f"/api/products/{ids[0]}", json={"price_cents": 777}, headers=editor.headers
+    )
+    assert patched.status_code == 200, patched.text
+    products_changed(app_loop, app, ids[1], ids[2])  # what an order tells the cache
+    deleted = client.simulate_delete(f"/api/products/{ids[3]}", headers=editor.headers)
+    assert deleted.status_code == 204, deleted.text
+    renamed = client.simulate_patch(
+        f"/api/categories/{category['id']}", json={"name": "Lights"}, headers=editor.headers
+    )
+    assert renamed.status_code == 200, renamed.text
+    for pid in ids[:3]:
+        get(client, f"/api/products/{pid}")
+    get(client, "/api/products", per_page=2)
+
+    keys = {k.decode(): redis_client.ttl(k) for k in redis_client.scan_iter("*")}
+    assert {k for k, ttl in keys.items() if ttl == -1} <= UNEXPIRING, keys
+    assert all(k.startswith(cache.PREFIX) for k in keys), keys  # nothing else wrote here
+    versions = {k: ttl for k, ttl in keys.items() if k.startswith(cache.PRODUCT_VERSION)}
+    assert set(versions) == {cache.product_version(pid) for pid in ids}  # the deleted one too
+    assert all(app.ctx.cache.ttl < ttl <= app.ctx.cache.version_ttl for ttl in versions.values())
+    entries = [k for k in keys if k not in UNEXPIRING and k not in versions]
+    assert len(entries) >= 8 and all(0 < keys[k] <= app.ctx.cache.ttl for k in entries)
+
+
+def test_a_write_during_the_first_fill_of_a_product_is_not_hidden(app, make_product, app_loop):
+    """A product read that found no version key fills at the counter's value; a write bumped
+    while it read PostgreSQL keeps that fill out of the cache (the next read fills anew)."""
+    product = make_product()
+    loads = []
+
+    async def load():
+        loads.append(1)
+        if len(loads) == 1:  # a write commits and bumps while the row is being read
+            await app.ctx.cache.invalidate(cache.product_version(product["id"]))
+        return cache.pack(b'{"n": %d}' % len(loads)), []
+
+    read = app.ctx.cache.read_product
+    assert app_loop.run(read, product["id"], load) == (cache.pack(b'{"n": 1}'), "miss")
+    assert app_loop.run(read, product["id"], load) == (cache.pack(b'{"n": 2}'), "miss")
+    assert app_loop.run(read, product["id"], load) == (cache.pack(b'{"n": 2}'), "hit")
+    assert len(loads) == 2
+
+
+def test_an_expired_product_version_never_brings_back_an_old_entry(
+    client, app, app_loop, make_product, redis_client, database_url
+):
+    """A product's version expires (here: deleted, as expiry or eviction would) while its
+    entry lives: after a write the entry is never served again; without a write the product
+    is cached again."""
+    product = make_product(price_cents=100)
+    url, version = f"/api/products/{product['id']}", cache.product_version(product["id"])
+    assert get(client, url).headers["x-cache"] == "miss"
+    assert get(client, url).headers["x-cache"] == "hit"
+
+    redis_client.delete(version)  # expired, nothing written meanwhile
+    assert get(client, url).json["price_cents"] == 100
+    assert get(client, url).headers["x-cache"] == "hit"  # cached again
+
+    set_stock(database_url, product["id"], 3)  # a write, bumped after its commit
+    products_changed(app_loop, app, product["id"])
+    redis_client.delete(version)  # and its version expires before the old entry
+    again = get(client, url)
+    assert again.headers["x-cache"] == "miss" and again.json["stock"] == 3
+    assert get(client, url).json["stock"] == 3

@@ -1,4 +1,6 @@
-"""Configuration: every setting parsed and documented; production refuses weak secrets."""
+"""Configuration: every setting parsed and documented; production refuses weak secrets, and
+nothing signs with a built-in key (issue 18, item 2: a random key only for an explicit
+development/test run)."""
 
 import re
 from pathlib import Path
@@ -11,6 +13,7 @@ from shopapi.config import ROOT, ConfigError, Settings, setting, setting_names
 pytestmark = pytest.mark.no_db
 
 STRONG = "k" * 48
+OLD_DEV_SECRET = "dev-secret-key-change-me-in-production-please"  # noqa: S105 - refused now
 
 
 def prod_env(**extra):
@@ -28,11 +31,12 @@ def prod_env(**extra):
 def test_defaults_match_the_contract():
     s = Settings.from_env(env={})
     assert (s.app_env, s.access_token_ttl, s.refresh_token_ttl, s.bcrypt_rounds) == (
-        "development",
+        None,
         900,
         2592000,
         12,
     )
+    assert (s.jwt_issuer, s.jwt_audience, s.jwt_leeway) == ("shopapi", "shopapi-api", 10)
     assert (s.rate_limit_default, s.rate_limit_login, s.rate_limit_register) == (
         "300/minute",
         "10/minute",
@@ -60,6 +64,106 @@ def test_production_refuses_missing_short_or_known_secret(secret):
         Settings.from_env(env=env)
 
 
+# ------------------------------------------------------------------ no built-in signing key
+
+
+def test_there_is_no_built_in_key_any_more():
+    from shopapi import config
+
+    assert not hasattr(config, "DEV_SECRET")
+    sources = "".join(path.read_text() for path in (ROOT / "shopapi").rglob("*.py"))
+    # the old constant survives only in the list of refused example keys
+    assert sources.count(OLD_DEV_SECRET) == 1
+    assert f'"{OLD_DEV_SECRET}",' in (ROOT / "shopapi" / "config.py").read_text()
+
+
+def test_without_app_env_and_secret_key_nothing_may_sign():
+    """Tools that sign nothing (migrate, seed) still read their settings; a server or worker
+    asks for the key at start and gets the reason it must refuse."""
+    s = Settings.from_env(env={"DATABASE_URL": "postgresql://db/x"})
+    assert s.secret_key is None and not s.is_production
+    with pytest.raises(ConfigError, match="SECRET_KEY and APP_ENV are both unset") as refused:
+        s.signing_key  # noqa: B018
+    assert "APP_ENV=development" in str(refused.value) and "token_urlsafe" in str(refused.value)
+
+
+@pytest.mark.parametrize("app_env", ["development", "test"])
+def test_an_explicit_development_or_test_run_signs_with_a_random_key(app_env):
+    first = Settings.from_env(env={"APP_ENV": app_env}).signing_key
+    second = Settings.from_env(env={"APP_ENV": app_env, "SECRET_KEY": ""}).signing_key
+    assert first != second and len(first) >= 32 and len(second) >= 32
+    assert OLD_DEV_SECRET not in (first, second)
+
+
+def test_a_configured_key_is_the_signing_key_in_every_environment():
+    for env in ({}, {"APP_ENV": "development"}, {"APP_ENV": "test"}):
+        assert Settings.from_env(env={**env, "SECRET_KEY": STRONG}).signing_key == STRONG
+
+
+@pytest.mark.parametrize("app_env", [None, "development", "test"])
+@pytest.mark.parametrize("secret", [OLD_DEV_SECRET, "change-me", "secret"])
+def test_a_published_example_key_is_refused_in_every_environment(app_env, secret):
+    env = {"SECRET_KEY": secret, **({"APP_ENV": app_env} if app_env else {})}
+    with pytest.raises(ConfigError, match="published"):
+        Settings.from_env(env=env)
+
+
+def test_a_short_key_is_refused_unless_development_or_test_is_explicit():
+    with pytest.raises(ConfigError, match="shorter than 32 bytes"):
+        Settings.from_env(env={"SECRET_KEY": "short-but-not-known"})
+    for app_env in ("development", "test"):
+        env = {"APP_ENV": app_env, "SECRET_KEY": "short-but-not-known"}
+        assert Settings.from_env(env=env).signing_key == "short-but-not-known"
+
+
+def test_share_signing_key_puts_one_random_key_in_the_environment(tmp_path, monkeypatch):
+    """What gunicorn's master runs before it forks: the workers inherit the key it made."""
+    from shopapi import config
+
+    monkeypatch.setattr(config, "ROOT", tmp_path)  # no .env of the checkout
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setenv("APP_ENV", "test")
+    settings = config.share_signing_key()
+    key = config.os.environ["SECRET_KEY"]
+    assert key == settings.signing_key and len(key) >= 32
+    # a worker's own reading finds that key, and a second call (a reload) keeps it
+    assert Settings.from_env().signing_key == key
+    assert config.share_signing_key().signing_key == key
+
+    monkeypatch.delenv("SECRET_KEY")
+    monkeypatch.delenv("APP_ENV")
+    with pytest.raises(ConfigError, match="SECRET_KEY and APP_ENV are both unset"):
+        config.share_signing_key()
+    assert "SECRET_KEY" not in config.os.environ
+    monkeypatch.setenv("APP_ENV", "production")
+    with pytest.raises(ConfigError, match="production needs one"):
+        config.share_signing_key()
+    assert "SECRET_KEY" not in config.os.environ
+
+
+def test_bin_dev_keeps_one_key_under_data(tmp_path, monkeypatch):
+    from shopapi import devservices
+
+    monkeypatch.setattr(devservices, "ROOT", tmp_path)
+    for name in ("APP_ENV", "SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    env = devservices.dev_environment()
+    stored = tmp_path / ".data" / "secret_key"
+    assert env == {"APP_ENV": "development", "SECRET_KEY": stored.read_text().strip()}
+    assert len(env["SECRET_KEY"]) >= 32 and stored.stat().st_mode & 0o777 == 0o600
+    assert devservices.dev_environment() == env  # a restart keeps the key (and the logins)
+    assert Settings.from_env(env=env).signing_key == env["SECRET_KEY"]
+    # a configured key or environment wins
+    monkeypatch.setenv("SECRET_KEY", STRONG)
+    assert devservices.dev_environment() == {"APP_ENV": "development"}
+    monkeypatch.delenv("SECRET_KEY")
+    monkeypatch.setenv("APP_ENV", "production")
+    assert devservices.dev_environment() == {"APP_ENV": "production"}
+    # a cut key file is replaced, not used
+    stored.write_text("short\n")
+    assert len(devservices.dev_secret_key()) >= 32
+
+
 def test_production_requires_database_and_redis_urls():
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         Settings.from_env(env=prod_env(DATABASE_URL=""))
@@ -74,6 +178,8 @@ def test_production_requires_database_and_redis_urls():
         ("RATE_LIMIT_ENABLED", "maybe"),
         ("CURRENCY", "dollars"),
         ("DB_POOL_MAX", "0"),
+        ("JWT_LEEWAY", "301"),
+        ("JWT_LEEWAY", "-1"),
     ],
 )
 def test_invalid_values_refuse_to_start(name, value):

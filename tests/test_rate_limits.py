@@ -17,23 +17,28 @@ from prometheus_client import REGISTRY
 from shopapi import ratelimits
 from shopapi.app import create_app
 from shopapi.config import ConfigError
-from tests.conftest import assert_problem, db_rows, make_settings
+from tests.conftest import TEST_SECRET, assert_problem, db_rows, make_settings
 
 ME = "/api/auth/me"  # a limited route; anonymous callers get 401 until the limit says 429
 
 
 @pytest.fixture()
-def limited(async_redis, database_url, pool, redis_client):
-    """`limited(RATE_LIMIT_LOGIN="3/hour", ...)`: a TestClient on an app with limits on."""
+def limited(async_redis, database_url, pool, redis_client, app_loop):
+    """`limited(RATE_LIMIT_LOGIN="3/hour", ...)`: a TestClient on an app with limits on,
+    closed after the test (its user-state listener would otherwise outlive the loop)."""
+    built = []
 
     def build(**overrides) -> testing.TestClient:
         overrides.setdefault("RATE_LIMIT_DEFAULT", "5/hour")
         settings = make_settings(database_url, RATE_LIMIT_ENABLED="true", **overrides)
         # another REDIS_URL: the app builds its client for it, as a worker does
         redis = None if "REDIS_URL" in overrides else async_redis
-        return testing.TestClient(create_app(settings, pool=pool, redis=redis))
+        built.append(create_app(settings, pool=pool, redis=redis))
+        return testing.TestClient(built[-1])
 
-    return build
+    yield build
+    for app in built:
+        app_loop.run(app.ctx.close)
 
 
 @pytest.fixture(autouse=True)
@@ -195,7 +200,7 @@ def test_spoofed_forwarded_for_cannot_dodge_the_limit_without_trusted_proxies(li
 
 
 def test_with_one_trusted_proxy_the_rightmost_forwarded_entry_is_the_client(limited):
-    client = limited(TRUSTED_PROXIES="1")
+    client = limited(TRUSTED_PROXIES="1", TRUSTED_PROXY_NETWORKS="10.0.0.0/8")
     proxy = "10.0.0.1"
     for n in range(5):
         # a client-chosen leftmost entry changes every time: it must not change the key
@@ -205,6 +210,22 @@ def test_with_one_trusted_proxy_the_rightmost_forwarded_entry_is_the_client(limi
     assert_problem(get_me(client, ip=proxy, headers=spoofed), 429, "rate_limited")
     other_client = {"X-Forwarded-For": "1.2.3.200, 203.0.113.8"}
     assert get_me(client, ip=proxy, headers=other_client).status_code == 401
+
+
+def test_a_peer_outside_the_trusted_networks_cannot_pick_its_bucket(limited):
+    """Issue 18 item 6: with TRUSTED_PROXIES=1 the header used to be honoured from any peer,
+    so a container next to nginx chose a fresh bucket per request. Now only a peer inside
+    TRUSTED_PROXY_NETWORKS is a proxy: this one is counted by its own address."""
+    client = limited(TRUSTED_PROXIES="1", TRUSTED_PROXY_NETWORKS="10.0.0.0/8")
+    outsider = "172.18.0.9"  # e.g. another container on a docker network
+    for n in range(5):
+        xff = {"X-Forwarded-For": f"203.0.113.{n}"}
+        assert get_me(client, ip=outsider, headers=xff).status_code == 401
+    spoofed = {"X-Forwarded-For": "203.0.113.99"}
+    assert_problem(get_me(client, ip=outsider, headers=spoofed), 429, "rate_limited")
+    # the bucket was the outsider's: the addresses it named were never charged
+    proxy = "10.0.0.1"
+    assert get_me(client, ip=proxy, headers={"X-Forwarded-For": "203.0.113.0"}).status_code == 401
 
 
 # ------------------------------------------------------------------ login and register
@@ -481,3 +502,52 @@ def test_verification_resends_are_limited_per_user(limited, make_user):
     ]
     assert answers == [202, 202, 429]
     assert client.simulate_post(resend, headers=other.headers).status_code == 202
+
+
+def test_without_redis_each_worker_grants_only_its_share_of_a_limit(database_url, app_loop):
+    """Issue 18 item 7 (the live two-worker check: tests/faults/test_redis_outage.py): counted
+    in memory, a limit of 7 on a server of 3 workers grants 7 // 3 = 2 in each."""
+    import redis.asyncio
+
+    settings = make_settings(database_url, RATE_LIMIT_DEFAULT="7/day")
+    dead = redis.asyncio.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    limiter = ratelimits.Limiter(settings, dead, workers=3)
+    usages = [
+        app_loop.run(limiter.hit_and_fetch, [("general.ip", "192.0.2.7")], None)[0]
+        for _ in range(3)
+    ]
+    assert [(u.allowed, u.limit, u.remaining) for u in usages] == [
+        (True, 2, 1),
+        (True, 2, 0),
+        (False, 2, 0),
+    ]
+    assert ratelimits.Limiter(settings, dead, workers=9).share(7) == 1  # never 0
+    app_loop.run(dead.aclose)
+
+
+def test_the_worker_count_is_what_gunicorn_conf_gives_the_workers(monkeypatch, tmp_path):
+    """gunicorn.conf.py's on_starting writes the configured worker count into the environment
+    the workers inherit; server_workers() reads it, and is 1 without it (or when garbled)."""
+    import runpy
+
+    from shopapi.config import ROOT
+
+    # set first, so that monkeypatch restores what on_starting writes into os.environ
+    monkeypatch.setenv(ratelimits.SERVER_WORKERS_ENV, "")
+    monkeypatch.delenv(ratelimits.SERVER_WORKERS_ENV)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv("APP_ENV", "test")  # on_starting checks that tokens can be signed
+    monkeypatch.setenv("SECRET_KEY", TEST_SECRET)
+    assert ratelimits.server_workers() == 1
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+    class Arbiter:  # what on_starting reads of gunicorn's master
+        log = logging.getLogger("gunicorn-test")
+
+        class cfg:  # noqa: N801
+            workers = 3
+
+    conf["on_starting"](Arbiter())
+    assert ratelimits.server_workers() == 3
+    monkeypatch.setenv(ratelimits.SERVER_WORKERS_ENV, "three")
+    assert ratelimits.server_workers() == 1

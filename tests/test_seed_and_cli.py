@@ -1,14 +1,18 @@
-"""Seed data (bin/seed) is idempotent and matches the contract's accounts; CLI commands work."""
+"""Seed data (bin/seed) is idempotent and matches the contract's accounts; in production it
+creates no demo account unless asked and the first admin instead (issue 18 item 5); CLI
+commands work."""
 
 import os
+import re
 import subprocess
 import sys
 
 import psycopg
+import pytest
 
 from shopapi.config import ROOT
-from shopapi.seed import seed
-from tests.conftest import db_rows
+from shopapi.seed import USERS, seed
+from tests.conftest import app_env, db_rows
 
 
 def _counts(database_url):
@@ -131,6 +135,128 @@ def test_bin_seed_runs_as_a_script(database_url):
     assert result.returncode == 0, result.stderr
     assert "seeded" in result.stdout
     assert _counts(database_url)[0] == 3
+
+
+# ------------------------------------------------------------------ production (issue 18 item 5)
+
+
+def _prod_seed(database_url, *args, **env):
+    """bin/seed as a production stack runs it (compose's `seed` service: APP_ENV=production)."""
+    return subprocess.run(
+        [str(ROOT / "bin" / "seed"), *args],
+        cwd=ROOT,
+        env={**os.environ, **app_env(database_url, APP_ENV="production", **env)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _login(client, email, password):
+    return client.simulate_post("/api/auth/login", json={"email": email, "password": password})
+
+
+def _role(client, login):
+    headers = {"Authorization": f"Bearer {login.json['access_token']}"}
+    return client.simulate_get("/api/auth/me", headers=headers).json["role"]
+
+
+def _users(database_url):
+    return db_rows(database_url, "SELECT email, role FROM users ORDER BY id")
+
+
+def test_production_seed_creates_no_demo_account_and_a_generated_admin_once(database_url, client):
+    result = _prod_seed(database_url)
+    assert result.returncode == 0, result.stderr
+    assert _users(database_url) == [("admin@localhost", "ADMIN")]
+    for email, password, _, _ in USERS:  # admin@example.com/adminpass123 among them
+        assert _login(client, email, password).status_code == 401, email
+    # no demo catalog either; the shipping methods a checkout needs are there
+    assert _counts(database_url)[1:] == (0, 0, 0, 2)
+    printed = re.findall(r"^password of admin@localhost: (\S+)$", result.stdout, re.M)
+    assert len(printed) == 1 and len(printed[0]) >= 20
+    login = _login(client, "admin@localhost", printed[0])
+    assert login.status_code == 200, login.text
+    assert _role(client, login) == "ADMIN"
+    stored = db_rows(database_url, "SELECT password_hash FROM users")[0][0]
+    assert printed[0] not in stored  # only the hash is kept
+
+    again = _prod_seed(database_url)  # idempotent: an admin exists, nothing new, nothing shown
+    assert again.returncode == 0, again.stderr
+    assert "password" not in again.stdout
+    assert _users(database_url) == [("admin@localhost", "ADMIN")]
+    assert _login(client, "admin@localhost", printed[0]).status_code == 200
+
+
+def test_production_seed_creates_the_admin_from_admin_email_and_password(database_url, client):
+    password = "a long admin passphrase 7"
+    result = _prod_seed(database_url, ADMIN_EMAIL=" Ops@Shop.Example ", ADMIN_PASSWORD=password)
+    assert result.returncode == 0, result.stderr
+    assert "created ADMIN ops@shop.example" in result.stdout
+    assert password not in result.stdout + result.stderr
+    assert _users(database_url) == [("ops@shop.example", "ADMIN")]
+    login = _login(client, "ops@shop.example", password)
+    assert login.status_code == 200, login.text
+    assert _role(client, login) == "ADMIN"
+    assert _login(client, "admin@example.com", "adminpass123").status_code == 401
+
+    # idempotent: another run, even with another password, leaves the account as it is
+    again = _prod_seed(
+        database_url, ADMIN_EMAIL="ops@shop.example", ADMIN_PASSWORD="another long password"
+    )
+    assert again.returncode == 0, again.stderr
+    assert "ADMIN ops@shop.example exists" in again.stdout
+    assert _users(database_url) == [("ops@shop.example", "ADMIN")]
+    assert _login(client, "ops@shop.example", password).status_code == 200
+    assert _login(client, "ops@shop.example", "another long password").status_code == 401
+
+
+def test_production_seed_with_demo_creates_the_demo_accounts_and_warns(database_url, client):
+    result = _prod_seed(database_url, "--demo", "--products", "5")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" in result.stderr and "admin@example.com/adminpass123" in result.stderr
+    assert [email for email, _ in _users(database_url)] == [email for email, *_ in USERS]
+    assert _login(client, "admin@example.com", "adminpass123").status_code == 200
+    assert _counts(database_url)[2] >= 5 + 8
+    again = _prod_seed(database_url, "--demo", "--products", "5")
+    assert again.returncode == 0, again.stderr
+    assert len(_users(database_url)) == 3
+
+
+def test_production_seed_never_promotes_an_existing_account(database_url, make_user, client):
+    """Whoever registered the admin's address first must not become an admin with their own
+    password: the seed refuses and changes nothing."""
+    squatter = make_user(email="ops@shop.example", password="squatter-password")
+    result = _prod_seed(
+        database_url, ADMIN_EMAIL="ops@shop.example", ADMIN_PASSWORD="a long admin passphrase 7"
+    )
+    assert result.returncode == 2
+    assert "does not promote" in result.stderr
+    assert _users(database_url) == [("ops@shop.example", "CUSTOMER")]
+    assert _role(client, _login(client, squatter.email, "squatter-password")) == "CUSTOMER"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ((), {"ADMIN_EMAIL": "ops@shop.example", "ADMIN_PASSWORD": "adminpass123"}, "published"),
+        ((), {"ADMIN_EMAIL": "ops@shop.example", "ADMIN_PASSWORD": "short-pass"}, "at least 12"),
+        ((), {"ADMIN_PASSWORD": "a long admin passphrase 7"}, "ADMIN_EMAIL is not"),
+        ((), {"ADMIN_EMAIL": "not an email"}, "not an email address"),
+        (("--products", "10"), {}, "--demo"),
+    ],
+)
+def test_production_seed_refuses_what_it_cannot_do_safely(database_url, args, env, message):
+    result = _prod_seed(database_url, *args, **env)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert _counts(database_url) == (0, 0, 0, 0, 0)
+
+
+def test_outside_production_the_seed_keeps_the_demo_accounts(app_loop, pool, settings):
+    """Development and tests keep the contract's accounts without a flag."""
+    assert not settings.is_production
+    assert app_loop.run(seed, pool, settings)["users"] == 3
 
 
 def test_cli_migrate_is_a_no_op_on_a_migrated_database(database_url):

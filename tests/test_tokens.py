@@ -11,6 +11,7 @@ import jwt
 import pytest
 
 from shopapi.app import create_app
+from shopapi.security import AUDIENCE, ISSUER
 from tests.conftest import TEST_SECRET, assert_problem, make_settings
 from tests.helpers import bearer, db_state, login, me, refresh
 
@@ -35,6 +36,8 @@ def _claims(user_id: int, **overrides) -> dict:
         "iat": now,
         "exp": now + 600,
         "jti": "0" * 32,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
@@ -45,6 +48,15 @@ def _signed(claims: dict, key: str = TEST_SECRET, algorithm: str = "HS256") -> s
         # HS512 with our 56-byte test key: PyJWT's advice does not matter for a forgery
         warnings.simplefilter("ignore", jwt.warnings.InsecureKeyLengthWarning)
         return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def _arabic_indic(number: int) -> str:
+    return str(number).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+
+
+def _decode(token: str) -> dict:
+    """A token's claims, checked as the app checks them (key, issuer and audience)."""
+    return jwt.decode(token, TEST_SECRET, algorithms=["HS256"], issuer=ISSUER, audience=AUDIENCE)
 
 
 def _tampered(token: str, **changes) -> str:
@@ -62,25 +74,23 @@ def test_access_token_is_hs256_with_the_contract_claims(client, make_user):
     pair = login(client, user.email, user.password)
     token = pair["access_token"]
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
-    claims = jwt.decode(token, TEST_SECRET, algorithms=["HS256"])
-    assert set(claims) >= {"exp", "iat", "sub", "role", "type", "jti"}
+    claims = _decode(token)
+    assert set(claims) >= {"exp", "iat", "sub", "role", "type", "jti", "iss", "aud"}
+    assert (claims["iss"], claims["aud"]) == ("shopapi", "shopapi-api")
     assert claims["sub"] == str(user.id) and isinstance(claims["sub"], str)
     assert claims["role"] == "EDITOR"
     assert claims["type"] == "access"
     assert claims["exp"] - claims["iat"] == 900
     assert abs(claims["iat"] - time.time()) < 5
-    again = jwt.decode(
-        login(client, user.email, user.password)["access_token"], TEST_SECRET, algorithms=["HS256"]
-    )
+    again = _decode(login(client, user.email, user.password)["access_token"])
     assert again["jti"] != claims["jti"]
 
 
 def test_refresh_token_is_a_refresh_type_token_with_the_refresh_lifetime(client, make_user):
     user = make_user()
-    claims = jwt.decode(
-        login(client, user.email, user.password)["refresh_token"], TEST_SECRET, algorithms=["HS256"]
-    )
+    claims = _decode(login(client, user.email, user.password)["refresh_token"])
     assert claims["type"] == "refresh"
+    assert (claims["iss"], claims["aud"]) == ("shopapi", "shopapi-api")
     assert claims["sub"] == str(user.id)
     assert claims["exp"] - claims["iat"] == 2592000
 
@@ -95,8 +105,8 @@ def test_token_lifetimes_and_expires_in_follow_the_settings(
     user = make_user()
     pair = login(client, user.email, user.password)
     assert pair["expires_in"] == 60
-    access = jwt.decode(pair["access_token"], TEST_SECRET, algorithms=["HS256"])
-    refresh_claims = jwt.decode(pair["refresh_token"], TEST_SECRET, algorithms=["HS256"])
+    access = _decode(pair["access_token"])
+    refresh_claims = _decode(pair["refresh_token"])
     assert access["exp"] - access["iat"] == 60
     assert refresh_claims["exp"] - refresh_claims["iat"] == 3600
 
@@ -122,6 +132,13 @@ def _forged_tokens(user_id: int, real_access: str, real_refresh: str) -> dict[st
         "integer-sub": _signed(_claims(user_id, sub=user_id)),
         "non-numeric-sub": _signed(_claims(user_id, sub="me")),
         "huge-sub": _signed(_claims(user_id, sub="9" * 30)),
+        "superscript-digit-sub": _signed(_claims(user_id, sub="²")),
+        # the user's own id in Arabic-Indic digits: int() reads it as that id
+        "arabic-indic-digit-sub": _signed(_claims(user_id, sub=_arabic_indic(user_id))),
+        "missing-iss": _signed(_claims(user_id, iss=None)),
+        "missing-aud": _signed(_claims(user_id, aud=None)),
+        "other-iss": _signed(_claims(user_id, iss="another-service")),
+        "other-aud": _signed(_claims(user_id, aud="another-api")),
         "unknown-user": _signed(_claims(user_id + 1000)),
         "refresh-as-access": real_refresh,
         "garbage": "garbage",
@@ -146,6 +163,12 @@ FORGERIES = [
     "integer-sub",
     "non-numeric-sub",
     "huge-sub",
+    "superscript-digit-sub",
+    "arabic-indic-digit-sub",
+    "missing-iss",
+    "missing-aud",
+    "other-iss",
+    "other-aud",
     "unknown-user",
     "refresh-as-access",
     "garbage",
@@ -214,15 +237,31 @@ def test_an_access_token_at_refresh_returns_401_and_revokes_nothing(
     assert refresh(client, pair["refresh_token"]).status_code == 200
 
 
+@pytest.mark.parametrize("sub", ["²", "arabic-indic own id"])
+def test_a_refresh_token_whose_sub_is_not_ascii_digits_returns_401(
+    client, database_url, make_user, sub
+):
+    """Validly signed (so only the server's own bug could mint it): `str.isdigit()` accepted
+    these, and int() then failed (a 500) or read another spelling of an id."""
+    user = make_user()
+    pair = login(client, user.email, user.password)
+    claims = _decode(pair["refresh_token"])
+    claims["sub"] = _arabic_indic(user.id) if sub != "²" else sub
+    before = db_state(database_url)
+    assert_problem(refresh(client, _signed(claims)), 401, "not_authenticated")
+    assert db_state(database_url) == before
+    assert refresh(client, pair["refresh_token"]).status_code == 200
+
+
 @pytest.mark.parametrize("kind", ["expired", "other-key", "alg-none", "type-tampered"])
 def test_a_forged_or_expired_refresh_token_at_refresh_returns_401(
     client, database_url, make_user, kind
 ):
     user = make_user()
     pair = login(client, user.email, user.password)
-    claims = jwt.decode(pair["refresh_token"], TEST_SECRET, algorithms=["HS256"])
+    claims = _decode(pair["refresh_token"])
     token = {
-        "expired": _signed({**claims, "iat": claims["iat"] - 100, "exp": int(time.time()) - 10}),
+        "expired": _signed({**claims, "iat": claims["iat"] - 100, "exp": int(time.time()) - 60}),
         "other-key": _signed(claims, key="another-secret-key-of-sufficient-length-42"),
         "alg-none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
         "type-tampered": _tampered(pair["access_token"], type="refresh"),
@@ -237,11 +276,12 @@ def test_an_access_token_stops_working_when_it_expires_even_after_being_verified
 ):
     from falcon import testing
 
-    settings = make_settings(database_url, ACCESS_TOKEN_TTL=1)
+    # no clock-skew leeway here (JWT_LEEWAY, tested in tests/security/test_api2_authentication.py)
+    settings = make_settings(database_url, ACCESS_TOKEN_TTL=1, JWT_LEEWAY=0)
     client = testing.TestClient(create_app(settings, pool=pool, redis=async_redis))
     user = make_user()
     token = login(client, user.email, user.password)["access_token"]
-    exp = jwt.decode(token, TEST_SECRET, algorithms=["HS256"])["exp"]
+    exp = _decode(token)["exp"]
     assert me(client, token).status_code == 200
     time.sleep(max(0.0, exp - time.time()) + 0.05)
     assert_problem(me(client, token), 401, "not_authenticated")
@@ -295,7 +335,7 @@ def test_a_role_change_revokes_refresh_tokens_and_the_old_access_token(client, a
     fresh = login(client, user.email, user.password)
     mine = me(client, fresh["access_token"])
     assert mine.json["role"] == "EDITOR"
-    assert jwt.decode(fresh["access_token"], TEST_SECRET, algorithms=["HS256"])["role"] == "EDITOR"
+    assert _decode(fresh["access_token"])["role"] == "EDITOR"
 
 
 def test_an_admin_edit_that_keeps_the_role_leaves_tokens_alone(client, admin, make_user):

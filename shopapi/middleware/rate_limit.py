@@ -53,6 +53,7 @@ class RateLimit:
         # the keys ride in the counters' batch: that read then costs no round trip of its own
         self.prefetch = prefetch
         self.trusted_proxies = settings.trusted_proxies
+        self.trusted_networks = settings.trusted_proxy_networks
         self.max_body_bytes = settings.max_body_bytes
 
     async def process_resource(
@@ -60,7 +61,7 @@ class RateLimit:
     ) -> None:
         if self.limiter is None or is_exempt(req.path) or _is_preflight(req):
             return
-        ip = address_subject(client_ip(req, self.trusted_proxies))
+        ip = address_subject(client_ip(req, self.trusted_proxies, self.trusted_networks))
         checks = [("general.ip", ip)]
         user = getattr(req.context, "user", None)
         if user is not None:

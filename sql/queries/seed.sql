@@ -1,4 +1,5 @@
--- Seed data for development and load tests (bin/seed). Every statement is idempotent.
+-- Seed data for development and load tests, and a production's first admin (bin/seed). Every
+-- statement is idempotent.
 
 -- name: seed_user(email, password_hash, full_name, role)^
 -- A contract user, its email verified; an existing email is left as it is.
@@ -6,6 +7,10 @@ INSERT INTO users (email, password_hash, full_name, role, email_verified)
      VALUES (:email, :password_hash, :full_name, :role, true)
 ON CONFLICT ((lower(email))) DO NOTHING
   RETURNING id;
+
+-- name: active_admin_exists()$
+-- Whether an active ADMIN account exists (a production seed creates the first one otherwise).
+SELECT EXISTS (SELECT 1 FROM users WHERE role = 'ADMIN' AND is_active);
 
 -- name: seed_category(name, slug, description)$
 -- A category by name; returns its id whether it was just created or already there.

@@ -2,6 +2,12 @@
 Authorization header (a guest cart's token only in X-Cart-Token), revocation wins every race
 with a refresh, and reaches every worker process.
 
+Issue 18, item 2 (fail-open signing key): no built-in key signs anything (a token signed with the
+old published constant is 401), a server without SECRET_KEY refuses to start unless APP_ENV is
+explicitly development/test, and then every gunicorn worker shares the one random key.
+Issue 18, item 9 (JWT part): every token carries `iss` and `aud`, both required and exactly ours
+(else 401), with a JWT_LEEWAY clock-skew allowance on `exp` and `iat`.
+
 Complements tests/test_tokens.py (forged, expired and misused JWTs, one at a time) and
 tests/test_auth.py / tests/test_user_state.py (rotation, reuse detection, revocation in one
 process) with smuggled and oversized headers, tokens in URLs and cookies, refreshes racing with
@@ -10,16 +16,32 @@ logout-all, password changes and reuse detection, and a real two-worker gunicorn
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import time
+import uuid
 from contextlib import contextmanager
 
+import jwt
 import psycopg
 import pytest
 from falcon import testing
 
-from shopapi.security import token_digest
-from tests.conftest import assert_problem, backends, db_rows, in_background, wait_for
-from tests.helpers import bearer, login, refresh
+from shopapi.config import ROOT, read_dotenv
+from shopapi.security import AUDIENCE, ISSUER, token_digest
+from tests.conftest import (
+    REDIS_URL,
+    TEST_SECRET,
+    assert_problem,
+    backends,
+    db_rows,
+    in_background,
+    wait_for,
+)
+from tests.helpers import bearer, login, me, refresh
+from tests.live import free_port
 from tests.security.conftest import snapshot
 from tests.stripe_emulator import signature, signed_event
 
@@ -250,6 +272,252 @@ def test_reset_and_verification_tokens_work_once_and_only_for_their_purpose(
     )
     reused = client.simulate_post("/api/auth/verify-email", json={"token": verification})
     assert_problem(reused, 400, "invalid_token")
+
+
+# ------------------------------------------------------------------ the signing key (item 2)
+
+OLD_DEV_SECRET = "dev-secret-key-change-me-in-production-please"  # noqa: S105 - published
+
+
+def _claims(user_id: int, role: str = "CUSTOMER", **overrides) -> dict:
+    """Valid access-token claims for a user in the database; an override of None drops that
+    claim. Forgeries below carry everything right but the part under test."""
+    now = int(time.time())
+    claims = {
+        "sub": str(user_id),
+        "role": role,
+        "type": "access",
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _signed(claims: dict, key: str = TEST_SECRET) -> str:
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def _old_key_forgeries(admin_id: int) -> list[dict[str, str]]:
+    """An ADMIN's token under the old constant, as today's tokens look and as they looked when
+    that key signed them (no `iss`, no `aud`)."""
+    return [
+        bearer(_signed(_claims(admin_id, "ADMIN", **claims), key=OLD_DEV_SECRET))
+        for claims in ({}, {"iss": None, "aud": None})
+    ]
+
+
+@pytest.mark.parametrize("app_env", ["development", "test"])
+def test_a_token_signed_with_the_old_built_in_key_is_401(app_client, make_user, app_env):
+    """A server run without SECRET_KEY used to sign with a constant published in the source:
+    anyone could mint an ADMIN token. Now it signs with a random key of its own."""
+    client = app_client(APP_ENV=app_env, SECRET_KEY="")
+    key = client.app.ctx.settings.signing_key
+    assert key not in (OLD_DEV_SECRET, TEST_SECRET) and len(key) >= 32
+    admin = make_user("ADMIN")
+    for forged in _old_key_forgeries(admin.id):
+        for path in ("/api/users", "/api/auth/me"):
+            response = client.simulate_get(path, headers=forged)
+            assert_problem(response, 401, "not_authenticated")
+    # control: the very same claims under the server's own key are an admin's
+    genuine = _signed(_claims(admin.id, "ADMIN"), key=key)
+    assert client.simulate_get("/api/users", headers=bearer(genuine)).status_code == 200
+    # and a login on it works end to end
+    assert me(client, login(client, admin.email, admin.password)["access_token"]).status_code == 200
+
+
+def _checkout_configures_a_key_or_environment() -> bool:
+    return any(read_dotenv(ROOT / ".env").get(name) for name in ("APP_ENV", "SECRET_KEY"))
+
+
+STARTS = {
+    "gunicorn": lambda port: [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(ROOT / "gunicorn.conf.py"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "shopapi.asgi:app",
+    ],
+    "shopapi serve": lambda port: [
+        sys.executable,
+        "-m",
+        "shopapi.cli",
+        "serve",
+        "--bind",
+        f"127.0.0.1:{port}",
+    ],
+    "shopapi worker": lambda port: [sys.executable, "-m", "shopapi.cli", "worker"],
+}
+
+
+@pytest.mark.live
+@pytest.mark.skipif(
+    _checkout_configures_a_key_or_environment(),
+    reason="this checkout's .env sets APP_ENV or SECRET_KEY, which every start reads",
+)
+@pytest.mark.parametrize(
+    "app_env,message",
+    [
+        (None, "SECRET_KEY and APP_ENV are both unset"),
+        ("production", "SECRET_KEY is not set, and production needs one"),
+    ],
+)
+@pytest.mark.parametrize("start", list(STARTS))
+def test_without_a_secret_key_the_server_refuses_to_start_and_says_why(
+    database_url, start, app_env, message
+):
+    """`gunicorn -c gunicorn.conf.py shopapi.asgi:app` with a copied .env.example (no key, no
+    APP_ENV) used to serve, signing with the published constant."""
+    env = {k: v for k, v in os.environ.items() if k not in ("APP_ENV", "SECRET_KEY")}
+    # everything else a server needs is there: only the key is missing
+    env.update(DATABASE_URL=database_url, REDIS_URL=REDIS_URL, EMAIL_ENABLED="false")
+    if app_env:
+        env["APP_ENV"] = app_env
+    port = free_port()
+    result = subprocess.run(
+        STARTS[start](port), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0, result.stderr[-2000:]
+    assert f"shopapi: refusing to start: {message}" in result.stderr, result.stderr[-2000:]
+    assert "token_urlsafe" in result.stderr  # and how to make a key
+    assert "Booting worker" not in result.stderr  # refused in the master, before any fork
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.live
+def test_a_random_development_key_is_one_key_for_every_gunicorn_worker(live_server, make_user):
+    """APP_ENV=development, no SECRET_KEY: the master makes the key before it forks, so a token
+    issued by one worker is valid on every other, replacements started later included (each
+    worker is replaced after 5 requests: the token is checked by processes that did not exist
+    when it was issued)."""
+    server = live_server(workers=2, APP_ENV="development", SECRET_KEY="", GUNICORN_MAX_REQUESTS="5")
+    user = make_user("ADMIN")
+    # signed with the tests' key, or with the old constant: not this server's
+    assert server.request("GET", "/api/auth/me", headers=user.headers)[0] == 401
+    for forged in _old_key_forgeries(user.id):
+        assert server.request("GET", "/api/users", headers=forged)[0] == 401
+    status, pair, _ = server.request(
+        "POST", "/api/auth/login", {"email": user.email, "password": user.password}
+    )
+    assert status == 200, pair
+    auth = bearer(pair["access_token"])
+
+    def booted() -> set[str]:
+        return set(re.findall(r"Booting worker with pid: (\d+)", server.log.read_text()))
+
+    statuses: list[int] = []
+    deadline = time.monotonic() + 40
+    while len(booted()) < 5:  # the first two, and three started after the login
+        assert time.monotonic() < deadline, f"workers were never replaced: {booted()}"
+        statuses.append(server.request("GET", "/api/users", headers=auth)[0])
+    assert len(statuses) >= 10 and set(statuses) == {200}, statuses
+    # the refresh token too, on whichever worker answers now
+    status, fresh, _ = server.request(
+        "POST", "/api/auth/refresh", {"refresh_token": pair["refresh_token"]}
+    )
+    assert status == 200, fresh
+    assert server.request("GET", "/api/auth/me", headers=bearer(fresh["access_token"]))[0] == 200
+
+
+# ------------------------------------------------------------------ iss, aud, leeway (item 9)
+
+NOT_OURS = {
+    "no iss": {"iss": None},
+    "no aud": {"aud": None},
+    "neither": {"iss": None, "aud": None},
+    "another issuer": {"iss": "another-service"},
+    "issuer in other case": {"iss": ISSUER.upper()},
+    "empty issuer": {"iss": ""},
+    "another audience": {"aud": "shopapi-admin"},
+    "audience list holding ours": {"aud": [AUDIENCE, "another-api"]},
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_OURS))
+def test_an_access_token_without_our_issuer_and_audience_is_401(client, make_user, kind):
+    """Signed with the server's own key: a token minted for another service sharing the key, or
+    one from before the claims existed, is no access token here."""
+    admin = make_user("ADMIN")
+    token = _signed(_claims(admin.id, "ADMIN", **NOT_OURS[kind]))
+    for path in ("/api/auth/me", "/api/users"):
+        assert_problem(client.simulate_get(path, headers=bearer(token)), 401, "not_authenticated")
+    control = _signed(_claims(admin.id, "ADMIN"))
+    assert client.simulate_get("/api/users", headers=bearer(control)).status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["no iss", "no aud", "neither", "another issuer"])
+def test_a_refresh_token_without_our_issuer_and_audience_is_refused_before_any_lookup(
+    client, make_user, database_url, query_counter, kind
+):
+    user = make_user()
+    pair = login(client, user.email, user.password)
+    claims = jwt.decode(pair["refresh_token"], TEST_SECRET, algorithms=["HS256"], audience=AUDIENCE)
+    changed = {**claims, **NOT_OURS[kind]}
+    forged = _signed({k: v for k, v in changed.items() if v is not None})
+    before = snapshot(database_url)
+    with query_counter() as counted:
+        assert_problem(refresh(client, forged), 401, "not_authenticated")
+    assert counted.n == 0
+    assert snapshot(database_url) == before
+    assert refresh(client, pair["refresh_token"]).status_code == 200
+
+
+SKEWS = {
+    # name: (claims relative to now, accepted with the default 10 s leeway)
+    "expired 5 s ago": ({"iat": -605, "exp": -5}, True),
+    "expired 30 s ago": ({"iat": -630, "exp": -30}, False),
+    "issued 5 s in the future": ({"iat": 5, "exp": 605}, True),
+    "issued 60 s in the future": ({"iat": 60, "exp": 660}, False),
+}
+
+
+@pytest.mark.parametrize("skew", list(SKEWS))
+def test_clock_skew_within_jwt_leeway_is_accepted_and_beyond_it_refused(
+    app_client, make_user, skew
+):
+    """Another host's clock a few seconds off must not log people out, nor may a token live on
+    for long past its `exp`: JWT_LEEWAY (default 10 s) bounds both, and it is a setting."""
+    offsets, accepted = SKEWS[skew]
+    user = make_user()
+    now = int(time.time())
+
+    def status(client) -> int:
+        token = _signed(_claims(user.id, **{k: now + v for k, v in offsets.items()}))
+        return client.simulate_get("/api/auth/me", headers=bearer(token)).status_code
+
+    assert status(app_client()) == (200 if accepted else 401)
+    assert status(app_client(JWT_LEEWAY=0)) == 401  # no leeway: every skew is refused
+    assert status(app_client(JWT_LEEWAY=120)) == 200  # a wider one takes them all
+
+
+def test_issuer_and_audience_follow_the_settings(app_client, make_user):
+    """Two deployments on one key (say a shared secret store) but their own JWT_ISSUER and
+    JWT_AUDIENCE: neither accepts the other's tokens."""
+    ours, theirs = app_client(), app_client(JWT_ISSUER="shop-eu", JWT_AUDIENCE="shop-eu-api")
+    user = make_user()
+    eu = login(theirs, user.email, user.password)
+    claims = jwt.decode(
+        eu["access_token"],
+        TEST_SECRET,
+        algorithms=["HS256"],
+        issuer="shop-eu",
+        audience="shop-eu-api",
+    )
+    assert claims["sub"] == str(user.id)
+    assert me(theirs, eu["access_token"]).status_code == 200
+    assert_problem(me(ours, eu["access_token"]), 401, "not_authenticated")
+    assert_problem(refresh(ours, eu["refresh_token"]), 401, "not_authenticated")
+    home = login(ours, user.email, user.password)
+    assert_problem(me(theirs, home["access_token"]), 401, "not_authenticated")
+    assert me(ours, home["access_token"]).status_code == 200
 
 
 # ------------------------------------------------------------------ Stripe's webhook

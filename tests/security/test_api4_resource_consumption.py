@@ -7,6 +7,18 @@ route cannot escape: every body over 1 MiB, JSON nested 100,000 deep, every malf
 oversized id, every page bound; plus the largest legal order and cart checkout (and the refused
 51st cart line), the rate limit on starting guest carts, and gunicorn's header, URL and
 chunked-body limits on a live server.
+
+Issue 18 item 6 (proxy trust by network): a client cannot escape its rate-limit bucket by
+sending `X-Forwarded-For` unless its socket peer is inside `TRUSTED_PROXY_NETWORKS`, checked on a
+live gunicorn whose peer (127.0.0.1) is outside them, and honoured when the peer is inside
+(unit cases: tests/test_client_ip.py, tests/test_rate_limits.py).
+
+Issue 18 item 4 (Redis memory bounded): 10,000 GETs of random unknown product ids leave the
+Redis key count unchanged, and every key the catalog cache writes has a TTL except five global
+ones (tests/test_catalog_cache.py, "bounded memory"). Issue 18 item 7 (limits while Redis is
+down): on a live gunicorn of 2 workers with its Redis stopped, one client gets at most the
+configured limit across both workers, not one allowance per worker
+(tests/faults/test_redis_outage.py; unit cases in tests/test_rate_limits.py).
 """
 
 from __future__ import annotations
@@ -280,6 +292,38 @@ def test_gunicorn_refuses_oversized_headers_urls_and_header_counts_and_keeps_ser
     )
     assert status == 422 and json.loads(body)["code"] == "validation_error"
     assert raw_http(server, "GET", "/healthz")[0] == 200
+
+
+def _not_in_an_hours_last_seconds() -> None:
+    left = 3600 - time.time() % 3600
+    if left < 5:  # windows follow the clock: never start at an hour's last seconds
+        time.sleep(left + 0.1)
+
+
+def test_forwarded_for_from_a_peer_outside_the_trusted_networks_picks_no_bucket(live_server):
+    """Item 6 on a real gunicorn: the socket peer is 127.0.0.1 and TRUSTED_PROXY_NETWORKS does
+    not include it, so a fresh X-Forwarded-For per request still spends the peer's bucket; the
+    same requests from a trusted peer each get the bucket of the address they name."""
+    limits = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_DEFAULT": "5/hour", "TRUSTED_PROXIES": "1"}
+    _not_in_an_hours_last_seconds()
+    untrusted = live_server(workers=1, TRUSTED_PROXY_NETWORKS="10.0.0.0/8", **limits)
+    answers = [
+        untrusted.request("GET", "/api/auth/me", headers={"X-Forwarded-For": f"203.0.113.{n}"})
+        for n in range(7)
+    ]
+    assert [status for status, _, _ in answers] == [401] * 5 + [429] * 2
+    assert [headers["RateLimit-Remaining"] for _, _, headers in answers[:5]] == list("43210")
+    assert answers[-1][1]["code"] == "rate_limited"
+
+    trusted = live_server(workers=1, TRUSTED_PROXY_NETWORKS="127.0.0.0/8", **limits)
+    statuses = [
+        trusted.request("GET", "/api/auth/me", headers={"X-Forwarded-For": f"198.51.100.{n}"})[0]
+        for n in range(7)
+    ]
+    assert statuses == [401] * 7  # seven clients, one request each
+    one_client = {"X-Forwarded-For": "6.6.6.6, 198.51.100.1"}  # the leftmost entry is ignored
+    statuses = [trusted.request("GET", "/api/auth/me", headers=one_client)[0] for _ in range(5)]
+    assert statuses == [401] * 4 + [429]
 
 
 def test_a_chunked_body_cannot_slip_past_the_body_limit(live_server, database_url):

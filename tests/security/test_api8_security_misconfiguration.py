@@ -6,19 +6,28 @@ CORS never lends credentials.
 Complements tests/test_errors.py (one 500 and the problem shape), tests/test_cors.py (origin
 matching) and tests/test_config.py (weak secrets) with a matrix of malformed bodies over every
 route of the route table, a header check over every kind of answer, and a live gunicorn.
+
+Issue 18 item 5 (known credentials in production): the compose stack's `seed` service, run as
+compose runs it (`APP_ENV=production`, no `--demo`), leaves no demo account to log in with
+(more cases in tests/test_seed_and_cli.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import time
 
 import pytest
+import yaml
 from falcon import testing
 
 from shopapi.app import create_app
-from tests.conftest import assert_problem, db_rows, make_settings
+from shopapi.config import ROOT
+from shopapi.seed import USERS
+from tests.conftest import app_env, assert_problem, db_rows, make_settings
 from tests.security.conftest import (
     CART_TOKEN,
     api_endpoints,
@@ -303,3 +312,31 @@ def test_a_production_server_names_no_version_and_hides_its_internals(live_serve
         headers={"Content-Type": "application/json"},
     )
     assert status == 401 and not LEAKS.search(body.decode())
+
+
+def test_the_compose_seed_service_leaves_no_known_credentials(database_url, client):
+    """Item 5: compose's `seed` service ran `bin/seed` with APP_ENV=production and created
+    admin@example.com/adminpass123. Run its command with its APP_ENV: no demo login works."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    service = compose["services"]["seed"]
+    command, environment = service["command"], service["environment"]
+    assert environment["APP_ENV"] == "production" and "--demo" not in command
+    result = subprocess.run(
+        [str(ROOT / command[0]), *command[1:]],
+        cwd=ROOT,
+        env={**os.environ, **app_env(database_url, APP_ENV=environment["APP_ENV"])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for email, password, _, _ in USERS:
+        login = client.simulate_post("/api/auth/login", json={"email": email, "password": password})
+        assert_problem(login, 401, "invalid_credentials")
+    demo = [email for email, *_ in USERS]
+    assert db_rows(database_url, "SELECT count(*) FROM users WHERE email = ANY(%s)", (demo,)) == [
+        (0,)
+    ]
+    # the one account it made is an admin whose password was shown once, never a known one
+    assert db_rows(database_url, "SELECT email, role FROM users") == [("admin@localhost", "ADMIN")]
+    assert "password of admin@localhost: " in result.stdout
