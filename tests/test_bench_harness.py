@@ -38,6 +38,45 @@ def generate_pgbench(*args: str) -> str:
     ).stdout
 
 
+def test_order_reset_empties_orders_their_payments_and_the_outbox_and_keeps_the_ledger(
+    database_url, client, make_user, make_product, tmp_path
+):
+    """bench/sql/reset_orders.sql, as bin/bench runs it, on a database holding an order with
+    its payment, its events and what the worker made of them (an email claim, a delivery)."""
+    if shutil.which("psql") is None:
+        pytest.skip("psql is not installed (bin/bench installs it)")
+    from tests.helpers import place
+
+    buyer = make_user()
+    product = make_product(stock=10)
+    order = place(client, buyer, [(product["id"], 10)]).json  # order.created, out_of_stock
+    [(event_id,)] = db_rows(database_url, "SELECT id FROM events WHERE type = 'order.created'")
+    db_rows(
+        database_url,
+        "WITH p AS (INSERT INTO payments (order_id, provider, intent_id, client_secret, "
+        " amount_cents, currency) VALUES (%s, 'stripe', 'pi_r', 'pi_r_secret', 1, 'USD')), "
+        "h AS (INSERT INTO webhooks (url, events, secret) VALUES ('http://x.test', "
+        " '{order.created}', 'whsec_r') RETURNING id), "
+        "d AS (INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, attempt, "
+        " duration_ms) SELECT id, %s, 'order.created', 1, 5 FROM h) "
+        "INSERT INTO sent_emails (event_id, template, recipient) "
+        "VALUES (%s, 'order_confirmation', 'x@example.com') RETURNING 1",
+        (order["id"], event_id, event_id),
+    )
+    result = subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "stock=7",
+         "-f", str(ROOT / "bench" / "sql" / "reset_orders.sql"), database_url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for table in ("orders", "payments", "events", "webhook_deliveries", "sent_emails"):
+        assert db_rows(database_url, f"SELECT count(*) FROM {table}") == [(0,)], table  # noqa: S608
+    assert db_rows(database_url, "SELECT stock FROM products") == [(7,)]
+    assert db_rows(database_url, "SELECT sum(delta), min(reason) FROM stock_movements") == [
+        (7, "adjust")
+    ]
+
+
 @pytest.mark.no_db
 def test_bench_help_documents_the_options_and_the_locust_command():
     result = subprocess.run(
