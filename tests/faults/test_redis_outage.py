@@ -263,5 +263,7 @@ def test_without_redis_the_workers_of_one_server_share_a_limit_instead_of_each_g
         if r.status == 429
     )
     windows = int(time.time() // 86400) - day + 1  # 1 unless midnight (UTC) passed meanwhile
-    # more than one worker's share: both workers served and each granted its share
-    assert limit // 2 < len(granted) <= limit * windows, len(granted)
+    # at least one worker's share, at most the limit: the kernel usually spreads the fresh
+    # connections over both workers (20 granted), but may hand them all to one (10 granted,
+    # seen once in CI); either way no worker grants more than its share (the header above)
+    assert limit // 2 <= len(granted) <= limit * windows, len(granted)
