@@ -24,8 +24,9 @@ from psycopg.rows import dict_row
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shopapi.db import migrate, queries  # noqa: E402
+from shopapi.db import migrate  # noqa: E402
 from tests.background import Receiver, SmtpServer, WorkerProcess, wait_until  # noqa: E402
+from tests.direct_orders import place_direct, seed_buyer_and_product  # noqa: E402
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -41,23 +42,7 @@ def fresh_database(name: str) -> str:
 
 def seed(url: str, receiver: Receiver) -> tuple[int, int]:
     with psycopg.connect(url) as conn:
-        user = conn.execute(
-            "INSERT INTO users (email, password_hash, full_name, role) "
-            "VALUES ('bench@example.com', 'x', 'Bench', 'CUSTOMER') RETURNING id"
-        ).fetchone()[0]
-        category = conn.execute(
-            "INSERT INTO categories (name, slug) VALUES ('Bench', 'bench') RETURNING id"
-        ).fetchone()[0]
-        product = conn.execute(
-            "INSERT INTO products (name, price_cents, stock, category_id) "
-            "VALUES ('Widget', 100, 1000000, %s) RETURNING id",
-            (category,),
-        ).fetchone()[0]
-        conn.execute(
-            "INSERT INTO stock_movements (product_id, delta, reason) "
-            "VALUES (%s, 1000000, 'adjust')",
-            (product,),
-        )
+        user, product = seed_buyer_and_product(conn, stock=1_000_000)
         conn.execute(
             "INSERT INTO webhooks (url, events, secret) VALUES (%s, '{order.created}', 'whsec_b')",
             (receiver.url,),
@@ -70,21 +55,7 @@ async def place(url: str, user: int, product: int, orders: int) -> None:
         url, row_factory=dict_row, autocommit=True
     ) as conn:
         for _ in range(orders):
-            await queries.place_order(
-                conn,
-                user_id=user,
-                currency="USD",
-                product_ids=[product],
-                quantities=[1],
-                idempotency_key=None,
-                request_hash=None,
-                address=None,
-                address_id=None,
-                shipping_method_id=None,
-                max_pending=0,
-                payment_provider="manual",
-                payment_timeout=0,
-            )
+            await place_direct(conn, user, [product])
 
 
 def drained(url: str, orders: int, receiver: Receiver, smtp: SmtpServer) -> bool:

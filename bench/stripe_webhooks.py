@@ -31,7 +31,7 @@ from psycopg.rows import dict_row
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shopapi.db import queries  # noqa: E402
+from tests.direct_orders import STRIPE, place_direct, seed_buyer_and_product  # noqa: E402
 from tests.live import LiveServer  # noqa: E402
 from tests.stripe_emulator import WEBHOOK_SECRET, signed_event  # noqa: E402
 
@@ -41,44 +41,13 @@ from events import fresh_database  # noqa: E402
 
 async def place(url: str, orders: int) -> None:
     """`orders` one-line Stripe orders (the API's placement statement) and their payments."""
+    with psycopg.connect(url) as conn:
+        user, product = seed_buyer_and_product(conn, stock=orders, price_cents=1999)
     async with await psycopg.AsyncConnection.connect(
         url, row_factory=dict_row, autocommit=True
     ) as conn:
-        user = await (
-            await conn.execute(
-                "INSERT INTO users (email, password_hash, full_name, role) "
-                "VALUES ('bench@example.com', 'x', 'Bench', 'CUSTOMER') RETURNING id"
-            )
-        ).fetchone()
-        product = await (
-            await conn.execute(
-                "WITH c AS (INSERT INTO categories (name, slug) VALUES ('B', 'b') RETURNING id) "
-                "INSERT INTO products (name, price_cents, stock, category_id) "
-                "SELECT 'Widget', 1999, %s, id FROM c RETURNING id",
-                (orders,),
-            )
-        ).fetchone()
-        await conn.execute(
-            "INSERT INTO stock_movements (product_id, delta, reason) VALUES (%s, %s, 'adjust')",
-            (product["id"], orders),
-        )
         for _ in range(orders):
-            row = await queries.place_order(
-                conn,
-                user_id=user["id"],
-                currency="USD",
-                product_ids=[product["id"]],
-                quantities=[1],
-                idempotency_key=None,
-                request_hash=None,
-                address=None,
-                address_id=None,
-                shipping_method_id=None,
-                max_pending=0,
-                payment_provider="stripe",
-                payment_timeout=1800,
-            )
-            assert row["order_json"] is not None
+            await place_direct(conn, user, [product], **STRIPE)
         await conn.execute(
             "INSERT INTO payments (order_id, provider, intent_id, client_secret, amount_cents, "
             "currency) SELECT id, 'stripe', 'pi_bench_' || id, 'pi_bench_' || id || '_secret', "

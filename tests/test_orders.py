@@ -9,6 +9,7 @@ import pytest
 
 from shopapi import instruments
 from tests.conftest import assert_problem, db_rows, stock_of
+from tests.direct_orders import STRIPE, order_params
 from tests.helpers import place, written
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -624,20 +625,7 @@ def test_the_placement_statement_keeps_postgresqls_generic_plan(
     )
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ANALYZE orders")
-    params = {
-        "user_id": customer.id,
-        "currency": "USD",
-        "product_ids": products,
-        "quantities": [1, 1],
-        "address": None,
-        "address_id": None,
-        "shipping_method_id": None,
-        "max_pending": 0,
-        "payment_provider": "stripe",
-        "payment_timeout": 1800,
-        "idempotency_key": None,
-        "request_hash": None,
-    }
+    params = order_params(customer.id, products, **STRIPE)
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         for _ in range(12):
             assert conn.execute(queries.place_order.sql, params, prepare=True).fetchone()[

@@ -18,9 +18,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from shopapi.db import queries
 from tests.background import Receiver, SmtpServer, WorkerProcess, wait_until
 from tests.conftest import app_env
+from tests.direct_orders import place_direct
 from tests.faults.helpers import BACKGROUND_LINES, seed_shop
 
 pytestmark = pytest.mark.faults
@@ -87,22 +87,7 @@ def place_orders(url: str, user_id: int, product_ids: list[int]) -> None:
             url, row_factory=dict_row, autocommit=True
         ) as conn:
             for product_id in product_ids:
-                row = await queries.place_order(
-                    conn,
-                    user_id=user_id,
-                    currency="USD",
-                    product_ids=[product_id],
-                    quantities=[1],
-                    idempotency_key=None,
-                    request_hash=None,
-                    address=None,
-                    address_id=None,
-                    shipping_method_id=None,
-                    max_pending=0,
-                    payment_provider="manual",
-                    payment_timeout=0,
-                )
-                assert row["order_json"] is not None
+                await place_direct(conn, user_id, [product_id])
 
     asyncio.run(run())
 
