@@ -12,7 +12,15 @@ import json
 import statistics
 import sys
 
-SCENARIOS = ("hello", "detail_cached", "detail_nocache", "list_search", "order_create", "checkout")
+SCENARIOS = (
+    "hello",
+    "detail_cached",
+    "detail_nocache",
+    "list_search",
+    "search_100k",
+    "order_create",
+    "checkout",
+)
 SERVERS = ("peer", "shopapi")
 
 

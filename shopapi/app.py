@@ -18,10 +18,12 @@ import falcon.asgi
 import msgspec
 import redis.asyncio
 
+from shopapi.admission import Admission
 from shopapi.cache import CatalogCache
 from shopapi.config import Settings
 from shopapi.context import AppContext
 from shopapi.db import Pool, make_pool
+from shopapi.endpoint import answer_head_like_get
 from shopapi.errors import install_error_handlers
 from shopapi.middleware.auth import Authentication
 from shopapi.middleware.rate_limit import RateLimit
@@ -56,6 +58,10 @@ class ShopApp(falcon.asgi.App):
     """falcon.asgi.App plus the context its resources share (tests and the CLI reach it here)."""
 
     ctx: AppContext
+
+
+# seconds a payment start waits for one of the worker's payment slots before its 503
+PAYMENT_START_WAIT = 2.0
 
 
 def _json_handler() -> falcon.media.JSONHandler:
@@ -145,10 +151,17 @@ def build_context(
             audience=settings.jwt_audience,
             leeway=settings.jwt_leeway,
         ),
-        passwords=Passwords(settings.bcrypt_rounds, settings.password_hash_threads),
+        passwords=Passwords(
+            settings.bcrypt_rounds, settings.password_hash_threads, settings.password_hash_queue
+        ),
         user_states=UserStates(redis),
-        pager=Pager(settings.signing_key),
+        pager=Pager(settings.signing_key, settings.list_queries, settings.list_queue_timeout),
         payments=payments,
+        payment_starts=Admission(
+            max(1, settings.db_pool_max // 2),
+            PAYMENT_START_WAIT,
+            "Too many payments are being started at once, retry shortly",
+        ),
         owned_closers=closers,
     )
 
@@ -175,6 +188,7 @@ def create_app(
             allow_origins="*" if "*" in settings.cors_origins else list(settings.cors_origins),
             expose_headers=[
                 "X-Request-ID",
+                "Location",
                 "ETag",
                 "Retry-After",
                 "RateLimit-Limit",
@@ -198,11 +212,16 @@ def create_app(
 
     table = routes(ctx)
     for template, resource, suffix in table:
+        answer_head_like_get(resource, suffix)
         app.add_route(template, resource, suffix=suffix) if suffix else app.add_route(
             template, resource
         )
     if not settings.is_production:
-        app.add_route("/api/docs/openapi.json", docs.OpenApiDocument(build_spec(table)))
-        app.add_route("/api/docs/swagger-ui", docs.SwaggerPage())
+        for template, resource in (
+            ("/api/docs/openapi.json", docs.OpenApiDocument(build_spec(table))),
+            ("/api/docs/swagger-ui", docs.SwaggerPage()),
+        ):
+            answer_head_like_get(resource, None)
+            app.add_route(template, resource)
         app.add_static_route("/api/docs/swagger-ui/static", str(docs.SWAGGER_STATIC))
     return app

@@ -72,8 +72,8 @@ that fails is retried as a bump of the catalog version before this worker uses t
 again; other workers may serve the old entry until it expires (at most CACHE_TTL). Turning the
 cache off (CACHE_ENABLED=false) stops all Redis traffic, bumps included: turning it back on
 within CACHE_TTL may serve entries cached before. With a read replica (DATABASE_READ_URL) a
-fill may read a lagging replica: use synchronous replication with remote_apply for
-read-your-writes.
+fill reads the replica only once it has replayed the last catalog write (shopapi/replica.py:
+writers record their WAL position before they bump, so a fill that saw a bump waits for it).
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from shopapi.db import migrate
 
-    count = migrate(_settings().dsn, rollback_all=args.rollback_all)
+    # direct: a migration may be non-transactional (CREATE INDEX CONCURRENTLY) or SET things
+    count = migrate(_settings().direct_dsn, rollback_all=args.rollback_all)
     print(f"{'rolled back' if args.rollback_all else 'applied'} {count} migration(s)")
     return 0
 

@@ -69,6 +69,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _prepare_threshold(raw: str) -> int | None:
+    """A count, or `off`/`none`: psycopg never prepares (its prepare_threshold=None)."""
+    if raw.strip().lower() in {"off", "none"}:
+        return None
+    return _positive_int(raw)
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -102,6 +109,18 @@ class Settings:
     )
     database_url: str | None = _setting(None, str, "PostgreSQL URL (local/embedded in development)")
     database_read_url: str | None = _setting(None, str, "optional read replica for catalog reads")
+    database_direct_url: str | None = _setting(
+        None,
+        str,
+        "PostgreSQL URL without a transaction pooler, for session-bound work: the worker "
+        "(its job engine LISTENs) and migrations; unset: DATABASE_URL",
+    )
+    database_prepare_threshold: int | None = _setting(
+        "5",
+        _prepare_threshold,
+        "executions before psycopg prepares a statement server-side; `off` behind a "
+        "transaction-mode pooler (PgBouncer < 1.21 keeps no prepared statements)",
+    )
     redis_url: str | None = _setting(None, str, "Redis URL (local in development)")
     secret_key: str | None = _setting(
         None, str, "JWT signing key; >= 32 bytes, required in production"
@@ -117,10 +136,16 @@ class Settings:
     )
     bcrypt_rounds: int = _setting("12", int, "password hashing cost (4..31)")
     password_hash_threads: int = _setting(
-        "2",
+        "1",
         _positive_int,
-        "threads that hash and check passwords (bcrypt), per worker; a burst of logins waits "
-        "for these, not for the event loop or the pool",
+        "threads that hash and check passwords (bcrypt, which releases the GIL), per worker: "
+        "with one worker per core, one each lets logins use every core and no more",
+    )
+    password_hash_queue: int = _setting(
+        "4",
+        _positive_int,
+        "password hashes and checks that may wait for those threads, per worker; past that a "
+        "login, registration or password change is 503 with Retry-After at once",
     )
     rate_limit_enabled: bool = _setting("true", _bool, "all rate limits on or off")
     rate_limit_default: str = _setting("300/minute", str, "general limit, per IP and per user")
@@ -141,6 +166,20 @@ class Settings:
     )
     cache_enabled: bool = _setting("true", _bool, "catalog cache on or off")
     cache_ttl: int = _setting("300", _positive_int, "seconds a cached catalog answer may live")
+    search_candidates: int = _setting(
+        "300",
+        _positive_int,
+        "a ranked product search (q without sort) ranks the newest this many matches",
+    )
+    list_queries: int = _setting(
+        "4",
+        _positive_int,
+        "uncached product and category list queries a worker runs at once (0: no bound); "
+        "more wait up to LIST_QUEUE_TIMEOUT, then 503",
+    )
+    list_queue_timeout: float = _setting(
+        "1", float, "seconds an uncached list query waits for a slot (then 503)"
+    )
     cors_origins: tuple[str, ...] = _setting("", _csv, "comma-separated allowed origins")
     trusted_proxies: int = _setting("0", _positive_int, "proxy hops of X-Forwarded-For to trust")
     trusted_proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _setting(
@@ -148,6 +187,12 @@ class Settings:
         _networks,
         "comma-separated CIDRs where our reverse proxies live: X-Forwarded-For is read only "
         "from a socket peer inside them (empty: from none); required with TRUSTED_PROXIES",
+    )
+    metrics_allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _setting(
+        "127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7",
+        _networks,
+        "comma-separated CIDRs whose socket peers may read /metrics (404 to others, and to "
+        "any request carrying X-Forwarded-For or Forwarded: it came through a proxy)",
     )
     db_pool_min: int = _setting(
         "1", _positive_int, "connections per worker process and pool, minimum"
@@ -393,6 +438,11 @@ class Settings:
     @property
     def dsn(self) -> str:
         return self.database_url or "postgresql://127.0.0.1:5432/shopapi"
+
+    @property
+    def direct_dsn(self) -> str:
+        """Where session-bound work connects: DATABASE_DIRECT_URL, else DATABASE_URL."""
+        return self.database_direct_url or self.dsn
 
     @property
     def redis_dsn(self) -> str:

@@ -9,11 +9,13 @@ from typing import Any
 
 import redis.asyncio
 
+from shopapi.admission import Admission
 from shopapi.cache import CatalogCache
 from shopapi.config import Settings
 from shopapi.db import Pool
 from shopapi.pager import Pager
 from shopapi.payment_providers import ManualPayments, PaymentProvider
+from shopapi.replica import ReadRouting
 from shopapi.security import Passwords, TokenCodec
 from shopapi.user_state import UserStates
 
@@ -30,14 +32,23 @@ class AppContext:
     pager: Pager  # every list's pages and cursors, signed with the settings' key
     # PAYMENT_PROVIDER: online payments (Stripe) or none (manual)
     payments: PaymentProvider = field(default_factory=ManualPayments)
+    # payment starts hold a connection (and the order's row lock) through the provider's
+    # call: a few at a time, so a slow provider cannot take the pool from every other request
+    payment_starts: Admission = field(default_factory=lambda: Admission(0))
     # the read replica for catalog reads when DATABASE_READ_URL is set
     read_pool: Pool | None = None
     # what create_app built itself (not what a caller handed in): closed at shutdown
     owned_closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    # catalog reads: on the replica when current enough and up, else the primary
+    reads: ReadRouting = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reads = ReadRouting(self.pool, self.read_pool, self.redis)
 
     @property
     def reader(self) -> Pool:
-        """Where catalog reads go: the replica if there is one, else the primary."""
+        """The replica if there is one, else the primary (catalog reads go through `reads`,
+        which checks the replica is current and up)."""
         return self.read_pool or self.pool
 
     @property

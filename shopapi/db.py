@@ -16,6 +16,7 @@ quick 503 rather than a stall (tests/faults/test_postgres_restart.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import weakref
@@ -31,6 +32,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from shopapi.config import ROOT, Settings
+
+log = logging.getLogger("shopapi.db")
 
 STATEMENT_CACHE_BYTES = 16384
 
@@ -142,12 +145,23 @@ class Reachability:
 
 
 class Pool(AsyncConnectionPool):
-    """A worker's pool, with what it learned of its database's reachability."""
+    """A worker's pool, with what it learned of its database's reachability.
 
-    def __init__(self, conninfo: str, **kwargs: Any) -> None:
+    `statement_timeout_ms`: what the startup options ask for; the first connection checks
+    that the session got it (and UTC), and warns once when not: a pooler in front may have
+    dropped the options (see `check_session_settings`)."""
+
+    def __init__(self, conninfo: str, statement_timeout_ms: int | None = None, **kwargs: Any):
         self.reachability = Reachability()
         self._opening = asyncio.Lock()
-        super().__init__(conninfo, configure=self.reachability.configure, open=False, **kwargs)
+        self._unchecked_timeout = statement_timeout_ms
+        super().__init__(conninfo, configure=self._configure, open=False, **kwargs)
+
+    async def _configure(self, conn: psycopg.AsyncConnection) -> None:
+        await self.reachability.configure(conn)
+        if self._unchecked_timeout is not None:
+            expected, self._unchecked_timeout = self._unchecked_timeout, None
+            await check_session_settings(conn, expected, self.name)
 
     async def ensure_open(self) -> None:
         """Open without waiting for the database (start-up, or the first use on hosts that send
@@ -161,13 +175,14 @@ class Pool(AsyncConnectionPool):
 def make_pool(settings: Settings, conninfo: str | None = None, **connect_kwargs: Any) -> Pool:
     """One pool per worker process, opened in the worker's event loop (`ensure_open`).
     `connect_kwargs` are psycopg connection arguments (tests count statements with a
-    `cursor_factory`; pgbouncer setups pass `prepare_threshold=None`)."""
+    `cursor_factory`)."""
     options = (
         f"-c statement_timeout={settings.db_statement_timeout_ms} "
         "-c idle_in_transaction_session_timeout=10000 -c timezone=UTC"
     )
     return Pool(
         conninfo or settings.dsn,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         timeout=settings.db_pool_timeout,
@@ -175,12 +190,35 @@ def make_pool(settings: Settings, conninfo: str | None = None, **connect_kwargs:
             "row_factory": dict_row,
             "options": options,
             "application_name": "shopapi",
+            # None behind a transaction pooler: a statement prepared on one server
+            # connection is unknown on the next transaction's
+            "prepare_threshold": settings.database_prepare_threshold,
             **connect_kwargs,
         },
         # no check=: Reachability.getconn checks every connection it hands out
         reconnect_timeout=30,
         name="shopapi",
     )
+
+
+async def check_session_settings(
+    conn: psycopg.AsyncConnection, statement_timeout_ms: int, pool_name: str
+) -> None:
+    """Warn when the session does not run with DB_STATEMENT_TIMEOUT_MS and UTC: a pooler that
+    refuses or drops the startup options (PgBouncer before 1.21 in transaction mode, with
+    `ignore_startup_parameters = options`) leaves them to the role's settings (`ALTER ROLE
+    ... SET statement_timeout = ...`, see README "Running at scale")."""
+    row = await queries.session_settings(conn)
+    if row["statement_timeout_ms"] != statement_timeout_ms or row["utc_offset_seconds"] != 0:
+        log.warning(
+            "database sessions of pool %s run with statement_timeout %s ms and UTC offset %s s, "
+            "not %s ms and UTC: set them on the database role when a pooler drops the "
+            "connection's startup options",
+            pool_name,
+            row["statement_timeout_ms"],
+            row["utc_offset_seconds"],
+            statement_timeout_ms,
+        )
 
 
 @asynccontextmanager

@@ -31,6 +31,7 @@ from shopapi.errors import (
     PayloadTooLarge,
     ValidationFailed,
 )
+from shopapi.messages import enum_values, one_of, plain
 
 INT64_MAX = 2**63 - 1
 _PATH_RE = re.compile(r" - at `\$(.*)`$")
@@ -54,6 +55,8 @@ class Endpoint:
     also: tuple[int, ...] = ()  # other success statuses answering `returns` (e.g. 201 and 200)
     errors: tuple[int, ...] = ()
     headers: tuple[str, ...] = ()  # documented request headers, e.g. Idempotency-Key
+    # answers carry an ETag (resources.conditional); on a GET, If-None-Match with it gives 304
+    etag: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -75,10 +78,10 @@ def field_path(message: str) -> tuple[str, str]:
     return path, message
 
 
-def validation_error(exc: msgspec.ValidationError, prefix: str = "") -> ValidationFailed:
+def validation_error(exc: msgspec.ValidationError, root: type) -> ValidationFailed:
+    """The 422 for msgspec's error decoding `root`: the field path, and a plain sentence."""
     path, message = field_path(str(exc))
-    if prefix:
-        path = f"{prefix}.{path}" if path else prefix
+    message = plain(message, enum_values(root, path))
     return ValidationFailed(f"{path or 'body'}: {message}", errors=[FieldError(path, message)])
 
 
@@ -111,7 +114,7 @@ def decode_body(req: falcon.Request, struct: type, limit: int) -> Any:
         path, message = field_path(str(exc))
         if not path and message.startswith("Expected `object`"):
             raise InvalidJson("The request body must be a JSON object") from None
-        raise validation_error(exc) from None
+        raise validation_error(exc, struct) from None
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"Malformed JSON: {exc}") from None
     except RecursionError:  # msgspec walks nesting (even of ignored fields) on the C stack
@@ -120,16 +123,61 @@ def decode_body(req: falcon.Request, struct: type, limit: int) -> Any:
         raise InvalidJson("Malformed JSON: not valid UTF-8") from None
 
 
+@dataclass(frozen=True)
+class _QueryRules:
+    integers: frozenset[str]  # fields that are integers: ASCII digits only
+    # fields that must not read "null" as None (msgspec's lax conversion does for `X | None`
+    # when X is not a string): the sentence that refuses it
+    no_null: dict[str, str]
+
+
+@functools.cache
+def _query_rules(struct: type) -> _QueryRules:
+    integers, no_null = set(), {}
+    for struct_field in msgspec.inspect.type_info(struct).fields:  # type: ignore[attr-defined]
+        info, nullable = struct_field.type, False
+        while isinstance(info, msgspec.inspect.Metadata | msgspec.inspect.UnionType):
+            if isinstance(info, msgspec.inspect.Metadata):
+                info = info.type
+            else:
+                nullable = True
+                info = next(t for t in info.types if not isinstance(t, msgspec.inspect.NoneType))
+        name = struct_field.encode_name
+        if isinstance(info, msgspec.inspect.IntType):
+            integers.add(name)
+        elif nullable and isinstance(info, msgspec.inspect.LiteralType):
+            no_null[name] = one_of(tuple(info.values))
+        elif nullable and isinstance(info, msgspec.inspect.BoolType):
+            no_null[name] = plain("Expected `bool`, got `str`")
+    return _QueryRules(frozenset(integers), no_null)
+
+
+def _is_integer(text: str) -> bool:
+    # ASCII digits, and a minus sign whose value the field's range then judges: msgspec's lax
+    # conversion would read "1e3" as 1000 and "5.0" as 5, one page under many spellings
+    digits = text[1:] if text.startswith("-") else text
+    return digits.isascii() and digits.isdigit()
+
+
 def read_query(req: falcon.Request, struct: type) -> Any:
     """Convert the query string into `struct` (strings coerced to the declared types)."""
     params: dict[str, Any] = {}
+    rules = _query_rules(struct)
     for name, value in req.params.items():
         # a repeated parameter keeps its last value, like most frameworks
-        params[name] = value[-1] if isinstance(value, list) else value
+        params[name] = value = value[-1] if isinstance(value, list) else value
+        if value == "null" and name in rules.no_null:
+            raise ValidationFailed.single(name, rules.no_null[name])
+        if name in rules.integers:
+            if not _is_integer(value):
+                raise ValidationFailed.single(name, "must be an integer (ASCII digits only)")
+            # "07" is 7; a longer number than any bound is left for the range check to refuse
+            # (int() refuses thousands of digits with a ValueError of its own)
+            params[name] = int(value) if len(value) <= 20 else value
     try:
         return msgspec.convert(params, struct, strict=False)
     except msgspec.ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc, struct) from None
 
 
 def parse_id(name: str, raw: Any) -> int:
@@ -154,6 +202,16 @@ def require_roles(req: falcon.Request, roles: tuple[str, ...] | None) -> None:
         raise req.context.auth_error or NotAuthenticated("Missing bearer token")
     if roles and user.role not in roles:
         raise Forbidden("Your role does not allow this")
+
+
+def answer_head_like_get(resource: object, suffix: str | None) -> None:
+    """HEAD on a GET route: the GET responder serves it, and Falcon sends its status and
+    headers (Content-Length and ETag included) without the body. Not listed in the OpenAPI
+    document: HTTP defines HEAD for every GET (RFC 9110 9.3.2)."""
+    name = f"_{suffix}" if suffix else ""
+    get = getattr(resource, f"on_get{name}", None)
+    if get is not None and getattr(resource, f"on_head{name}", None) is None:
+        setattr(resource, f"on_head{name}", get)
 
 
 def endpoint(summary: str, **options: Any) -> Callable:

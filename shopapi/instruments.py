@@ -29,6 +29,10 @@ CACHE_HIT = CACHE_REQUESTS.labels(result="hit")
 CACHE_MISS = CACHE_REQUESTS.labels(result="miss")
 ORDERS_PLACED = Counter("shopapi_orders_placed", "Orders placed")
 RATE_LIMITED = Counter("shopapi_rate_limited", "Requests refused by a rate limit")
+PASSWORD_JOBS_SHED = Counter(
+    "shopapi_password_hashing_shed",
+    "Logins, registrations and password changes refused 503: the hashing queue was full",
+)
 
 # `route` is the URI template (or "unmatched"), never the raw path: one series per route,
 # not one per product id.

@@ -5,6 +5,10 @@ is a next page) from `window.offset`, or after the cursor's key. A cursor is the
 the last row plus a fingerprint of the filters and sort it was issued for, signed with HMAC:
 a cursor we did not issue, or replayed with other filters, is a 422.
 
+Offset paging reaches at most `MAX_OFFSET_ROWS` rows (page × per_page): a deep OFFSET makes
+PostgreSQL walk every skipped row, so past it the answer is a 422 pointing to `cursor` (keyset
+pages cost the same wherever they are) or, on lists without cursors, stating the limit.
+
 The total costs no count when it can be known otherwise: on the last page it is the rows
 before it plus the rows on it; else a window count carried by the rows (`total_column`,
 counted by the query as it paged, when the query has one), else `count()`.
@@ -13,6 +17,7 @@ counted by the query as it paged, when the query has one), else `count()`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -22,11 +27,28 @@ from typing import Any
 
 import msgspec
 
+from shopapi.admission import Admission
 from shopapi.errors import ValidationFailed
 from shopapi.schemas.common import PageOf
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(list).decode
+
+
+MAX_OFFSET_ROWS = 10_000
+
+
+def _too_far(per_page: int, takes_cursor: bool) -> ValidationFailed:
+    last_page = MAX_OFFSET_ROWS // per_page
+    reach = (
+        f"page × per_page may be at most {MAX_OFFSET_ROWS} "
+        f"(page {last_page} at per_page {per_page})"
+    )
+    if takes_cursor:
+        return ValidationFailed.single(
+            "page", f"{reach}; to go further use cursor with the previous answer's next_cursor"
+        )
+    return ValidationFailed.single("page", f"{reach}; narrow the filters to reach other rows")
 
 
 def _not_ours() -> ValidationFailed:
@@ -89,10 +111,20 @@ class Window:
 
 
 class Pager:
-    """Pages of one signing key's cursors (`settings.signing_key`)."""
+    """Pages of one signing key's cursors (`settings.signing_key`), and the worker's slots for
+    uncached public list queries (`slots`, 0: unbounded; `queue_timeout` seconds of waiting
+    for one, then 503): a flood of distinct pages and searches, each a cache miss, then
+    queues here instead of taking every pool connection from orders and logins."""
 
-    def __init__(self, signing_key: str) -> None:
+    def __init__(self, signing_key: str, slots: int = 0, queue_timeout: float = 1.0) -> None:
         self.codec = cursor_codec(signing_key)
+        self._admission = Admission(
+            slots, queue_timeout, "Too many catalog lists and searches at once, retry shortly"
+        )
+
+    def admitted(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Holds one list slot for the block; 503 with Retry-After when none frees in time."""
+        return self._admission.admitted()
 
     def window(
         self,
@@ -105,9 +137,12 @@ class Pager:
         decode: bool = True,
     ) -> Window:
         """The window a query asks for: by `page` (default 1) or by `cursor` (not both: 422),
-        whose decoded key must match `key_types` (the sort key's type, then int for the id)."""
+        whose decoded key must match `key_types` (the sort key's type, then int for the id;
+        a list without `key_types` takes no cursor)."""
         if cursor is None:
             page = page or 1
+            if page * per_page > MAX_OFFSET_ROWS:
+                raise _too_far(per_page, takes_cursor=bool(key_types))
             return Window(page, per_page, (page - 1) * per_page, (None, None), scope)
         if page is not None:
             raise ValidationFailed.single("cursor", "cannot be combined with page")
@@ -137,7 +172,7 @@ class Pager:
         rows = rows[: window.per_page]
         if window.page is not None and not more and (rows or window.offset == 0):
             total = window.offset + len(rows)  # the last page tells the total: no count needed
-        elif window.page is not None and rows and total_column in rows[0]:
+        elif rows and total_column in rows[0]:
             total = rows[0][total_column]  # counted by the query as it paged
         else:
             assert count is not None, "a list that cannot tell its total must count it"

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
+import math
 import os
 import secrets
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import bcrypt
 import jwt
 
-from shopapi.errors import NotAuthenticated
+from shopapi.errors import NotAuthenticated, ServiceUnavailable
+from shopapi.instruments import PASSWORD_JOBS_SHED
 
 T = TypeVar("T")
 ALGORITHM = "HS256"
@@ -47,18 +52,96 @@ def check_password(password: str, password_hash: str) -> bool:
 
 
 class Passwords:
-    """bcrypt off the event loop, on a few threads of its own (PASSWORD_HASH_THREADS): a hash
-    costs ~0.24 s at cost 12, and bcrypt releases the GIL, so a burst of logins waits for
-    these threads while the loop and the pool keep serving everything else."""
+    """bcrypt off the event loop, on a few threads of its own, with a bounded queue.
 
-    def __init__(self, rounds: int, threads: int) -> None:
+    bcrypt 5 releases the GIL while it hashes (measured: README, "Login floods"), so threads are
+    enough: the loop and the pool keep serving everything else while a check runs. What a
+    flood of logins must not get is a queue: at cost 12 a check is ~0.24 s of a core, so
+    `threads` checks run at a time (PASSWORD_HASH_THREADS) and at most `queue` more wait
+    (PASSWORD_HASH_QUEUE); past that a hash or check is refused at once with 503 and a
+    Retry-After of about the time the queue needs to drain, instead of waiting for seconds.
+    The bound is also one of time: when the CPU is busy and jobs take longer than the start-up
+    hash did, fewer may wait, so that the jobs ahead never need longer to drain than
+    `threads + queue` start-up hashes would (or a second, whichever is longer). The hashing
+    threads run at a lower CPU priority (Linux), so when they and the event loop want the same
+    core, the loop's requests go first."""
+
+    def __init__(self, rounds: int, threads: int, queue: int = 4) -> None:
         self.rounds = rounds
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="bcrypt")
-        # checked against when the email is unknown, so both paths cost the same
-        self._dummy: str | None = None
+        self.threads = threads
+        self.queue = queue
+        self._executor = ThreadPoolExecutor(
+            threads, thread_name_prefix="bcrypt", initializer=_lower_priority
+        )
+        # jobs handed to the threads and not finished yet, running or waiting; changed by the
+        # loop when it submits and by a hashing thread when a job ends, hence the lock
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        # checked against when the email is unknown, so both paths cost the same; made now (at
+        # start-up) rather than by the first unknown-email login, which would pay for it twice
+        started = time.perf_counter()
+        self.dummy = hash_password(os.urandom(16).hex(), rounds)
+        # what the queue may hold, in seconds of work: `threads + queue` start-up hashes, and
+        # never under a second (a wait that short is no queueing; cheap test costs vary a lot)
+        self.budget_seconds = max(1.0, (threads + queue) * (time.perf_counter() - started))
+        # seconds one job takes now, for the bound and Retry-After (moving average)
+        self.job_seconds = time.perf_counter() - started
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def refuse_if_full(self) -> None:
+        """Answer 503 now when a hash or check would be refused anyway: a login calls this
+        before its database lookup, so a refused attempt costs no round trip."""
+        in_flight = self._in_flight
+        if self._is_full(in_flight):
+            self._refuse(in_flight)
+
+    def _is_full(self, in_flight: int) -> bool:
+        return in_flight >= self.threads + self.queue or (
+            in_flight * self.job_seconds > self.budget_seconds
+        )
+
+    def _admit(self) -> None:
+        with self._lock:
+            in_flight = self._in_flight
+            if not self._is_full(in_flight):
+                self._in_flight += 1
+                return
+        self._refuse(in_flight)
+
+    def _refuse(self, in_flight: int) -> None:
+        PASSWORD_JOBS_SHED.inc()
+        retry = max(1, math.ceil(in_flight * self.job_seconds / self.threads))
+        raise ServiceUnavailable(
+            f"Too many password checks in progress; retry in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )
+
+    def _timed(self, fn: Callable[..., T], *args: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            # a float store is atomic under the GIL; a lost update only blurs the average
+            self.job_seconds += (time.perf_counter() - started - self.job_seconds) / 8
+
+    def _finished(self, _: Future) -> None:
+        # runs when the job ends, or at once when it is cancelled before it started
+        with self._lock:
+            self._in_flight -= 1
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        self._admit()
+        try:
+            job = self._executor.submit(self._timed, fn, *args)
+        except BaseException:
+            with self._lock:
+                self._in_flight -= 1
+            raise
+        job.add_done_callback(self._finished)
+        return await asyncio.wrap_future(job)
 
     async def hash(self, password: str) -> str:
         return await self._run(hash_password, password, self.rounds)
@@ -68,12 +151,23 @@ class Passwords:
 
     async def check_nobody(self, password: str) -> None:
         """Spend a check's time on no account (an unknown email: no enumeration by timing)."""
-        if self._dummy is None:
-            self._dummy = await self.hash(os.urandom(16).hex())
-        await self.check(password, self._dummy)
+        await self.check(password, self.dummy)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# How much less CPU priority the hashing threads get than the event loop (nice 0): at 10 the
+# scheduler gives a runnable loop thread ~10 times the hashing thread's share of a core.
+HASHING_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Lower the calling thread's CPU priority. Linux only: there `setpriority` with a thread
+    id changes that thread alone (elsewhere it would name a process)."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
 
 def token_digest(token: str) -> bytes:

@@ -23,8 +23,14 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, env: dict[str, str], workers: int = 2, extra_args: tuple[str, ...] = ()):
-        self.port = free_port()
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: int = 2,
+        extra_args: tuple[str, ...] = (),
+        port: int | None = None,  # a given one: a server started again where it was
+    ):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
         self.args = [

@@ -104,7 +104,7 @@ def test_compose_has_every_service_with_health_checks(compose):
     assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
     assert any(v.endswith(":/var/lib/postgresql/data") for v in services["db"]["volumes"])
     assert services["redis"]["image"].startswith("redis:7")
-    assert "ping" in services["redis"]["healthcheck"]["test"]
+    assert "redis-cli ping" in " ".join(services["redis"]["healthcheck"]["test"])
     assert services["nginx"]["image"] == "nginx:1.27-alpine"
     assert "healthcheck" in services["nginx"]
 
@@ -128,7 +128,7 @@ def test_compose_api_is_scalable_behind_one_trusted_proxy(compose):
     assert "ports" not in api  # `--scale api=3` would collide on a published port
     assert env["TRUSTED_PROXIES"] == "1"
     assert env["SECRET_KEY"] == "${SECRET_KEY:?set SECRET_KEY}"
-    assert "@db:5432/" in env["DATABASE_URL"] and env["REDIS_URL"].startswith("redis://redis:")
+    assert "@db:5432/" in env["DATABASE_URL"] and env["REDIS_URL"].endswith("@redis:6379/0")
     # docker's stop timeout must outlast gunicorn's graceful shutdown
     graceful = runpy.run_path(str(GUNICORN_CONF))["graceful_timeout"]
     assert int(api["stop_grace_period"].rstrip("s")) > graceful
@@ -165,15 +165,58 @@ def _compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+COMPOSE_SECRETS = {
+    "SECRET_KEY": "test-only-secret-0123456789abcdefghij",
+    "POSTGRES_PASSWORD": "test-only-database-password",
+    "REDIS_PASSWORD": "test-only-redis-password",
+}
+
+
 def test_compose_file_is_valid_for_the_docker_client(tmp_path):
-    result = _compose_config(tmp_path, SECRET_KEY="test-only-secret-0123456789abcdefghij")
+    result = _compose_config(tmp_path, **COMPOSE_SECRETS)
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_refuses_to_start_without_a_secret_key(tmp_path):
-    result = _compose_config(tmp_path)
+@pytest.mark.parametrize("missing", sorted(COMPOSE_SECRETS))
+def test_compose_refuses_to_start_without_each_secret(tmp_path, missing):
+    given = {name: value for name, value in COMPOSE_SECRETS.items() if name != missing}
+    result = _compose_config(tmp_path, **given)
     assert result.returncode != 0
-    assert "set SECRET_KEY" in result.stderr
+    assert f"set {missing}" in result.stderr
+
+
+def _interpolations(value: object) -> list[str]:
+    """Every `${NAME...}` of a compose value (strings, lists, mappings)."""
+    return re.findall(r"\$\{([^}]*)\}", json.dumps(value))
+
+
+def test_compose_has_no_default_password_and_redis_requires_one(compose):
+    """Issue 18 item 9: no stack starts on a published database or Redis password. Every
+    mention of a password or key in compose is `${NAME:?...}` (a default would be `:-`)."""
+    secrets = [
+        ref
+        for ref in _interpolations(compose)
+        if ref.split(":")[0].split("?")[0] in COMPOSE_SECRETS
+    ]
+    assert secrets and all(re.fullmatch(r"[A-Z_]+:\?set [A-Z_]+", ref) for ref in secrets), secrets
+    services = compose["services"]
+    db, redis, api = services["db"], services["redis"], services["api"]
+    assert db["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}"
+    # the health check authenticates (redis-cli exits 0 on a NOAUTH reply: only PONG counts)
+    assert redis["environment"]["REDISCLI_AUTH"] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}"
+    assert "grep -q PONG" in " ".join(redis["healthcheck"]["test"])
+    env = api["environment"]
+    assert env["REDIS_URL"] == "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD}@redis:6379/0"
+    assert env["DATABASE_URL"] == (
+        "postgresql://shop:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}@db:5432/shop"
+    )
+
+
+def test_ci_gives_the_compose_stack_every_secret_it_requires():
+    workflow = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+    assert set(COMPOSE_SECRETS) <= set(workflow["jobs"]["stack"]["env"])
 
 
 # ------------------------------------------------------------------------------ nginx
@@ -191,7 +234,22 @@ def test_nginx_body_limit_matches_the_apps_and_metrics_stay_private():
     conf = " ".join((ROOT / "deploy/nginx.conf").read_text().split())
     size = re.search(r"client_max_body_size (\d+)m;", conf)
     assert size and int(size.group(1)) * 1024 * 1024 == int(setting("MAX_BODY_BYTES").default)
-    assert re.search(r"location = /metrics \{[^}]*return 404", conf)
+    # every spelling (tests/security/test_api8_nginx_front.py sends them through nginx)
+    assert re.search(r"location ~\* \^/\+\(metrics\|readyz\) \{[^}]*return 404", conf)
+
+
+def test_nginx_hides_its_version_and_drops_slow_clients():
+    """Issue 18 item 9: no version in headers or error pages; a client that trickles its
+    headers or body, or does not read the answer, loses the connection; upstream timeouts
+    outlast gunicorn's worker timeout."""
+    conf = " ".join((ROOT / "deploy/nginx.conf").read_text().split())
+    assert "server_tokens off;" in conf
+    for directive in ("client_header_timeout", "client_body_timeout", "send_timeout"):
+        found = re.search(rf"{directive} (\d+)s;", conf)
+        assert found and 0 < int(found.group(1)) <= 30, directive
+    read = re.search(r"proxy_read_timeout (\d+)s;", conf)
+    timeout = runpy.run_path(str(GUNICORN_CONF))["timeout"]
+    assert read and int(read.group(1)) > timeout
 
 
 # --------------------------------------------------------------------------------- CI

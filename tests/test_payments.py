@@ -370,6 +370,43 @@ def test_two_racing_starts_make_one_payment_intent(
     ]
 
 
+def test_payment_starts_beyond_the_workers_slots_get_503_not_the_pool(
+    app_client, stripe_emulator, customer, make_product, database_url
+):
+    """A start holds its connection (and the order's lock) through the provider's call; with
+    DB_POOL_MAX=2 a worker lets one start at a time: a second waits PAYMENT_START_WAIT, then
+    503 with Retry-After, and the pool stays free for every other request meanwhile. The
+    first start is held for real: the test holds its order's row lock."""
+    from falcon import testing
+
+    shop = app_client(**stripe_emulator.settings(), DB_POOL_MAX="2")
+    product = make_product(price_cents=400, stock=5)
+    held, other = (place_order(shop, customer, product) for _ in range(2))
+    lock = psycopg.connect(database_url)
+    lock.execute("SELECT 1 FROM orders WHERE id = %s FOR UPDATE", (held["id"],))
+
+    def go(index: int):
+        client = testing.TestClient(shop.app)
+        if index == 0:
+            return start(client, customer, held["id"])
+        time.sleep(0.5)  # the first start holds the slot, waiting for the row lock
+        try:
+            busy = start(client, customer, other["id"])
+            catalog = client.simulate_get(f"/api/products/{product['id']}")
+            return busy, catalog
+        finally:
+            lock.rollback()
+
+    first, (busy, catalog) = together(2, go)
+    lock.close()
+
+    assert first.status_code == 200, first.text
+    assert_problem(busy, 503, "service_unavailable")
+    assert busy.headers["Retry-After"] == "1"
+    assert catalog.status_code == 200
+    assert started(shop, customer, other["id"])["status"] == "processing"
+
+
 # ------------------------------------------------------------------ 5. succeeded
 
 
@@ -664,6 +701,30 @@ def test_an_order_placed_with_a_one_second_timeout_expires(
     assert order_row(database_url, order["id"]) == ("cancelled", "stripe", "unpaid")
     assert stock_of(database_url, product["id"]) == 3
     assert status_events(database_url, order["id"]) == [("pending", "cancelled", "unpaid")]
+
+
+def test_an_expired_orders_stock_is_current_in_the_cached_catalog_at_once(
+    shop, customer, make_product, database_url, stripe_wctx, async_redis, app_loop
+):
+    """The worker gives the stock back and invalidates the API's cached product, as a cancel
+    through the API does: the next read shows the units again, not CACHE_TTL later."""
+    from shopapi.cache import CatalogCache
+
+    product = make_product(stock=5)
+    order = place_order(shop, customer, product, 2)
+    assert shop.simulate_get(f"/api/products/{product['id']}").json["stock"] == 3
+    assert shop.simulate_get(f"/api/products/{product['id']}").headers["X-Cache"] == "hit"
+    execute(
+        database_url,
+        "UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = %s",
+        (order["id"],),
+    )
+    worker = dataclasses.replace(stripe_wctx, cache=CatalogCache(async_redis, 300))
+
+    assert app_loop.run(payments.expire_unpaid_orders, worker) == 1
+
+    again = shop.simulate_get(f"/api/products/{product['id']}")
+    assert (again.json["stock"], again.headers["X-Cache"]) == (5, "miss")
 
 
 # ------------------------------------------------------------------ 10. staff cancel

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from shopapi.cache import CatalogCache
 from shopapi.config import Settings
 from shopapi.db import Pool
 from shopapi.payment_providers import ManualPayments, PaymentProvider
@@ -19,3 +20,5 @@ class WorkerContext:
     mailer: Mailer
     http: httpx.AsyncClient  # webhook deliveries: no redirects followed, 5 s per attempt
     payments: PaymentProvider = field(default_factory=ManualPayments)  # refunds
+    # stock the worker gives back (expired orders) invalidates the API's cached counts
+    cache: CatalogCache = field(default_factory=lambda: CatalogCache(None, 0))

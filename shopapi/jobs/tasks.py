@@ -37,8 +37,9 @@ class EnginePool:
     def __call__(self, **kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
         settings = self.settings
         assert settings is not None, "shopapi.jobs.tasks.configure(settings) first"
+        # LISTEN holds a session: never through a transaction pooler (DATABASE_DIRECT_URL)
         return psycopg_pool.AsyncConnectionPool(
-            settings.dsn,
+            settings.direct_dsn,
             min_size=1,
             max_size=settings.worker_concurrency + 2,
             kwargs={"application_name": "shopapi-worker"},

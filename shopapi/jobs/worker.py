@@ -23,11 +23,13 @@ import psycopg
 import psycopg_pool
 from procrastinate.app import WorkerOptions
 
+from shopapi.cache import CatalogCache
 from shopapi.config import Settings
 from shopapi.db import make_pool
 from shopapi.jobs import tasks
 from shopapi.jobs.context import WorkerContext
 from shopapi.payment_providers import make_provider
+from shopapi.redis_client import make_redis
 from shopapi.services import deliveries, events
 from shopapi.services.email import Mailer
 
@@ -101,17 +103,21 @@ RESTART_WAIT = 1.0  # seconds before the job worker starts again after losing th
 async def run_worker(
     settings: Settings, *, queues: list[str] | None = None, install_signal_handlers: bool = True
 ) -> None:
-    """Run until SIGTERM/SIGINT (or cancelled, in tests: `install_signal_handlers=False`)."""
-    pool = make_pool(settings)
+    """Run until SIGTERM/SIGINT (or cancelled, in tests: `install_signal_handlers=False`).
+    Every connection is direct (DATABASE_DIRECT_URL): the job engine LISTENs on one."""
+    pool = make_pool(settings, settings.direct_dsn)
     http = httpx.AsyncClient(
         follow_redirects=False, timeout=deliveries.ATTEMPT_TIMEOUT, trust_env=False
     )
+    # the API's catalog cache, to invalidate the stock the worker gives back
+    cache_redis = make_redis(settings) if settings.cache_enabled and settings.cache_ttl else None
     wctx = WorkerContext(
         settings=settings,
         pool=pool,
         mailer=Mailer(settings),
         http=http,
         payments=make_provider(settings),
+        cache=CatalogCache(cache_redis, settings.cache_ttl),
     )
     stop = asyncio.Event()
     app = tasks.configure(settings)
@@ -144,6 +150,8 @@ async def run_worker(
     finally:
         await http.aclose()
         await wctx.payments.close()
+        if cache_redis is not None:
+            await cache_redis.aclose()
         await pool.close()
 
 

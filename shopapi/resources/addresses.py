@@ -46,7 +46,7 @@ class Addresses:
     )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         address = await addresses.create_address(self.ctx, req.context.user, req.context.body)
-        resp.set_header("Location", f"{PATH}/{address.id}")
+        resp.location = f"{PATH}/{address.id}"
         resp.media = address
 
     @endpoint(

@@ -25,7 +25,9 @@ class Register:
         tags=TAGS,
     )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = await auth.register(self.ctx, req.context.body)
+        user = await auth.register(self.ctx, req.context.body)
+        resp.location = f"/api/users/{user.id}"
+        resp.media = user
 
 
 class Login:

@@ -16,6 +16,7 @@ from shopapi.services import carts
 from shopapi.services.carts import CART_TOKEN_HEADER, CartOwner
 
 TAGS = ("cart",)
+CART_ROUTE = "/api/cart"
 HEADERS = (CART_TOKEN_HEADER,)
 WHO = (
     " The cart is the bearer's when a bearer token is sent, else the guest cart of "
@@ -43,6 +44,7 @@ class Cart:
     )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = await carts.create_guest_cart(self.ctx)
+        resp.location = CART_ROUTE  # read with the answer's token as X-Cart-Token
 
     @endpoint(
         "Get the cart, with the products' current names, prices, availability and stock "
@@ -84,6 +86,7 @@ class Cart:
         resp.media = cart
         if added:
             resp.status = falcon.HTTP_201
+            resp.location = f"{CART_ROUTE}/items/{product_id}"
 
     @endpoint(
         "Remove a product's line from the cart (a line that is not there: 204 too)." + WHO,
@@ -116,7 +119,7 @@ class Cart:
 def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
     resource = Cart(ctx)
     return [
-        ("/api/cart", resource, None),
-        ("/api/cart/items/{product_id}", resource, "item"),
-        ("/api/cart/claim", resource, "claim"),
+        (CART_ROUTE, resource, None),
+        (CART_ROUTE + "/items/{product_id}", resource, "item"),
+        (CART_ROUTE + "/claim", resource, "claim"),
     ]

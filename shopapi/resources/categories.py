@@ -17,6 +17,7 @@ from shopapi.schemas.common import PageOf
 from shopapi.services import categories
 
 TAGS = ("categories",)
+COLLECTION_ROUTE = "/api/categories"
 
 
 class Categories:
@@ -29,6 +30,7 @@ class Categories:
         query=CategoryListQuery,
         returns=PageOf[CategoryPublic],
         errors=(422, 429),
+        etag=True,
         tags=TAGS,
     )
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -41,13 +43,20 @@ class Categories:
         returns=CategoryPublic,
         status=201,
         errors=(400, 401, 403, 409, 413, 422, 429),
+        etag=True,
         tags=TAGS,
     )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        send(resp, await categories.create_category(self.ctx, req.context.body))
+        category_id, answer = await categories.create_category(self.ctx, req.context.body)
+        resp.location = f"{COLLECTION_ROUTE}/{category_id}"
+        send(resp, answer)
 
     @endpoint(
-        "Get a category." + ETAG_NOTE, returns=CategoryPublic, errors=(404, 422, 429), tags=TAGS
+        "Get a category." + ETAG_NOTE,
+        returns=CategoryPublic,
+        errors=(404, 422, 429),
+        etag=True,
+        tags=TAGS,
     )
     async def on_get_item(
         self, req: falcon.Request, resp: falcon.Response, category_id: int
@@ -60,6 +69,7 @@ class Categories:
         body=CategoryUpdate,
         returns=CategoryPublic,
         errors=(400, 401, 403, 404, 409, 413, 422, 429),
+        etag=True,
         tags=TAGS,
     )
     async def on_put_item(
@@ -85,6 +95,6 @@ class Categories:
 def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
     resource = Categories(ctx)
     return [
-        ("/api/categories", resource, None),
-        ("/api/categories/{category_id}", resource, "item"),
+        (COLLECTION_ROUTE, resource, None),
+        (COLLECTION_ROUTE + "/{category_id}", resource, "item"),
     ]

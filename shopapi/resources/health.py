@@ -25,7 +25,7 @@ class Readiness_:
     @endpoint(
         "Readiness: PostgreSQL answers (Redis down only degrades)",
         returns=Readiness,
-        errors=(503,),
+        also=(503,),  # unready: the same report
         tags=("operations",),
     )
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:

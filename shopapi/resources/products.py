@@ -14,6 +14,7 @@ from shopapi.resources.conditional import ETAG_NOTE, respond, send
 from shopapi.schemas.catalog import (
     ProductCreate,
     ProductListQuery,
+    ProductPage,
     ProductPublic,
     ProductUpdate,
     StockMovementPublic,
@@ -30,7 +31,13 @@ LIST_SUMMARY = (
     "name and description, plus names starting with q) without `sort` is ranked by relevance, "
     "best first. Page with `page` or with `cursor` (the previous answer's next_cursor, same "
     "filters and sort; the answer then has page: null); both together, or a cursor for other "
-    "filters, is 422. in_stock=true: only products in stock (false: no stock filter). "
+    "filters, is 422. Offset paging reaches page × per_page ≤ 10000 (past it 422: use cursor). "
+    "in_stock=true: only products in stock; in_stock=false is 422 (leave it out for every "
+    "product). q: at most 200 characters and 20 words (runs of letters and digits), else 422. "
+    "A ranked search ranks the newest SEARCH_CANDIDATES (default 300) matching products, so "
+    "its total is at most that many; narrow q or the filters, or pass sort, to reach older ones. "
+    "Other totals are exact up to 10000; past that total is PostgreSQL's estimate and the answer "
+    "carries total_is_estimate: true (the field is sent only then). "
     "min_price_cents above max_price_cents: an empty page."
 )
 
@@ -42,8 +49,9 @@ class Products:
     @endpoint(
         LIST_SUMMARY + ETAG_NOTE,
         query=ProductListQuery,
-        returns=PageOf[ProductPublic],
+        returns=ProductPage,
         errors=(422, 429),
+        etag=True,
         tags=TAGS,
     )
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -57,15 +65,21 @@ class Products:
         returns=ProductPublic,
         status=201,
         errors=(400, 401, 403, 413, 422, 429),
+        etag=True,
         tags=TAGS,
     )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        send(resp, await products.create_product(self.ctx, req.context.user, req.context.body))
+        product_id, answer = await products.create_product(
+            self.ctx, req.context.user, req.context.body
+        )
+        resp.location = f"{COLLECTION_ROUTE}/{product_id}"
+        send(resp, answer)
 
     @endpoint(
         "Get a product (inactive: 404 except for ADMIN/EDITOR)." + ETAG_NOTE,
         returns=ProductPublic,
         errors=(404, 422, 429),
+        etag=True,
         tags=TAGS,
     )
     async def on_get_item(
@@ -85,6 +99,7 @@ class Products:
         returns=ProductPublic,
         errors=(400, 401, 403, 404, 412, 413, 422, 429),
         headers=("If-Match",),
+        etag=True,
         tags=TAGS,
     )
     async def on_put_item(
@@ -120,6 +135,7 @@ class StockMovements:
         query=PageQuery,
         returns=PageOf[StockMovementPublic],
         errors=(401, 403, 404, 422, 429),
+        etag=True,
         tags=TAGS,
     )
     async def on_get(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
@@ -127,7 +143,8 @@ class StockMovements:
         respond(req, resp, answer)
 
 
-ITEM_ROUTE = "/api/products/{product_id}"
+COLLECTION_ROUTE = "/api/products"
+ITEM_ROUTE = COLLECTION_ROUTE + "/{product_id}"
 
 
 def cached_read_keys(
@@ -151,7 +168,7 @@ def cached_read_keys(
 def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
     resource = Products(ctx)
     return [
-        ("/api/products", resource, None),
+        (COLLECTION_ROUTE, resource, None),
         (ITEM_ROUTE, resource, "item"),
         ("/api/products/{product_id}/stock-movements", StockMovements(ctx), None),
     ]

@@ -1,8 +1,13 @@
 """/metrics: Prometheus exposition for this instance (every gunicorn worker merged).
 
-No authentication and no rate limit, on purpose: Prometheus scrapes each instance directly
-on the private network (`api:8000` in docker-compose), and the public nginx in front refuses
-`/metrics` (deploy/nginx.conf), so the series never reach the internet.
+No authentication and no rate limit: Prometheus scrapes each instance directly on the private
+network (`api:8000` in docker-compose). What keeps the series private is where the request
+comes from (API.md, Operations, 2026-12 revision): the socket peer must be inside
+`METRICS_ALLOWED_NETWORKS` (loopback and private ranges by default), and a request that
+carries `X-Forwarded-For` or `Forwarded` came through a proxy, so it is a client of the
+public side whatever the peer's address. Anyone else gets the 404 of an unknown route, so
+the route's existence is not confirmed either. The public nginx refuses every spelling of
+`/metrics` as well (deploy/nginx.conf): two independent locks.
 """
 
 from __future__ import annotations
@@ -10,19 +15,36 @@ from __future__ import annotations
 import falcon
 
 from shopapi import instruments
+from shopapi.client_ip import inside, normalize
 from shopapi.context import AppContext
 from shopapi.endpoint import endpoint
+from shopapi.errors import NotFound
+
+# headers a reverse proxy adds: their presence means the request crossed one
+_PROXY_HEADERS = ("X-Forwarded-For", "Forwarded")
 
 
 class MetricsScrape:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
+        self.allowed = ctx.settings.metrics_allowed_networks
+
+    def may_scrape(self, req: falcon.Request) -> bool:
+        """Whether the socket peer (never a header: `remote_addr` is the ASGI client) is an
+        allowed scraper that talks to us directly."""
+        if any(req.get_header(name) is not None for name in _PROXY_HEADERS):
+            return False
+        return inside(normalize(req.remote_addr), self.allowed)
 
     @endpoint(
-        "Prometheus metrics of this instance, all workers (text exposition format)",
+        "Prometheus metrics of this instance, all workers (text exposition format); only to "
+        "peers inside METRICS_ALLOWED_NETWORKS that send no X-Forwarded-For (404 otherwise)",
         tags=("operations",),
+        errors=(404,),
     )
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not self.may_scrape(req):
+            raise NotFound()
         # the scraping worker's pool numbers are fresh; the others' are at most a second old
         instruments.record_pool(*self.ctx.pools)
         resp.data, resp.content_type = instruments.render(req.get_header("Accept"))

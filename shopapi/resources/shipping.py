@@ -31,6 +31,7 @@ class ShippingMethods:
         query=ShippingMethodListQuery,
         returns=PageOf[ShippingMethodPublic],
         errors=(422, 429),
+        etag=True,
         tags=TAGS,
     )
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -46,6 +47,7 @@ class ShippingMethods:
         returns=ShippingMethodPublic,
         status=201,
         errors=(400, 401, 403, 409, 413, 422, 429),
+        etag=True,
         tags=TAGS,
     )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -57,6 +59,7 @@ class ShippingMethods:
         "Get a shipping method (inactive: 404 except for ADMIN/EDITOR)." + ETAG_NOTE,
         returns=ShippingMethodPublic,
         errors=(404, 422, 429),
+        etag=True,
         tags=TAGS,
     )
     async def on_get_item(self, req: falcon.Request, resp: falcon.Response, method_id: int) -> None:
@@ -71,6 +74,7 @@ class ShippingMethods:
         body=ShippingMethodUpdate,
         returns=ShippingMethodPublic,
         errors=(400, 401, 403, 404, 409, 413, 422, 429),
+        etag=True,
         tags=TAGS,
     )
     async def on_put_item(self, req: falcon.Request, resp: falcon.Response, method_id: int) -> None:

@@ -19,6 +19,7 @@ from shopapi.schemas.webhooks import (
 from shopapi.services import webhooks
 
 TAGS = ("webhooks",)
+COLLECTION_ROUTE = "/api/webhooks"
 URL_RULES = (
     " The URL must be http(s) and resolve to public addresses (loopback, private and "
     "link-local ones: 422, unless WEBHOOK_ALLOW_PRIVATE); at most 20 webhooks."
@@ -51,7 +52,9 @@ class Webhooks:
         tags=TAGS,
     )
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = await webhooks.create_webhook(self.ctx, req.context.body)
+        webhook = await webhooks.create_webhook(self.ctx, req.context.body)
+        resp.location = f"{COLLECTION_ROUTE}/{webhook.id}"
+        resp.media = webhook
 
     @endpoint(
         "Get a webhook",
@@ -122,8 +125,12 @@ class Webhooks:
 def routes(ctx: AppContext) -> list[tuple[str, object, str | None]]:
     resource = Webhooks(ctx)
     return [
-        ("/api/webhooks", resource, None),
-        ("/api/webhooks/{webhook_id}", resource, "item"),
-        ("/api/webhooks/{webhook_id}/deliveries", resource, "deliveries"),
-        ("/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", resource, "redeliver"),
+        (COLLECTION_ROUTE, resource, None),
+        (COLLECTION_ROUTE + "/{webhook_id}", resource, "item"),
+        (COLLECTION_ROUTE + "/{webhook_id}/deliveries", resource, "deliveries"),
+        (
+            COLLECTION_ROUTE + "/{webhook_id}/deliveries/{delivery_id}/redeliver",
+            resource,
+            "redeliver",
+        ),
     ]

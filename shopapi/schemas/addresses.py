@@ -9,20 +9,16 @@ from msgspec import UNSET, Meta, UnsetType
 
 from shopapi.schemas.common import PageQuery, Timestamp
 from shopapi.schemas.countries import Country
+from shopapi.schemas.patterns import FILLED_LINE, ONE_LINE, PHONE
 
-# printable text: no control characters (NUL, newlines, tabs...) in one line of an address
-_LINE = "^[^\\x00-\\x1f\\x7f]*$"
-# required fields also need something other than blanks
-_FILLED = "^[^\\x00-\\x1f\\x7f]*[^\\x00-\\x20\\x7f][^\\x00-\\x1f\\x7f]*$"
-
-
-Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_FILLED)]
-Line = Annotated[str, Meta(max_length=200, pattern=_LINE)]
-City = Annotated[str, Meta(min_length=1, max_length=100, pattern=_FILLED)]
-Region = Annotated[str, Meta(max_length=100, pattern=_LINE)]
-PostalCode = Annotated[str, Meta(min_length=1, max_length=20, pattern=_FILLED)]
-# digits, spaces and + - ( )
-Phone = Annotated[str, Meta(max_length=32, pattern="^[0-9 +()-]*$")]
+# printable text, one line: no control characters, line breaks or bidi overrides; required
+# fields also need something other than blanks
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=FILLED_LINE)]
+Line = Annotated[str, Meta(max_length=200, pattern=ONE_LINE)]
+City = Annotated[str, Meta(min_length=1, max_length=100, pattern=FILLED_LINE)]
+Region = Annotated[str, Meta(max_length=100, pattern=ONE_LINE)]
+PostalCode = Annotated[str, Meta(min_length=1, max_length=20, pattern=FILLED_LINE)]
+Phone = Annotated[str, Meta(max_length=32, pattern=PHONE)]
 
 
 class ShippingAddress(msgspec.Struct, kw_only=True):

@@ -16,22 +16,18 @@ from shopapi.schemas.common import (
     Stock,
     Timestamp,
 )
+from shopapi.schemas.patterns import CURSOR, FILLED_LINE, HTTP_URL
 
-# Names are trimmed by the services; the pattern refuses NUL bytes and blank names.
-_NON_BLANK = "^[^\\x00]*[^\\x00 \\t\\r\\n][^\\x00]*$"
-CategoryName = Annotated[str, Meta(min_length=1, max_length=100, pattern=_NON_BLANK)]
-ProductName = Annotated[str, Meta(min_length=1, max_length=200, pattern=_NON_BLANK)]
+# Names are trimmed by the services; the pattern refuses blank names and control characters.
+CategoryName = Annotated[str, Meta(min_length=1, max_length=100, pattern=FILLED_LINE)]
+ProductName = Annotated[str, Meta(min_length=1, max_length=200, pattern=FILLED_LINE)]
 Text = Annotated[str, Meta(max_length=5000, pattern=NO_NUL)]
-# an absolute http(s) URL: a host, then an optional path/query/fragment without blanks
-ImageUrl = Annotated[
-    str,
-    Meta(
-        max_length=2048,
-        pattern="^https?://[A-Za-z0-9._~%!$&'()*+,;=:@\\[\\]-]+([/?#][^\\x00-\\x20\\x7f]*)?$",
-    ),
-]
+ImageUrl = Annotated[str, Meta(max_length=2048, pattern=HTTP_URL)]
 Search = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
-Cursor = Annotated[str, Meta(min_length=1, max_length=1024, pattern="^[A-Za-z0-9_-]+$")]
+# a product search has at most this many words (runs of letters and digits, as the full-text
+# parser splits them): each is an index lookup
+SEARCH_MAX_WORDS = 20
+Cursor = Annotated[str, Meta(min_length=1, max_length=1024, pattern=CURSOR)]
 ProductSort = Literal["name", "-name", "price_cents", "-price_cents", "created_at", "-created_at"]
 
 
@@ -110,6 +106,18 @@ class ProductListQuery(PageQuery, kw_only=True):
     sort: ProductSort | None = None
     include_inactive: bool = False
     cursor: Cursor | None = None
+
+
+class ProductPage(msgspec.Struct, omit_defaults=True):
+    """A product list answer: the list shape, plus `total_is_estimate: true` (sent only then)
+    when more products match than offset paging reaches and `total` is PostgreSQL's estimate."""
+
+    items: list[ProductPublic]
+    page: int | None
+    per_page: int
+    total: int
+    next_cursor: str | None
+    total_is_estimate: bool = False
 
 
 class StockMovementPublic(msgspec.Struct):

@@ -7,6 +7,9 @@ from typing import Annotated, Any, Generic, TypeVar
 import msgspec
 from msgspec import Meta
 
+# free text refuses only NUL (PostgreSQL text cannot hold it); re-exported for the areas
+from shopapi.schemas.patterns import NO_NUL as NO_NUL
+
 T = TypeVar("T")
 
 Id = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
@@ -17,8 +20,6 @@ PriceCents = Annotated[int, Meta(ge=0, le=10**12)]
 Stock = Annotated[int, Meta(ge=0, le=10**9)]
 Page = Annotated[int, Meta(ge=1, le=10**9)]
 PerPage = Annotated[int, Meta(ge=1, le=100)]
-# hostile strings: NUL bytes are refused by PostgreSQL text, so refuse them here as a 422
-NO_NUL = "^[^\\x00]*$"
 
 
 class PageQuery(msgspec.Struct, kw_only=True):
@@ -31,7 +32,7 @@ class PageOf(msgspec.Struct, Generic[T]):
     page: int | None
     per_page: int
     total: int
-    next_cursor: str | None = None
+    next_cursor: str | None  # always sent, null on the last page and on lists without cursors
 
 
 class Status(msgspec.Struct):

@@ -9,15 +9,9 @@ from msgspec import UNSET, Meta, UnsetType
 
 from shopapi.schemas.common import PageQuery, PriceCents, Timestamp
 from shopapi.schemas.countries import Country
+from shopapi.schemas.patterns import FILLED_LINE
 
-MethodName = Annotated[
-    str,
-    Meta(
-        min_length=1,
-        max_length=100,
-        pattern="^[^\\x00-\\x1f\\x7f]*[^\\x00-\\x20\\x7f][^\\x00-\\x1f\\x7f]*$",
-    ),
-]
+MethodName = Annotated[str, Meta(min_length=1, max_length=100, pattern=FILLED_LINE)]
 # each code at most once; empty: ships everywhere
 Countries = Annotated[list[Country], Meta(max_length=249)]
 

@@ -8,23 +8,17 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from shopapi.schemas.common import NO_NUL, PageQuery, Timestamp
+from shopapi.schemas.patterns import EMAIL, ONE_LINE
 
 EMAIL_MAX = 254
 
 Role = Literal["ADMIN", "EDITOR", "CUSTOMER"]
-# one @, no white space inside; surrounding blanks are trimmed by the service. "White space"
-# is every character Python's str.strip() removes, so trimming can never empty a part.
-_EMAIL_PART = (
-    "[^@\\x00\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029"
-    "\\u202f\\u205f\\u3000]+"
-)
-Email = Annotated[
-    str, Meta(max_length=EMAIL_MAX, pattern=f"^[ \\t]*{_EMAIL_PART}@{_EMAIL_PART}[ \\t]*$")
-]
+# one @, no white space or control character inside (schemas.patterns)
+Email = Annotated[str, Meta(max_length=EMAIL_MAX, pattern=EMAIL)]
 # code points, not bytes: "é" * 128 is a valid password (security.py pre-hashes for bcrypt);
 # NUL is refused like everywhere else, so no client library can truncate a password at it
 Password = Annotated[str, Meta(min_length=8, max_length=128, pattern=NO_NUL)]
-FullName = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
+FullName = Annotated[str, Meta(max_length=200, pattern=ONE_LINE)]
 Token = Annotated[str, Meta(min_length=1, max_length=4096)]
 
 

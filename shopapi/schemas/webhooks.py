@@ -8,6 +8,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from shopapi.schemas.common import PageQuery, Timestamp
+from shopapi.schemas.patterns import NO_BLANKS
 
 EventType = Literal[
     "order.created", "order.status_changed", "order.payment_failed", "product.out_of_stock"
@@ -15,7 +16,7 @@ EventType = Literal[
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 MAX_WEBHOOKS = 20
 # the scheme and the address are checked by the service (netguard), with field paths
-WebhookUrl = Annotated[str, Meta(min_length=1, max_length=2048, pattern="^[^\\x00-\\x20\\x7f]+$")]
+WebhookUrl = Annotated[str, Meta(min_length=1, max_length=2048, pattern=NO_BLANKS)]
 EventList = Annotated[list[EventType], Meta(min_length=1, max_length=len(EVENT_TYPES))]
 
 

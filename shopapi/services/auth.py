@@ -86,6 +86,7 @@ async def _issue_pair(
 
 
 async def login(ctx: AppContext, body: LoginRequest, agent: str | None = None) -> TokenPair:
+    ctx.passwords.refuse_if_full()  # a flood's refused attempts cost no database round trip
     async with connection(ctx.pool) as conn:
         row = await queries.get_login(conn, email=normalize_email(body.email))
     if row is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import msgspec
 import psycopg.errors
@@ -11,7 +12,7 @@ from msgspec import UNSET
 from shopapi import cache
 from shopapi.cache import Answer
 from shopapi.context import AppContext
-from shopapi.db import connection, queries, transaction
+from shopapi.db import queries, transaction
 from shopapi.errors import CategoryInUse, NameTaken, NotFound
 from shopapi.schemas.catalog import (
     CategoryCreate,
@@ -43,8 +44,7 @@ def _public(row: dict) -> CategoryPublic:
 
 async def get_category(ctx: AppContext, category_id: int) -> Answer:
     async def load() -> tuple[bytes, list[int]]:
-        async with connection(ctx.reader) as conn:
-            row = await queries.get_category(conn, id=category_id)
+        row = await ctx.reads.read(lambda conn: queries.get_category(conn, id=category_id))
         if row is None:
             raise NotFound(f"Category {category_id} not found")
         return cache.pack(_encode(_public(row))), []
@@ -58,28 +58,31 @@ async def list_categories(ctx: AppContext, query: CategoryListQuery) -> Answer:
     q = query.q.strip(BLANKS) if query.q else ""
     pattern = f"%{like_escape(q)}%" if q else None
 
-    async def load() -> tuple[bytes, list[int]]:
-        async with connection(ctx.reader) as conn:
-            rows = [
-                row
-                async for row in queries.list_categories(
-                    conn, q=pattern, limit=window.limit, offset=window.offset
-                )
-            ]
-            answer = await pager.page(
-                rows,
-                window,
-                CategoryPublic,
-                total_column="total",
-                count=lambda: queries.count_categories(conn, q=pattern),
+    async def read(conn: Any) -> Any:
+        rows = [
+            row
+            async for row in queries.list_categories(
+                conn, q=pattern, limit=window.limit, offset=window.offset
             )
-        return cache.pack(_encode(answer)), []
+        ]
+        return await pager.page(
+            rows,
+            window,
+            CategoryPublic,
+            total_column="total",
+            count=lambda: queries.count_categories(conn, q=pattern),
+        )
+
+    async def load() -> tuple[bytes, list[int]]:
+        async with pager.admitted():  # a miss waits for one of the worker's list slots
+            return cache.pack(_encode(await ctx.reads.read(read))), []
 
     lookup = cache.category_list_key(cache.digest(q, window.page, window.per_page))
     return cache.unpack(*await ctx.cache.read_through(lookup, load))
 
 
-async def create_category(ctx: AppContext, body: CategoryCreate) -> Answer:
+async def create_category(ctx: AppContext, body: CategoryCreate) -> tuple[int, Answer]:
+    """A new category: its id (for the Location header) and its answer."""
     name = body.name.strip(BLANKS)
     base = slugify(name)
     for _ in range(_SLUG_ATTEMPTS):
@@ -96,8 +99,9 @@ async def create_category(ctx: AppContext, body: CategoryCreate) -> Answer:
             # a concurrent create took that slug between our read and insert: pick again
     else:
         raise NameTaken(f"Could not find a free slug for {name!r}, retry")
+    await ctx.reads.note_write()
     await ctx.cache.invalidate(cache.CATEGORY_LIST_VERSION)  # a new one only joins the lists
-    return Answer.of(_encode(_public(row)))
+    return row["id"], Answer.of(_encode(_public(row)))
 
 
 async def update_category(ctx: AppContext, category_id: int, body: CategoryUpdate) -> Answer:
@@ -112,6 +116,7 @@ async def update_category(ctx: AppContext, category_id: int, body: CategoryUpdat
     if row is None:
         raise NotFound(f"Category {category_id} not found")
     # every catalog entry shows a category's name
+    await ctx.reads.note_write()
     await ctx.cache.invalidate(cache.CATALOG_VERSION)
     return Answer.of(_encode(_public(row)))
 
@@ -128,4 +133,5 @@ async def delete_category(ctx: AppContext, category_id: int) -> None:
     except psycopg.errors.ForeignKeyViolation:
         # a product was added concurrently, after our check
         raise in_use from None
+    await ctx.reads.note_write()
     await ctx.cache.invalidate(cache.CATALOG_VERSION)

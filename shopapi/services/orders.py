@@ -309,6 +309,7 @@ async def _place_and_answer(
     lines, row = await _place_retrying_slots(ctx, place, params, transactional)
     if row is not None and row["order_json"] is not None:
         order = _decode_order(row["order_json"])
+        await ctx.reads.note_write()
         await ctx.cache.invalidate(*cache.stock_keys([item.product_id for item in order.items]))
         instruments.ORDERS_PLACED.inc()
         return order, False
@@ -461,6 +462,7 @@ async def _move(
             raise NotFound(f"Order {order_id} not found")
         raise InvalidTransition(f"Order {order_id} is {state['status']}; it cannot become {status}")
     if row["restocked_ids"]:
+        await ctx.reads.note_write()
         await ctx.cache.invalidate(*cache.stock_keys(row["restocked_ids"]))
     return msgspec.convert(row, OrderPublic)
 
@@ -477,11 +479,10 @@ async def cancel_own_order(ctx: AppContext, user: CurrentUser, order_id: int) ->
     return await _move(ctx, user, order_id, "cancelled", sources=("pending",), owner_id=user.id)
 
 
-async def cancel_unpaid(pool: Pool, order_id: int) -> bool:
+async def cancel_unpaid(pool: Pool, catalog: cache.CatalogCache, order_id: int) -> bool:
     """The worker cancels an order whose payment deadline passed (by nobody: history by null),
-    if it is still pending; stock goes back through the ledger. False: paid or cancelled
-    meanwhile. The catalog cache's stock counts catch up within CACHE_TTL (the worker has
-    no cache)."""
+    if it is still pending; stock goes back through the ledger and the catalog cache's
+    counts of those products are invalidated. False: paid or cancelled meanwhile."""
     row = await _run(
         pool,
         queries.change_order_status,
@@ -492,7 +493,11 @@ async def cancel_unpaid(pool: Pool, order_id: int) -> bool:
         by_user_id=None,
         payment_status=None,
     )
-    return row is not None
+    if row is None:
+        return False
+    if row["restocked_ids"]:
+        await catalog.invalidate(*cache.stock_keys(row["restocked_ids"]))
+    return True
 
 
 async def delete_order(ctx: AppContext, user: CurrentUser, order_id: int) -> None:
@@ -501,4 +506,5 @@ async def delete_order(ctx: AppContext, user: CurrentUser, order_id: int) -> Non
     if row is None:
         raise NotFound(f"Order {order_id} not found")
     if row["restocked_ids"]:
+        await ctx.reads.note_write()
         await ctx.cache.invalidate(*cache.stock_keys(row["restocked_ids"]))

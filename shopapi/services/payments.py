@@ -30,7 +30,7 @@ async def start_payment(ctx: AppContext, user: CurrentUser, order_id: int) -> Pa
     """The owner's pending order gets its one online payment (or the one already started),
     for the order's total in its currency; anyone else's order does not exist (404)."""
     provider = ctx.payments
-    async with transaction(ctx.pool) as conn:
+    async with ctx.payment_starts.admitted(), transaction(ctx.pool) as conn:
         order = await queries.lock_order_for_payment(conn, order_id=order_id, user_id=user.id)
         if order is None:
             raise NotFound(f"Order {order_id} not found")
@@ -183,7 +183,7 @@ async def expire_unpaid_orders(wctx: WorkerContext) -> int:
         ids = [row["id"] async for row in queries.expired_order_ids(conn, limit=EXPIRY_BATCH)]
     expired = 0
     for order_id in ids:
-        if await orders.cancel_unpaid(wctx.pool, order_id):
+        if await orders.cancel_unpaid(wctx.pool, wctx.cache, order_id):
             expired += 1
     if expired:
         log.info("expired %d unpaid order(s)", expired)

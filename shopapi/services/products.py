@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -14,10 +15,12 @@ from shopapi.context import AppContext, CurrentUser
 from shopapi.db import connection, queries, transaction
 from shopapi.errors import NotFound, PreconditionFailed, ValidationFailed
 from shopapi.etags import etag_of, strong_match
-from shopapi.pager import fingerprint
+from shopapi.pager import MAX_OFFSET_ROWS, fingerprint
 from shopapi.schemas.catalog import (
+    SEARCH_MAX_WORDS,
     ProductCreate,
     ProductListQuery,
+    ProductPage,
     ProductPublic,
     ProductUpdate,
     StockMovementPublic,
@@ -39,6 +42,9 @@ ORDERINGS: dict[str, tuple[Any, str, type]] = {
     "relevance": (queries.list_products_by_relevance, "sort_key", float),
 }
 DEFAULT_ORDERING = "-created_at"
+# totals are counted up to what offset paging reaches; past it PostgreSQL's estimate is shown
+EXACT_TOTAL_LIMIT = MAX_OFFSET_ROWS
+_WORD = re.compile(r"\w+")
 # the columns a partial update may change, as update_product names its parameters
 UPDATABLE = ("description", "price_cents", "stock", "image_url", "category_id", "is_active")
 
@@ -72,8 +78,9 @@ async def get_product(
         return _visible_to(user, product_id, value, "hit")
 
     async def load() -> tuple[bytes, list[int]]:
-        async with connection(ctx.reader) as conn:
-            row = await queries.get_product(conn, id=product_id, currency=ctx.settings.currency)
+        row = await ctx.reads.read(
+            lambda conn: queries.get_product(conn, id=product_id, currency=ctx.settings.currency)
+        )
         return _packed(product_id, row), []
 
     value, served = await ctx.cache.read_product(product_id, load, prefetched)
@@ -95,8 +102,15 @@ def _visible_to(
 
 
 def _list_filters(user: CurrentUser | None, query: ProductListQuery) -> dict[str, Any]:
-    """The query's filters as list_products_* take them (search text trimmed, LIKE-escaped)."""
+    """The query's filters as list_products_* take them (search text trimmed, LIKE-escaped);
+    422 for a search of too many words and for in_stock=false (no such filter)."""
+    if query.in_stock is False:
+        raise ValidationFailed.single(
+            "in_stock", "can only be true; leave it out to list products in and out of stock"
+        )
     q = (query.q or "").strip(BLANKS) or None
+    if q is not None and len(_WORD.findall(q)) > SEARCH_MAX_WORDS:
+        raise ValidationFailed.single("q", f"may have at most {SEARCH_MAX_WORDS} words")
     return {
         # a non-staff caller asking for inactive products just gets the active ones
         "include_inactive": query.include_inactive and _is_staff(user),
@@ -112,10 +126,16 @@ def _list_filters(user: CurrentUser | None, query: ProductListQuery) -> dict[str
 async def list_products(
     ctx: AppContext, user: CurrentUser | None, query: ProductListQuery
 ) -> Answer:
-    """A page by offset (`page`) or by keyset (`cursor`); see the endpoint summary for order."""
+    """A page by offset (`page`) or by keyset (`cursor`); see the endpoint summary for order.
+    A ranked search ranks only the newest SEARCH_CANDIDATES matches, and its total counts
+    those; other totals are exact up to EXACT_TOTAL_LIMIT, estimated past it. A cache miss
+    waits for one of the worker's list slots (pager.admitted)."""
     filters = _list_filters(user, query)
     ordering = query.sort or ("relevance" if filters["q"] else DEFAULT_ORDERING)
     page_query, key_field, key_type = ORDERINGS[ordering]
+    ranked = ordering == "relevance"
+    candidates = ctx.settings.search_candidates
+    extra = {"candidates": candidates} if ranked else {}
     window = ctx.pager.window(
         query.page,
         query.per_page,
@@ -124,29 +144,41 @@ async def list_products(
         key_types=(key_type, int),
     )
 
-    async def load() -> tuple[bytes, list[int]]:
-        async with connection(ctx.reader) as conn:
-            rows = [
-                row
-                async for row in page_query(
-                    conn,
-                    currency=ctx.settings.currency,
-                    **filters,
-                    after_key=window.after[0],
-                    after_id=window.after[1],
-                    limit=window.limit,
-                    offset=window.offset,
-                )
-            ]
-            answer = await ctx.pager.page(
-                rows,
-                window,
-                ProductPublic,
-                total_column="matches",
-                count=lambda: _count(ctx, conn, filters),
-                cursor_key=lambda row: [row[key_field], row["id"]],
+    async def read(conn: Any) -> Any:
+        rows = [
+            row
+            async for row in page_query(
+                conn,
+                currency=ctx.settings.currency,
+                **filters,
+                **extra,
+                after_key=window.after[0],
+                after_id=window.after[1],
+                limit=window.limit,
+                offset=window.offset,
             )
-        return cache.pack(_encode(answer)), [item.id for item in answer.items]
+        ]
+        return await ctx.pager.page(
+            rows,
+            window,
+            ProductPublic,
+            total_column="matches",
+            count=lambda: _count(ctx, conn, filters, candidates if ranked else None),
+            cursor_key=lambda row: [row[key_field], row["id"]],
+        )
+
+    async def load() -> tuple[bytes, list[int]]:
+        async with ctx.pager.admitted():
+            answer = await ctx.reads.read(read)
+        page = ProductPage(
+            answer.items,
+            answer.page,
+            answer.per_page,
+            answer.total,
+            answer.next_cursor,
+            total_is_estimate=not ranked and answer.total > EXACT_TOTAL_LIMIT,
+        )
+        return cache.pack(_encode(page)), [item.id for item in answer.items]
 
     lookup = cache.product_list_key(
         cache.digest(window.scope, window.page, window.per_page, query.cursor),
@@ -155,14 +187,28 @@ async def list_products(
     return cache.unpack(*await ctx.cache.read_through(lookup, load))
 
 
-async def _count(ctx: AppContext, conn: Any, filters: dict[str, Any]) -> int:
-    """The total of a filter set: O(matching rows) in PostgreSQL, so cached on its own; it
-    only moves with what moves list membership (the list versions), not with every order."""
+async def _count(
+    ctx: AppContext, conn: Any, filters: dict[str, Any], ranked: int | None = None
+) -> int:
+    """The total of a filter set. A ranked search (`ranked`: how many matches it ranks)
+    counts up to that many. Else the count stops past EXACT_TOTAL_LIMIT and PostgreSQL's
+    estimate (planning only, at least the limit + 1) stands for more: a count of every match
+    is what the limit bounds. Cached on its own; it only moves with what moves list
+    membership (the list versions), not with every order."""
+    cap = EXACT_TOTAL_LIMIT if ranked is None else ranked
 
     async def count() -> tuple[bytes, list[int]]:
-        return b"%d" % await queries.count_products(conn, **filters), []
+        found = await queries.count_products(conn, **filters, cap=cap + 1)
+        if found > cap and ranked is not None:
+            found = cap
+        elif found > cap:
+            plan = await queries.estimate_products(conn, **filters)
+            found = max(cap + 1, round(plan[0]["Plan"]["Plan Rows"]))
+        return b"%d" % found, []
 
-    lookup = cache.product_total_key(cache.digest(sorted(filters.items())), filters["in_stock"])
+    lookup = cache.product_total_key(
+        cache.digest(sorted(filters.items()), ranked), filters["in_stock"]
+    )
     return int((await ctx.cache.read_through(lookup, count))[0])
 
 
@@ -194,8 +240,11 @@ async def list_stock_movements(ctx: AppContext, product_id: int, query: PageQuer
 # ------------------------------------------------------------------ writes
 
 
-async def create_product(ctx: AppContext, user: CurrentUser, body: ProductCreate) -> Answer:
-    """A new product; its initial stock is the ledger's first `adjust` row."""
+async def create_product(
+    ctx: AppContext, user: CurrentUser, body: ProductCreate
+) -> tuple[int, Answer]:
+    """A new product (its id, for the Location header, and its answer); its initial stock is
+    the ledger's first `adjust` row."""
     async with transaction(ctx.pool) as conn:
         try:
             product_id = (
@@ -222,8 +271,9 @@ async def create_product(ctx: AppContext, user: CurrentUser, body: ProductCreate
                 by_user_id=user.id,
             )
         row = await queries.get_product(conn, id=product_id, currency=ctx.settings.currency)
+    await ctx.reads.note_write()
     await ctx.cache.invalidate(cache.product_version(product_id), cache.LIST_VERSION)
-    return Answer.of(_public_bytes(row))
+    return product_id, Answer.of(_public_bytes(row))
 
 
 def _checked_if_match(if_match: str | None) -> str | None:
@@ -278,6 +328,7 @@ async def update_product(
             )
         if current["stock"] > 0 and row["stock"] == 0:  # the event commits with the edit
             await queries.record_out_of_stock(conn, product_id=product_id, name=row["name"])
+    await ctx.reads.note_write()
     await ctx.cache.invalidate(cache.product_version(product_id), cache.LIST_VERSION)
     return Answer.of(_public_bytes(row))
 
@@ -296,4 +347,5 @@ async def delete_product(ctx: AppContext, product_id: int) -> None:
             await queries.deactivate_product(conn, id=product_id)
         else:
             await queries.delete_product(conn, id=product_id)
+    await ctx.reads.note_write()
     await ctx.cache.invalidate(cache.product_version(product_id), cache.LIST_VERSION)

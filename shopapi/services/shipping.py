@@ -15,7 +15,7 @@ from msgspec import UNSET
 
 from shopapi.cache import Answer
 from shopapi.context import AppContext, CurrentUser
-from shopapi.db import connection, queries, transaction
+from shopapi.db import queries, transaction
 from shopapi.errors import NameTaken, NotFound
 from shopapi.schemas.common import sent_fields
 from shopapi.schemas.shipping import (
@@ -60,8 +60,7 @@ def normalize_countries(countries: Iterable[str]) -> list[str]:
 
 async def get_shipping_method(ctx: AppContext, user: CurrentUser | None, method_id: int) -> Answer:
     """One method; an inactive one is only visible to staff (404 for everyone else)."""
-    async with connection(ctx.reader) as conn:
-        row = await queries.get_shipping_method(conn, id=method_id)
+    row = await ctx.reads.read(lambda conn: queries.get_shipping_method(conn, id=method_id))
     if row is None or not (row["is_active"] or _is_staff(user)):
         raise _not_found(method_id)
     return _answer(row)
@@ -74,21 +73,23 @@ async def list_shipping_methods(
     # a non-staff caller asking for inactive methods just gets the active ones (as products)
     include_inactive = query.include_inactive and _is_staff(user)
     window = ctx.pager.window(query.page, query.per_page)
-    async with connection(ctx.reader) as conn:
+
+    async def read(conn: Any) -> Any:
         rows = [
             row
             async for row in queries.list_shipping_methods(
                 conn, include_inactive=include_inactive, limit=window.limit, offset=window.offset
             )
         ]
-        answer = await ctx.pager.page(
+        return await ctx.pager.page(
             rows,
             window,
             ShippingMethodPublic,
             total_column="total",
             count=lambda: queries.count_shipping_methods(conn, include_inactive=include_inactive),
         )
-    return Answer.of(_encode(answer))
+
+    return Answer.of(_encode(await ctx.reads.read(read)))
 
 
 # ------------------------------------------------------------------ writes
@@ -109,6 +110,7 @@ async def create_shipping_method(ctx: AppContext, body: ShippingMethodCreate) ->
             )
     except psycopg.errors.UniqueViolation as exc:
         raise _name_taken(name, exc) from None
+    await ctx.reads.note_write()
     return row["id"], _answer(row)
 
 
@@ -136,6 +138,7 @@ async def update_shipping_method(
         raise _name_taken(params["name"], exc) from None
     if row is None:
         raise _not_found(method_id)
+    await ctx.reads.note_write()
     return _answer(row)
 
 
@@ -154,3 +157,4 @@ async def delete_shipping_method(ctx: AppContext, method_id: int) -> None:
                 found = await queries.deactivate_shipping_method(conn, id=method_id)
         if not found:
             raise _not_found(method_id)
+    await ctx.reads.note_write()

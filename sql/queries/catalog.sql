@@ -201,26 +201,41 @@ SELECT d.*, :currency::text AS currency
   JOIN product_documents d USING (id)
  ORDER BY page.sort_key DESC, page.id DESC;
 
--- name: list_products_by_relevance(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, after_key, after_id, limit, offset)
+-- name: list_products_by_relevance(currency, include_inactive, category_id, min_price, max_price, in_stock, q, prefix, candidates, after_key, after_id, limit, offset)
 -- Search results best match first (`q` without an explicit sort); prefix-only matches rank last.
--- Ranking reads every match anyway, so each row also carries their number (`matches`, the
--- page's total when no cursor narrows the matches): no second scan for count_products.
+-- Only the newest `candidates` matches are ranked, so a word in every product costs as much as
+-- a rarer one (docs/query-plans.md): PostgreSQL either walks the created_at index until it has
+-- them or, for a rare word, sorts the GIN matches. Each row carries the number of ranked
+-- candidates (`matches`: the total, whether or not a cursor narrows the page).
 SELECT d.*, :currency::text AS currency, page.sort_key, page.matches
-  FROM (SELECT p.id, ts_rank(p.search, websearch_to_tsquery('english', :q)) AS sort_key,
-               count(*) OVER () AS matches
-          FROM catalog_products(:include_inactive, :category_id, :min_price, :max_price,
-                                :in_stock, :q, :prefix) p
+  FROM (SELECT ranked.id, ranked.sort_key, ranked.matches
+          FROM (SELECT c.id, ts_rank(c.search, websearch_to_tsquery('english', :q)) AS sort_key,
+                       count(*) OVER () AS matches
+                  FROM (SELECT p.id, p.search
+                          FROM catalog_products(:include_inactive, :category_id, :min_price,
+                                                :max_price, :in_stock, :q, :prefix) p
+                         ORDER BY p.created_at DESC, p.id DESC
+                         LIMIT :candidates) c) ranked
          WHERE :after_id::bigint IS NULL
-            OR (ts_rank(p.search, websearch_to_tsquery('english', :q)), p.id)
-               < (:after_key::real, :after_id)
-         ORDER BY sort_key DESC, p.id DESC
+            OR (ranked.sort_key, ranked.id) < (:after_key::real, :after_id)
+         ORDER BY ranked.sort_key DESC, ranked.id DESC
          LIMIT :limit OFFSET :offset) page
   JOIN product_documents d USING (id)
  ORDER BY page.sort_key DESC, page.id DESC;
 
--- name: count_products(include_inactive, category_id, min_price, max_price, in_stock, q, prefix)$
--- The `total` of a list answer: every product matching the filters, whatever the page.
+-- name: count_products(include_inactive, category_id, min_price, max_price, in_stock, q, prefix, cap)$
+-- The `total` of a list answer, counted up to `cap` matches (a count of every product walks
+-- them all): the caller shows an estimate past it (estimate_products).
 SELECT count(*)
+  FROM (SELECT 1
+          FROM catalog_products(:include_inactive, :category_id, :min_price, :max_price,
+                                :in_stock, :q, :prefix)
+         LIMIT :cap) capped;
+
+-- name: estimate_products(include_inactive, category_id, min_price, max_price, in_stock, q, prefix)$
+-- The planner's estimate of the matches (planning only, no row read), as EXPLAIN's JSON.
+EXPLAIN (FORMAT JSON)
+SELECT 1
   FROM catalog_products(:include_inactive, :category_id, :min_price, :max_price,
                         :in_stock, :q, :prefix);
 

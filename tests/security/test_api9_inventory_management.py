@@ -7,6 +7,11 @@ tests/test_config.py / tests/test_live_server.py (openapi.json and the Swagger p
 production) by comparing with Falcon's own router in both directions, checking each operation's
 declared security and errors, probing for forgotten routes and path traversal, and fetching the
 Swagger assets from a production gunicorn.
+
+Issue 18 item 11 (what a generated client tripped on): HEAD answers every GET route like GET
+without a body, every 201 carries the Location of what it created, and the routes the document
+says answer an ETag are exactly those that do (the document's declarations themselves, plain
+validation messages, control characters and digits-only query integers: tests/test_api_surface.py).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import re
 from shopapi import ratelimits
 from shopapi.app import routes
 from tests.conftest import assert_problem
-from tests.security.conftest import api_endpoints, raw_http
+from tests.security.conftest import api_endpoints, example_headers, example_request, raw_http
 
 DOCS = "/api/docs/"  # the documentation itself: served outside production, not documented
 
@@ -40,14 +45,17 @@ def served_operations(app) -> set[tuple[str, str]]:
 def test_the_document_lists_exactly_what_the_router_serves(client, app):
     spec = client.simulate_get("/api/docs/openapi.json").json
     documented = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
+    # HEAD is served on every GET route (item 11) and, as HTTP defines it, not documented
+    documented |= {("HEAD", path) for method, path in documented if method == "GET"}
     served = served_operations(app)
     assert served - documented == set(), "served but not documented"
     assert documented - served == set(), "documented but not served"
-    # and the wire agrees: OPTIONS offers only documented methods
+    # and the wire agrees: OPTIONS offers only documented methods (and HEAD beside GET)
     for path in spec["paths"]:
         allow = client.simulate_options(re.sub(r"\{\w+\}", "1", path)).headers["allow"]
         offered = {m.strip() for m in allow.split(",")} - {"OPTIONS"}
-        assert offered == {m.upper() for m in spec["paths"][path]}, path
+        expected = {m.upper() for m in spec["paths"][path]}
+        assert offered == expected | ({"HEAD"} if "GET" in expected else set()), path
 
 
 def test_every_responder_of_every_routed_resource_is_declared(app):
@@ -165,3 +173,79 @@ def test_a_production_server_serves_no_docs_and_no_swagger_asset(live_server):
             status, headers, _ = raw_http(server, method, path)
             assert status == 404, (method, path)
     assert raw_http(server, "GET", "/api/products")[0] == 200
+
+
+def _calls(client, shop, method: str):
+    """(template, declaration, path, body, headers) of every `method` route, as the admin on
+    the shop's objects."""
+    for template, declared_method, declared in api_endpoints(client.app):
+        if declared_method == method:
+            path, body = example_request(shop, template, declared)
+            headers = {**shop.admin.headers, **example_headers(shop, template)}
+            yield template, declared, path, body, headers
+
+
+def test_head_answers_every_get_route_like_get_without_a_body(client, shop):
+    compared = 0
+    for template, _, path, _, headers in _calls(client, shop, "GET"):
+        headers["X-Request-ID"] = "head-like-get"
+        client.simulate_get(path, headers=headers)  # warm: both answers below are cache hits
+        got = client.simulate_get(path, headers=headers)
+        head = client.simulate_head(path, headers=headers)
+        assert head.status_code == got.status_code, template
+        assert head.content == b"", template
+        varying = {"date"} | ({"content-length"} if template == "/metrics" else set())
+        assert {k: v for k, v in head.headers.items() if k not in varying} == {
+            k: v for k, v in got.headers.items() if k not in varying
+        }, template
+        compared += got.status_code == 200
+    assert compared >= 20
+    # conditional too: a current ETag gives 304, and the docs answer HEAD as well
+    etag = client.simulate_get("/api/products").headers["etag"]
+    assert client.simulate_head("/api/products", headers={"If-None-Match": etag}).status_code == 304
+    assert client.simulate_head("/api/docs/openapi.json").status_code == 200
+
+
+def test_the_routes_declared_with_an_etag_are_exactly_those_that_answer_one(client, shop):
+    for template, declared, path, _, headers in _calls(client, shop, "GET"):
+        response = client.simulate_get(path, headers=headers)
+        assert response.status_code == 200, (template, response.text)
+        assert ("etag" in response.headers) == declared.etag, template
+
+
+def test_every_201_carries_the_location_of_what_it_created(client, shop):
+    created = []
+    for method in ("POST", "PUT"):
+        for template, declared, path, body, headers in _calls(client, shop, method):
+            if 201 not in (declared.status, *declared.also):
+                continue
+            if template == "/api/cart/items/{product_id}":
+                client.simulate_delete(path, headers=headers)  # the PUT then adds the line
+            response = client.simulate_request(method, path, json=body, headers=headers)
+            assert response.status_code == 201, (template, response.text)
+            location = response.headers.get("location")
+            assert location and location.startswith("/api/"), template
+            created.append(template)
+            _, method_map, _, _ = client.app._router.find(location)
+            if not getattr(method_map["GET"], "__name__", "").startswith("on_"):
+                continue  # a cart line has no GET of its own: the cart shows it
+            if "token" in response.json:  # a guest cart is read with its token
+                headers = {"X-Cart-Token": response.json["token"]}
+            followed = client.simulate_get(location, headers=headers)
+            assert followed.status_code == 200, (template, location)
+            if "id" in response.json:
+                assert followed.json["id"] == response.json["id"], template
+    assert sorted(created) == sorted(
+        [
+            "/api/auth/register",
+            "/api/categories",
+            "/api/products",
+            "/api/orders",
+            "/api/me/addresses",
+            "/api/shipping-methods",
+            "/api/cart",
+            "/api/cart/items/{product_id}",
+            "/api/cart/checkout",
+            "/api/webhooks",
+        ]
+    )
