@@ -6,7 +6,15 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.conftest import assert_problem, backends, db_rows, in_background, wait_for
+from shopapi.db import queries
+from tests.conftest import (
+    assert_problem,
+    backends,
+    db_rows,
+    in_background,
+    run_sql,
+    wait_for,
+)
 
 LIST_KEYS = {"items", "page", "per_page", "total", "next_cursor"}
 
@@ -231,3 +239,38 @@ def test_uncached_lists_queue_for_a_slot_within_the_timeout(app_client, database
     assert first.join().status_code == 200
     queued = second.join()
     assert queued.status_code == 200 and queued.json["items"] == []
+
+
+def test_the_ranked_search_is_planned_for_its_words_never_prepared(app_loop, pool):
+    """psycopg prepares a statement after 5 runs and PostgreSQL then keeps one generic plan
+    for every value: for the ranked search that is the walk of the newest products, 22 ms for
+    a word in 5 % of 10k products where its own plan reads the GIN matches in 3 ms. It is
+    sent unprepared (shopapi.db.UNPREPARED) every time; other statements still get prepared."""
+
+    async def work(conn):
+        for _ in range(8):
+            rows = queries.list_products_by_relevance(
+                conn,
+                currency="USD",
+                include_inactive=False,
+                category_id=None,
+                min_price=None,
+                max_price=None,
+                in_stock=False,
+                q="lamp",
+                prefix="lamp%",
+                candidates=300,
+                after_key=None,
+                after_id=None,
+                limit=21,
+                offset=0,
+            )
+            assert [row async for row in rows] == []
+            assert await queries.get_product(conn, id=1, currency="USD") is None
+        cur = await conn.execute("SELECT statement FROM pg_prepared_statements")
+        return [row["statement"] for row in await cur.fetchall()]
+
+    statements = run_sql(app_loop, pool, work)
+
+    assert any("FROM product_documents d\nWHERE d.id = $2" in s for s in statements), statements
+    assert not any("ts_rank" in s for s in statements), statements
