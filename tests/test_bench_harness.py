@@ -100,6 +100,17 @@ def test_bench_lifts_the_pending_order_cap_of_the_server_it_starts():
     assert "shopapi.asgi:app" in start
 
 
+def test_bench_servers_take_the_token_logins_and_login_flood_keeps_the_default_queue():
+    """The token step logs 100 customers in at once, which PASSWORD_HASH_QUEUE's default (4)
+    would shed with 503; the login_flood scenario measures that shedding, so keeps it."""
+    script = (ROOT / "bin" / "bench").read_text()
+    start = script[script.index("start_shopapi() {") :]
+    start = start[: start.index("\n}\n")]
+    assert re.search(r"^\s+PASSWORD_HASH_QUEUE=\$HASH_QUEUE \\$", start, flags=re.M)
+    assert re.search(r"^HASH_QUEUE=1000\b", script, flags=re.M)
+    assert 'HASH_QUEUE=1000; [[ " ${todo[*]} " == *" login_flood "* ]] && HASH_QUEUE=4' in script
+
+
 @pytest.mark.no_db
 @pytest.mark.parametrize(
     ("args", "env"),
