@@ -45,6 +45,14 @@ class AppContext:
     def __post_init__(self) -> None:
         self.reads = ReadRouting(self.pool, self.read_pool, self.redis)
 
+    async def catalog_written(self, *version_keys: str) -> None:
+        """After the commit of a write that catalog reads show: every later catalog read is at
+        least that new (the replica's position, shopapi.replica), and the cached answers at the
+        old `version_keys` miss from now on."""
+        await self.reads.note_write()
+        if version_keys:
+            await self.cache.invalidate(*version_keys)
+
     @property
     def reader(self) -> Pool:
         """The replica if there is one, else the primary (catalog reads go through `reads`,

@@ -656,3 +656,12 @@ def stripe_emulator():
     emulator = StripeEmulator().start()
     yield emulator
     emulator.stop()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on its item (`item.rep_call`): fixtures of the fault and cluster
+    suites print the servers' logs after a failed test."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

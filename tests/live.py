@@ -22,6 +22,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def gunicorn_command(port: int, workers: int = 2, *extra_args: str) -> list[str]:
+    """gunicorn as ops start it (gunicorn.conf.py, shopapi.asgi:app) on a loopback port."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(ROOT / "gunicorn.conf.py"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        *extra_args,
+        "shopapi.asgi:app",
+    ]
+
+
 class LiveServer:
     def __init__(
         self,
@@ -33,26 +50,22 @@ class LiveServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
-        self.args = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(ROOT / "gunicorn.conf.py"),
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--workers",
-            str(workers),
-            *extra_args,
-            "shopapi.asgi:app",
-        ]
+        self.args = gunicorn_command(self.port, workers, *extra_args)
         self.proc: subprocess.Popen | None = None
         self.log = Path(f"/tmp/shopapi-live-{self.port}.log")
 
     def start(self, timeout: float = 20) -> LiveServer:
+        return self.spawn().wait_healthy(timeout)
+
+    def spawn(self) -> LiveServer:
+        """Start the process without waiting for it (several servers start side by side)."""
         self.proc = subprocess.Popen(
             self.args, cwd=ROOT, env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT
         )
+        return self
+
+    def wait_healthy(self, timeout: float = 20) -> LiveServer:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

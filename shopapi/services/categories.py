@@ -99,8 +99,7 @@ async def create_category(ctx: AppContext, body: CategoryCreate) -> tuple[int, A
             # a concurrent create took that slug between our read and insert: pick again
     else:
         raise NameTaken(f"Could not find a free slug for {name!r}, retry")
-    await ctx.reads.note_write()
-    await ctx.cache.invalidate(cache.CATEGORY_LIST_VERSION)  # a new one only joins the lists
+    await ctx.catalog_written(cache.CATEGORY_LIST_VERSION)  # a new one only joins the lists
     return row["id"], Answer.of(_encode(_public(row)))
 
 
@@ -116,8 +115,7 @@ async def update_category(ctx: AppContext, category_id: int, body: CategoryUpdat
     if row is None:
         raise NotFound(f"Category {category_id} not found")
     # every catalog entry shows a category's name
-    await ctx.reads.note_write()
-    await ctx.cache.invalidate(cache.CATALOG_VERSION)
+    await ctx.catalog_written(cache.CATALOG_VERSION)
     return Answer.of(_encode(_public(row)))
 
 
@@ -133,5 +131,4 @@ async def delete_category(ctx: AppContext, category_id: int) -> None:
     except psycopg.errors.ForeignKeyViolation:
         # a product was added concurrently, after our check
         raise in_use from None
-    await ctx.reads.note_write()
-    await ctx.cache.invalidate(cache.CATALOG_VERSION)
+    await ctx.catalog_written(cache.CATALOG_VERSION)

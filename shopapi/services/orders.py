@@ -309,8 +309,7 @@ async def _place_and_answer(
     lines, row = await _place_retrying_slots(ctx, place, params, transactional)
     if row is not None and row["order_json"] is not None:
         order = _decode_order(row["order_json"])
-        await ctx.reads.note_write()
-        await ctx.cache.invalidate(*cache.stock_keys([item.product_id for item in order.items]))
+        await ctx.catalog_written(*cache.stock_keys([item.product_id for item in order.items]))
         instruments.ORDERS_PLACED.inc()
         return order, False
     if row is not None and row["earlier_hash"] is not None:
@@ -462,8 +461,7 @@ async def _move(
             raise NotFound(f"Order {order_id} not found")
         raise InvalidTransition(f"Order {order_id} is {state['status']}; it cannot become {status}")
     if row["restocked_ids"]:
-        await ctx.reads.note_write()
-        await ctx.cache.invalidate(*cache.stock_keys(row["restocked_ids"]))
+        await ctx.catalog_written(*cache.stock_keys(row["restocked_ids"]))
     return msgspec.convert(row, OrderPublic)
 
 
@@ -506,5 +504,4 @@ async def delete_order(ctx: AppContext, user: CurrentUser, order_id: int) -> Non
     if row is None:
         raise NotFound(f"Order {order_id} not found")
     if row["restocked_ids"]:
-        await ctx.reads.note_write()
-        await ctx.cache.invalidate(*cache.stock_keys(row["restocked_ids"]))
+        await ctx.catalog_written(*cache.stock_keys(row["restocked_ids"]))

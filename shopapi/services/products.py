@@ -271,8 +271,7 @@ async def create_product(
                 by_user_id=user.id,
             )
         row = await queries.get_product(conn, id=product_id, currency=ctx.settings.currency)
-    await ctx.reads.note_write()
-    await ctx.cache.invalidate(cache.product_version(product_id), cache.LIST_VERSION)
+    await ctx.catalog_written(cache.product_version(product_id), cache.LIST_VERSION)
     return product_id, Answer.of(_public_bytes(row))
 
 
@@ -328,8 +327,7 @@ async def update_product(
             )
         if current["stock"] > 0 and row["stock"] == 0:  # the event commits with the edit
             await queries.record_out_of_stock(conn, product_id=product_id, name=row["name"])
-    await ctx.reads.note_write()
-    await ctx.cache.invalidate(cache.product_version(product_id), cache.LIST_VERSION)
+    await ctx.catalog_written(cache.product_version(product_id), cache.LIST_VERSION)
     return Answer.of(_public_bytes(row))
 
 
@@ -347,5 +345,4 @@ async def delete_product(ctx: AppContext, product_id: int) -> None:
             await queries.deactivate_product(conn, id=product_id)
         else:
             await queries.delete_product(conn, id=product_id)
-    await ctx.reads.note_write()
-    await ctx.cache.invalidate(cache.product_version(product_id), cache.LIST_VERSION)
+    await ctx.catalog_written(cache.product_version(product_id), cache.LIST_VERSION)

@@ -110,7 +110,7 @@ async def create_shipping_method(ctx: AppContext, body: ShippingMethodCreate) ->
             )
     except psycopg.errors.UniqueViolation as exc:
         raise _name_taken(name, exc) from None
-    await ctx.reads.note_write()
+    await ctx.catalog_written()
     return row["id"], _answer(row)
 
 
@@ -138,7 +138,7 @@ async def update_shipping_method(
         raise _name_taken(params["name"], exc) from None
     if row is None:
         raise _not_found(method_id)
-    await ctx.reads.note_write()
+    await ctx.catalog_written()
     return _answer(row)
 
 
@@ -157,4 +157,4 @@ async def delete_shipping_method(ctx: AppContext, method_id: int) -> None:
                 found = await queries.deactivate_shipping_method(conn, id=method_id)
         if not found:
             raise _not_found(method_id)
-    await ctx.reads.note_write()
+    await ctx.catalog_written()

@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import psycopg
 
-from shopapi.config import ROOT
+from tests.background import WorkerProcess
 from tests.faults.helpers import (
     PG_BIN,
     PostgresCluster,
@@ -200,35 +199,6 @@ pidfile = {self.dir / "pgbouncer.pid"}
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class JobWorker:
-    """`shopapi worker` in a process of its own."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = {**os.environ, **env}
-        self.log = Path(tempfile.mkstemp(prefix="shopapi-cluster-worker-", suffix=".log")[1])
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> JobWorker:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shopapi.cli", "worker"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.log.unlink(missing_ok=True)
-
-
 def kill_instance(server: LiveServer) -> None:
     """SIGKILL of a whole instance at once, master and workers, as a node or pod dying."""
     assert server.proc is not None
@@ -245,7 +215,7 @@ class Cluster:
     pgbouncer: PgBouncer
     env: dict[str, str]
     instances: list[LiveServer] = field(default_factory=list)
-    workers: list[JobWorker] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
     nginx: RunningNginx | None = None
 
     @property
@@ -324,19 +294,15 @@ def running_cluster(redis_url: str) -> Iterator[Cluster]:
         pgbouncer.start()
         env = instance_env(primary, standby, pgbouncer, redis_url)
         cluster = Cluster(primary, standby, pgbouncer, env)
-        cluster.workers = [JobWorker(env).start() for _ in range(JOB_WORKERS)]
+        # at INFO: WorkerProcess.start waits for the worker's "worker started" line
+        worker_env = {**env, "LOG_LEVEL": "INFO"}
+        cluster.workers = [WorkerProcess(worker_env).start() for _ in range(JOB_WORKERS)]
         # started side by side: each master imports the app while the others do
         cluster.instances = [LiveServer(env, workers=2) for _ in range(INSTANCES)]
         for server in cluster.instances:
-            server.proc = subprocess.Popen(
-                server.args,
-                cwd=ROOT,
-                env=server.env,
-                stdout=server.log.open("wb"),
-                stderr=subprocess.STDOUT,
-            )
+            server.spawn()
         for server in cluster.instances:
-            wait_for(lambda s=server: _healthy(s), 60, what=f"gunicorn on {server.port}")
+            server.wait_healthy(60)
         with running_nginx([f"127.0.0.1:{s.port}" for s in cluster.instances]) as nginx:
             cluster.nginx = nginx
             yield cluster
@@ -346,19 +312,13 @@ def running_cluster(redis_url: str) -> Iterator[Cluster]:
                 stop_server(server)
                 server.log.unlink(missing_ok=True)
             for worker in cluster.workers:
-                worker.stop()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.terminate(15)
+                worker.close()
+                worker.log.unlink(missing_ok=True)
         pgbouncer.close()
         standby.destroy()
         primary.destroy()
-
-
-def _healthy(server: LiveServer) -> bool:
-    if server.proc is not None and server.proc.poll() is not None:
-        raise RuntimeError(f"gunicorn exited: {log_tail(server)}")
-    try:
-        return server.request("GET", "/healthz", timeout=2)[0] == 200
-    except OSError:
-        return False
 
 
 def wait_caught_up(standby: Standby, timeout: float = 10) -> None:

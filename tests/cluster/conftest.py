@@ -37,13 +37,6 @@ def shop_cluster(request, cluster: Cluster) -> Iterator[Cluster]:
         print(cluster.logs())
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
-
-
 def pytest_terminal_summary(terminalreporter) -> None:
     if LINES:
         terminalreporter.section("cluster summary (tests/cluster)")

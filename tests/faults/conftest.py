@@ -87,13 +87,6 @@ def servers(request) -> Iterator[Callable[..., LiveServer]]:
         server.log.unlink(missing_ok=True)
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
-
-
 def pytest_terminal_summary(terminalreporter) -> None:
     if SUMMARIES:
         terminalreporter.section("fault summary (tests/faults)")

@@ -41,7 +41,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.helpers import bearer, login, me, refresh
-from tests.live import free_port
+from tests.live import free_port, gunicorn_command
 from tests.security.conftest import snapshot
 from tests.stripe_emulator import signature, signed_event
 
@@ -334,18 +334,7 @@ def _checkout_configures_a_key_or_environment() -> bool:
 
 
 STARTS = {
-    "gunicorn": lambda port: [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        str(ROOT / "gunicorn.conf.py"),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "shopapi.asgi:app",
-    ],
+    "gunicorn": lambda port: gunicorn_command(port, 2),
     "shopapi serve": lambda port: [
         sys.executable,
         "-m",
