@@ -139,3 +139,31 @@ def test_checkout_migration_keeps_existing_orders_whole(scratch_url):
     with psycopg.connect(scratch_url) as conn:
         columns = [c.name for c in conn.execute("SELECT * FROM order_documents").description]
     assert columns[-2:] == ["items", "status_history"]
+
+
+def test_api_time_is_inlined_into_the_statements_that_call_it(database_url):
+    """A SQL function is inlined only when its body is no more volatile than its declaration:
+    declared IMMUTABLE around the STABLE to_char, api_time ran through the SQL-function
+    executor, its body parsed and planned again in every statement (0012 made it STABLE)."""
+    with psycopg.connect(database_url) as conn:
+        volatility = conn.execute(
+            "SELECT provolatile FROM pg_proc WHERE oid = 'api_time(timestamptz)'::regprocedure"
+        ).fetchone()[0]
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                "EXPLAIN (VERBOSE, COSTS off) SELECT api_time(created_at) FROM products"
+            ).fetchall()
+        )
+    assert volatility == "s"
+    assert "to_char" in plan and "api_time" not in plan, plan
+    assert api_time_sample(database_url) == "2026-01-02T03:04:05.000006Z"
+
+
+def api_time_sample(url: str) -> str:
+    # the same RFC 3339 text as before, whatever the session's time zone
+    with psycopg.connect(url) as conn:
+        conn.execute("SET TIME ZONE 'America/New_York'")
+        return conn.execute(
+            "SELECT api_time('2026-01-02T03:04:05.000006Z'::timestamptz)"
+        ).fetchone()[0]
