@@ -77,28 +77,15 @@ class ReadRouting:
         self.primary = primary
         self.replica = replica
         self.client = client
-        self._raise = client.register_script(_LUA_RAISE) if client is not None else None
+        self.writes = WritePositions(primary, client if replica is not None else None)
         self._logged_at = 0.0
         self._skip_until = 0.0  # time.monotonic() until which the replica is not tried
         # what happened to reads on the replica (tests and the cluster suite read these)
         self.on_replica = self.lagging = self.failed = 0
 
     async def note_write(self) -> None:
-        """After a commit that catalog reads show: make every later catalog read at least as
-        new. Failing here does not fail the (committed) write: it is logged."""
-        if self.replica is None or self._raise is None:
-            return
-        try:
-            async with connection(self.primary) as conn:
-                position = int(await queries.written_wal_position(conn))
-            await self._raise([WRITE_POSITION], [position, WRITE_POSITION_TTL])
-        except (*_REDIS_FAILURES, *_DB_FAILURES) as exc:
-            log.warning(
-                "read-your-writes: could not record a write's WAL position (%s: %s); the "
-                "replica may serve older data until it catches up",
-                type(exc).__name__,
-                exc,
-            )
+        """After a commit that catalog reads show: see WritePositions.note_write."""
+        await self.writes.note_write()
 
     async def read(self, work: Work[T]) -> T:
         if self.replica is not None and time.monotonic() >= self._skip_until:
@@ -135,3 +122,30 @@ class ReadRouting:
         if now - self._logged_at >= LOG_EVERY:
             self._logged_at = now
             log.warning("read replica: %s", message)
+
+
+class WritePositions:
+    """The writing side of read-your-writes: raises WRITE_POSITION in Redis after a write.
+    The API's writes come through ReadRouting; the job worker (expired orders give stock
+    back) has one of its own. Without Redis (no replica configured) it does nothing."""
+
+    def __init__(self, primary: Pool, client: redis.asyncio.Redis | None) -> None:
+        self.primary = primary
+        self._raise = client.register_script(_LUA_RAISE) if client is not None else None
+
+    async def note_write(self) -> None:
+        """After a commit that catalog reads show: make every later catalog read at least as
+        new. Failing here does not fail the (committed) write: it is logged."""
+        if self._raise is None:
+            return
+        try:
+            async with connection(self.primary) as conn:
+                position = int(await queries.written_wal_position(conn))
+            await self._raise([WRITE_POSITION], [position, WRITE_POSITION_TTL])
+        except (*_REDIS_FAILURES, *_DB_FAILURES) as exc:
+            log.warning(
+                "read-your-writes: could not record a write's WAL position (%s: %s); the "
+                "replica may serve older data until it catches up",
+                type(exc).__name__,
+                exc,
+            )

@@ -727,6 +727,46 @@ def test_an_expired_orders_stock_is_current_in_the_cached_catalog_at_once(
     assert (again.json["stock"], again.headers["X-Cache"]) == (5, "miss")
 
 
+def test_with_a_read_replica_an_expiry_records_its_write_position_before_it_invalidates(
+    shop, customer, make_product, database_url, stripe_wctx, async_redis, redis_client, app_loop
+):
+    """Read-your-writes (shopapi.replica) for the worker's writes too: the position of the
+    cancellation is in Redis by the time the cached entry is gone, so the miss that refills it
+    does not read a replica that has not replayed the stock coming back."""
+    from shopapi.cache import CatalogCache
+    from shopapi.replica import WRITE_POSITION, WritePositions
+
+    product = make_product(stock=5)
+    order = place_order(shop, customer, product, 2)
+    execute(
+        database_url,
+        "UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = %s",
+        (order["id"],),
+    )
+    redis_client.delete(WRITE_POSITION)
+    before = wal_position(database_url)
+    seen: list[bytes | None] = []
+
+    class WatchedCache(CatalogCache):
+        async def invalidate(self, *keys: str) -> None:
+            seen.append(await async_redis.get(WRITE_POSITION))
+            await super().invalidate(*keys)
+
+    worker = dataclasses.replace(
+        stripe_wctx,
+        cache=WatchedCache(async_redis, 300),
+        writes=WritePositions(stripe_wctx.pool, async_redis),
+    )
+    assert app_loop.run(payments.expire_unpaid_orders, worker) == 1
+    assert len(seen) == 1 and seen[0] is not None  # recorded before the invalidation
+    assert before < int(seen[0]) <= wal_position(database_url)  # past the cancel's commit
+
+
+def wal_position(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        return int(conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0])
+
+
 # ------------------------------------------------------------------ 10. staff cancel
 
 

@@ -10,6 +10,7 @@ from shopapi.cache import CatalogCache
 from shopapi.config import Settings
 from shopapi.db import Pool
 from shopapi.payment_providers import ManualPayments, PaymentProvider
+from shopapi.replica import WritePositions
 from shopapi.services.email import Mailer
 
 
@@ -22,3 +23,13 @@ class WorkerContext:
     payments: PaymentProvider = field(default_factory=ManualPayments)  # refunds
     # stock the worker gives back (expired orders) invalidates the API's cached counts
     cache: CatalogCache = field(default_factory=lambda: CatalogCache(None, 0))
+    # with a read replica, those writes record their WAL position first (shopapi.replica)
+    writes: WritePositions | None = None
+
+    async def catalog_written(self, *version_keys: str) -> None:
+        """As AppContext.catalog_written, for a write of the worker's: the position first, so
+        no read refills the invalidated entries from a replica that has not replayed it."""
+        if self.writes is not None:
+            await self.writes.note_write()
+        if version_keys:
+            await self.cache.invalidate(*version_keys)

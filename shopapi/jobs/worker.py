@@ -30,6 +30,7 @@ from shopapi.jobs import tasks
 from shopapi.jobs.context import WorkerContext
 from shopapi.payment_providers import make_provider
 from shopapi.redis_client import make_redis
+from shopapi.replica import WritePositions
 from shopapi.services import deliveries, events
 from shopapi.services.email import Mailer
 
@@ -109,15 +110,18 @@ async def run_worker(
     http = httpx.AsyncClient(
         follow_redirects=False, timeout=deliveries.ATTEMPT_TIMEOUT, trust_env=False
     )
-    # the API's catalog cache, to invalidate the stock the worker gives back
-    cache_redis = make_redis(settings) if settings.cache_enabled and settings.cache_ttl else None
+    # the API's catalog cache, to invalidate the stock the worker gives back, and with a read
+    # replica the write position its catalog reads wait for (shopapi.replica)
+    caching = settings.cache_enabled and bool(settings.cache_ttl)
+    shared_redis = make_redis(settings) if caching or settings.database_read_url else None
     wctx = WorkerContext(
         settings=settings,
         pool=pool,
         mailer=Mailer(settings),
         http=http,
         payments=make_provider(settings),
-        cache=CatalogCache(cache_redis, settings.cache_ttl),
+        cache=CatalogCache(shared_redis if caching else None, settings.cache_ttl),
+        writes=WritePositions(pool, shared_redis) if settings.database_read_url else None,
     )
     stop = asyncio.Event()
     app = tasks.configure(settings)
@@ -150,8 +154,8 @@ async def run_worker(
     finally:
         await http.aclose()
         await wctx.payments.close()
-        if cache_redis is not None:
-            await cache_redis.aclose()
+        if shared_redis is not None:
+            await shared_redis.aclose()
         await pool.close()
 
 

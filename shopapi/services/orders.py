@@ -41,6 +41,7 @@ from shopapi.schemas.orders import (
     OrderPublic,
     OrderStatus,
 )
+from shopapi.jobs.context import WorkerContext
 from shopapi.services import carts
 
 log = logging.getLogger("shopapi.orders")
@@ -477,12 +478,12 @@ async def cancel_own_order(ctx: AppContext, user: CurrentUser, order_id: int) ->
     return await _move(ctx, user, order_id, "cancelled", sources=("pending",), owner_id=user.id)
 
 
-async def cancel_unpaid(pool: Pool, catalog: cache.CatalogCache, order_id: int) -> bool:
+async def cancel_unpaid(wctx: WorkerContext, order_id: int) -> bool:
     """The worker cancels an order whose payment deadline passed (by nobody: history by null),
     if it is still pending; stock goes back through the ledger and the catalog cache's
     counts of those products are invalidated. False: paid or cancelled meanwhile."""
     row = await _run(
-        pool,
+        wctx.pool,
         queries.change_order_status,
         id=order_id,
         status="cancelled",
@@ -494,7 +495,7 @@ async def cancel_unpaid(pool: Pool, catalog: cache.CatalogCache, order_id: int) 
     if row is None:
         return False
     if row["restocked_ids"]:
-        await catalog.invalidate(*cache.stock_keys(row["restocked_ids"]))
+        await wctx.catalog_written(*cache.stock_keys(row["restocked_ids"]))
     return True
 
 

@@ -183,7 +183,7 @@ async def expire_unpaid_orders(wctx: WorkerContext) -> int:
         ids = [row["id"] async for row in queries.expired_order_ids(conn, limit=EXPIRY_BATCH)]
     expired = 0
     for order_id in ids:
-        if await orders.cancel_unpaid(wctx.pool, wctx.cache, order_id):
+        if await orders.cancel_unpaid(wctx, order_id):
             expired += 1
     if expired:
         log.info("expired %d unpaid order(s)", expired)
