@@ -188,6 +188,62 @@ def test_totals_past_ten_thousand_are_estimates_and_say_so(
     )
 
 
+def _candidate_step(database_url: str, word: str, match_cost: int = 100) -> str:
+    """The plan PostgreSQL makes for the ranked search of `word`, sent as the app sends it
+    (unprepared, its values bound): how it finds the newest candidates. `match_cost`: the
+    cost of @@ while it plans (0013 sets 100; PostgreSQL's own is 1), undone afterwards."""
+    sql = queries.list_products_by_relevance.sql
+    params = {
+        "currency": "USD",
+        "include_inactive": False,
+        "category_id": None,
+        "min_price": None,
+        "max_price": None,
+        "in_stock": False,
+        "q": word,
+        "prefix": word + "%",
+        "candidates": 300,
+        "after_key": None,
+        "after_id": None,
+        "limit": 21,
+        "offset": 0,
+    }
+    with psycopg.connect(database_url, prepare_threshold=None) as conn:
+        conn.execute(f"ALTER FUNCTION ts_match_vq(tsvector, tsquery) COST {int(match_cost)}")
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + sql, params).fetchall())
+        conn.rollback()
+    if "Index Scan Backward using products_created_idx" in plan:
+        return "walk"
+    if "Bitmap Index Scan on products_search_idx" in plan:
+        return "read matches"
+    raise AssertionError(plan)
+
+
+def test_the_ranked_search_reads_the_matches_of_a_common_word_and_walks_for_a_ubiquitous_one(
+    database_url, make_category
+):
+    """Migration 0013 prices @@ as what it costs: at 10k products a word in 10 % of them is
+    read from the GIN index (1,000 rows), not found by walking ~3,000 of the newest; a word
+    in every product is still found by the walk (300 rows instead of 10,000)."""
+    bulk = make_category("Bulk")
+    db_rows(
+        database_url,
+        """
+        INSERT INTO products (name, description, price_cents, stock, category_id)
+        SELECT 'Bulk ' || n, CASE WHEN n %% 10 = 0 THEN 'everyday chair' ELSE 'everyday item' END,
+               100 + n, 1, %s
+          FROM generate_series(1, 10000) n
+        RETURNING 0""",
+        (bulk["id"],),
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE products")
+    assert _candidate_step(database_url, "chair") == "read matches"
+    assert _candidate_step(database_url, "everyday") == "walk"
+    # what 0013 changed: priced at 1, the 10 % word was walked too
+    assert _candidate_step(database_url, "chair", match_cost=1) == "walk"
+
+
 # ------------------------------------------------------------------ the worker's list slots
 
 

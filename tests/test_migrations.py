@@ -167,3 +167,26 @@ def api_time_sample(url: str) -> str:
         return conn.execute(
             "SELECT api_time('2026-01-02T03:04:05.000006Z'::timestamptz)"
         ).fetchone()[0]
+
+
+def test_the_text_match_cost_is_raised_and_a_role_that_cannot_only_gets_a_warning(
+    database_url,
+):
+    """0013 prices @@ at 100 (the ranked search's plan choice, docs/query-plans.md); run by a
+    role that does not own ts_match_vq (a managed database's admin) it warns and goes on."""
+    from pathlib import Path
+
+    migration = Path(__file__).resolve().parent.parent / "sql/migrations/0013_text_match_cost.sql"
+    cost = "SELECT procost FROM pg_proc WHERE oid = 'ts_match_vq(tsvector, tsquery)'::regprocedure"
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(cost).fetchone()[0] == 100
+        warnings: list[str] = []
+        conn.add_notice_handler(lambda diag: warnings.append(diag.message_primary or ""))
+        conn.execute("CREATE ROLE shopapi_not_the_owner NOLOGIN")  # undone by the rollback
+        conn.execute("ALTER FUNCTION ts_match_vq(tsvector, tsquery) COST 1")
+        conn.execute("SET ROLE shopapi_not_the_owner")
+        conn.execute(migration.read_text())
+        conn.execute("RESET ROLE")
+        assert conn.execute(cost).fetchone()[0] == 1
+        conn.rollback()
+    assert any("ts_match_vq keeps its cost of 1" in w for w in warnings), warnings
