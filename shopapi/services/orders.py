@@ -31,6 +31,7 @@ from shopapi.errors import (
     TooManyPendingOrders,
     ValidationFailed,
 )
+from shopapi.jobs.context import WorkerContext
 from shopapi.pager import fingerprint
 from shopapi.schemas.carts import CheckoutBody
 from shopapi.schemas.common import PageOf
@@ -41,7 +42,6 @@ from shopapi.schemas.orders import (
     OrderPublic,
     OrderStatus,
 )
-from shopapi.jobs.context import WorkerContext
 from shopapi.services import carts
 
 log = logging.getLogger("shopapi.orders")
