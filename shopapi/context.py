@@ -15,7 +15,7 @@ from shopapi.config import Settings
 from shopapi.db import Pool
 from shopapi.pager import Pager
 from shopapi.payment_providers import ManualPayments, PaymentProvider
-from shopapi.replica import ReadRouting
+from shopapi.replica import ReadRouting, catalog_written
 from shopapi.security import Passwords, TokenCodec
 from shopapi.user_state import UserStates
 
@@ -49,9 +49,7 @@ class AppContext:
         """After the commit of a write that catalog reads show: every later catalog read is at
         least that new (the replica's position, shopapi.replica), and the cached answers at the
         old `version_keys` miss from now on."""
-        await self.reads.note_write()
-        if version_keys:
-            await self.cache.invalidate(*version_keys)
+        await catalog_written(self.reads.writes, self.cache, version_keys)
 
     @property
     def reader(self) -> Pool:

@@ -2,9 +2,9 @@
 answered, and still served when the replica is down.
 
 Read-your-writes, whatever the replica's lag: every write that catalog reads show (products,
-categories, shipping methods, stock through orders) calls `note_write` after its commit and
-before its cache invalidation and its answer. That reads the primary's WAL position (every
-commit answered so far lies below it) and raises `WRITE_POSITION` in Redis to it. A catalog
+categories, shipping methods, stock through orders) calls `catalog_written` after its commit and
+before its answer. That reads the primary's WAL position (every commit answered so far lies
+below it) and raises `WRITE_POSITION` in Redis to it, then invalidates the cache. A catalog
 read that reaches the database (a cache miss, or the cache off) reads that position, and uses
 the replica only if the replica has replayed that far (`pg_last_wal_replay_lsn()`), else the
 primary. The cache reads its versions before the miss's load, and writers record their
@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 import redis
@@ -36,6 +36,9 @@ import redis.asyncio
 from psycopg_pool import PoolTimeout
 
 from shopapi.db import Pool, connection, queries
+
+if TYPE_CHECKING:
+    from shopapi.cache import CatalogCache
 
 log = logging.getLogger("shopapi.replica")
 
@@ -82,10 +85,6 @@ class ReadRouting:
         self._skip_until = 0.0  # time.monotonic() until which the replica is not tried
         # what happened to reads on the replica (tests and the cluster suite read these)
         self.on_replica = self.lagging = self.failed = 0
-
-    async def note_write(self) -> None:
-        """After a commit that catalog reads show: see WritePositions.note_write."""
-        await self.writes.note_write()
 
     async def read(self, work: Work[T]) -> T:
         if self.replica is not None and time.monotonic() >= self._skip_until:
@@ -149,3 +148,15 @@ class WritePositions:
                 type(exc).__name__,
                 exc,
             )
+
+
+async def catalog_written(
+    writes: WritePositions | None, cache: CatalogCache, version_keys: tuple[str, ...]
+) -> None:
+    """After the commit of a write that catalog reads show (the API's or the worker's): the
+    write's position first, then the cache versions, so no miss refills an entry from a
+    replica that has not replayed the write. `writes`: None without a replica."""
+    if writes is not None:
+        await writes.note_write()
+    if version_keys:
+        await cache.invalidate(*version_keys)

@@ -10,7 +10,7 @@ from shopapi.cache import CatalogCache
 from shopapi.config import Settings
 from shopapi.db import Pool
 from shopapi.payment_providers import ManualPayments, PaymentProvider
-from shopapi.replica import WritePositions
+from shopapi.replica import WritePositions, catalog_written
 from shopapi.services.email import Mailer
 
 
@@ -27,9 +27,5 @@ class WorkerContext:
     writes: WritePositions | None = None
 
     async def catalog_written(self, *version_keys: str) -> None:
-        """As AppContext.catalog_written, for a write of the worker's: the position first, so
-        no read refills the invalidated entries from a replica that has not replayed it."""
-        if self.writes is not None:
-            await self.writes.note_write()
-        if version_keys:
-            await self.cache.invalidate(*version_keys)
+        """As AppContext.catalog_written, for a write of the worker's (shopapi.replica)."""
+        await catalog_written(self.writes, self.cache, version_keys)

@@ -90,7 +90,7 @@ def test_without_redis_reads_use_the_primary_and_writes_still_answer(
     reads = ReadRouting(primary, replica, dead)
 
     async def write_then_read():
-        await reads.note_write()  # cannot record the position: logged, not raised
+        await reads.writes.note_write()  # cannot record the position: logged, not raised
         return await reads.read(lambda conn: queries.ping(conn))
 
     try:
@@ -106,7 +106,7 @@ def test_without_redis_reads_use_the_primary_and_writes_still_answer(
 
 
 def test_without_a_replica_a_write_records_nothing(app, app_loop, redis_client):
-    app_loop.run(app.ctx.reads.note_write)
+    app_loop.run(app.ctx.reads.writes.note_write)
     assert redis_client.get(WRITE_POSITION) is None
 
 
