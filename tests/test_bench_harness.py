@@ -90,12 +90,17 @@ def test_bench_help_documents_the_options_and_the_locust_command():
     assert "MAX_PENDING_ORDERS=0" in result.stdout
 
 
+def bench_function(name: str) -> str:
+    """The text of one shell function of bin/bench, `name() {` to its closing brace."""
+    script = (ROOT / "bin" / "bench").read_text()
+    body = script[script.index(f"{name}() {{") :]
+    return body[: body.index("\n}\n") + 3]
+
+
 @pytest.mark.no_db
 def test_bench_lifts_the_pending_order_cap_of_the_server_it_starts():
     """Without MAX_PENDING_ORDERS=0 the 11th order of a bench customer is a 409."""
-    script = (ROOT / "bin" / "bench").read_text()
-    start = script[script.index("start_shopapi() {") :]
-    start = start[: start.index("\n}\n")]
+    start = bench_function("start_shopapi")
     assert re.search(r"^\s+MAX_PENDING_ORDERS=0 \\$", start, flags=re.M)
     assert "shopapi.asgi:app" in start
 
@@ -104,9 +109,7 @@ def _run_phases(*phases: str) -> list[str]:
     """bin/bench's own run_phase, run by bash with every step it calls replaced by a line of
     what it would do (`start shopapi 1000`, `tokens shopapi 1000`: server, PASSWORD_HASH_QUEUE),
     as a full bench (every scenario wanted) would call it: each phase `NAME scenario...`."""
-    script = (ROOT / "bin" / "bench").read_text()
-    run_phase = script[script.index("run_phase() {") :]
-    run_phase = run_phase[: run_phase.index("\n}\n") + 3]
+    run_phase = bench_function("run_phase")
     stubs = """
 exec 3>&1  # the stubs' lines, wherever run_phase sends a step's own output
 SERVERS="peer shopapi" ROUNDS=1 BASE=b PEER_BASE=pb OUT=o N_CUSTOMERS=100 PEER_DIR=p
@@ -131,9 +134,7 @@ def test_bench_servers_take_the_token_logins_and_login_flood_keeps_the_default_q
     would shed with 503: only a phase that orders logs them in, on servers started with a
     queue of 1000. The login_flood scenario measures that shedding, so its phase keeps 4 (a
     full bench once logged 100 customers in there too and died on the 503s)."""
-    script = (ROOT / "bin" / "bench").read_text()
-    start = script[script.index("start_shopapi() {") :]
-    start = start[: start.index("\n}\n")]
+    start = bench_function("start_shopapi")
     assert re.search(r"^\s+PASSWORD_HASH_QUEUE=\$HASH_QUEUE \\$", start, flags=re.M)
     assert _run_phases(
         "cache_on hello detail_cached order_create",

@@ -190,12 +190,10 @@ def test_totals_past_ten_thousand_are_estimates_and_say_so(
     )
 
 
-def _candidate_step(database_url: str, word: str, match_cost: int = 100) -> str:
-    """The plan PostgreSQL makes for the ranked search of `word`, sent as the app sends it
-    (unprepared, its values bound): how it finds the newest candidates. `match_cost`: the
-    cost of @@ while it plans (0013 sets 100; PostgreSQL's own is 1), undone afterwards."""
-    sql = queries.list_products_by_relevance.sql
-    params = {
+def ranked_search_params(word: str) -> dict:
+    """list_products_by_relevance's parameters as the app sends them for `?q=word`: page 1,
+    active products, no filter, SEARCH_CANDIDATES' default."""
+    return {
         "currency": "USD",
         "include_inactive": False,
         "category_id": None,
@@ -210,6 +208,14 @@ def _candidate_step(database_url: str, word: str, match_cost: int = 100) -> str:
         "limit": 21,
         "offset": 0,
     }
+
+
+def _candidate_step(database_url: str, word: str, match_cost: int = 100) -> str:
+    """The plan PostgreSQL makes for the ranked search of `word`, sent as the app sends it
+    (unprepared, its values bound): how it finds the newest candidates. `match_cost`: the
+    cost of @@ while it plans (0013 sets 100; PostgreSQL's own is 1), undone afterwards."""
+    sql = queries.list_products_by_relevance.sql
+    params = ranked_search_params(word)
     with psycopg.connect(database_url, prepare_threshold=None) as conn:
         conn.execute(f"ALTER FUNCTION ts_match_vq(tsvector, tsquery) COST {int(match_cost)}")
         plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + sql, params).fetchall())
@@ -304,22 +310,7 @@ def test_the_ranked_search_is_planned_for_its_words_never_prepared(app_loop, poo
 
     async def work(conn):
         for _ in range(8):
-            rows = queries.list_products_by_relevance(
-                conn,
-                currency="USD",
-                include_inactive=False,
-                category_id=None,
-                min_price=None,
-                max_price=None,
-                in_stock=False,
-                q="lamp",
-                prefix="lamp%",
-                candidates=300,
-                after_key=None,
-                after_id=None,
-                limit=21,
-                offset=0,
-            )
+            rows = queries.list_products_by_relevance(conn, **ranked_search_params("lamp"))
             assert [row async for row in rows] == []
             assert await queries.get_product(conn, id=1, currency="USD") is None
         cur = await conn.execute("SELECT statement FROM pg_prepared_statements")
