@@ -129,9 +129,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """The background worker: jobs, the event relay, periodic housekeeping (SIGTERM: the
     running jobs finish, then it exits)."""
+    from shopapi.devservices import worker_environment
     from shopapi.jobs.worker import main as run
 
     queues = [q for q in (args.queues or "").split(",") if q] or None
+    os.environ.update(worker_environment())
     settings = _settings()
     settings.signing_key  # noqa: B018 - it signs email links: without a key it refuses to start
     run(settings, queues=queues)

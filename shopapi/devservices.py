@@ -173,6 +173,17 @@ def dev_environment() -> dict[str, str]:
     return env
 
 
+def worker_environment() -> dict[str, str]:
+    """A background worker started on its own (`shopapi worker`) with APP_ENV=development and
+    no SECRET_KEY signs with `shopapi dev`'s key, not a random one of its own: the reset and
+    verification links it mails then verify on the development server. Test runs and every
+    other environment are left as they are (test: random per process; none: refused)."""
+    configured = {**read_dotenv(ROOT / ".env"), **os.environ}
+    if configured.get("APP_ENV") == "development" and not configured.get("SECRET_KEY"):
+        return {"SECRET_KEY": dev_secret_key()}
+    return {}
+
+
 def provision(database: str = "shopapi") -> dict[str, str]:
     """Environment for the app: the configured URLs, or local ones made to work."""
     env: dict[str, str] = {}

@@ -271,9 +271,10 @@ def test_uncached_lists_beyond_the_worker_slots_get_503(app_client, database_url
         held = in_background(lambda: client.simulate_get("/api/products"))
         wait_for(lambda: _waiting_list_queries(database_url) == 1, 10, what="a blocked list")
         # the one slot is taken: another list (of a table nobody locked) waits 0.3 s, then 503
-        shed = client.simulate_get("/api/categories")
-        body = assert_problem(shed, 503, "service_unavailable")
-        assert shed.headers["retry-after"] == "1" and "retry" in body["detail"]
+        for path in ("/api/categories", "/api/shipping-methods"):
+            shed = client.simulate_get(path)
+            body = assert_problem(shed, 503, "service_unavailable")
+            assert shed.headers["retry-after"] == "1" and "retry" in body["detail"]
         # reads that are not lists do not wait for list slots
         assert client.simulate_get(f"/api/categories/{category['id']}").status_code == 200
     finally:
@@ -281,6 +282,7 @@ def test_uncached_lists_beyond_the_worker_slots_get_503(app_client, database_url
         lock.close()
     assert held.join().status_code == 200
     assert client.simulate_get("/api/categories").status_code == 200  # the slot came back
+    assert client.simulate_get("/api/shipping-methods").status_code == 200
 
 
 def test_uncached_lists_queue_for_a_slot_within_the_timeout(app_client, database_url, make_product):

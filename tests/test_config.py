@@ -164,6 +164,24 @@ def test_bin_dev_keeps_one_key_under_data(tmp_path, monkeypatch):
     assert len(devservices.dev_secret_key()) >= 32
 
 
+def test_a_development_worker_signs_with_the_dev_servers_key(tmp_path, monkeypatch):
+    """`shopapi worker` beside `shopapi dev`, neither with a SECRET_KEY: the worker takes the
+    key kept under .data/, so the links it mails verify on the server (a random key of its
+    own made every link it sent invalid)."""
+    from shopapi import devservices
+
+    monkeypatch.setattr(devservices, "ROOT", tmp_path)
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setenv("APP_ENV", "development")
+    server_key = devservices.dev_environment()["SECRET_KEY"]
+    assert devservices.worker_environment() == {"SECRET_KEY": server_key}
+    # a configured key, a test run, or no APP_ENV at all (refused later): nothing added
+    for app_env, secret in (("development", STRONG), ("test", ""), ("", "")):
+        monkeypatch.setenv("APP_ENV", app_env)
+        monkeypatch.setenv("SECRET_KEY", secret)
+        assert devservices.worker_environment() == {}
+
+
 def test_production_requires_database_and_redis_urls():
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         Settings.from_env(env=prod_env(DATABASE_URL=""))

@@ -69,7 +69,8 @@ async def get_shipping_method(ctx: AppContext, user: CurrentUser | None, method_
 async def list_shipping_methods(
     ctx: AppContext, user: CurrentUser | None, query: ShippingMethodListQuery
 ) -> Answer:
-    """A page by id: one statement (two for a page past the end, to count)."""
+    """A page by id: one statement (two for a page past the end, to count), in one of the
+    worker's list slots like every public list."""
     # a non-staff caller asking for inactive methods just gets the active ones (as products)
     include_inactive = query.include_inactive and _is_staff(user)
     window = ctx.pager.window(query.page, query.per_page)
@@ -89,7 +90,8 @@ async def list_shipping_methods(
             count=lambda: queries.count_shipping_methods(conn, include_inactive=include_inactive),
         )
 
-    return Answer.of(_encode(await ctx.reads.read(read)))
+    async with ctx.pager.admitted():  # public and uncached: it waits for a list slot too
+        return Answer.of(_encode(await ctx.reads.read(read)))
 
 
 # ------------------------------------------------------------------ writes
