@@ -3,6 +3,8 @@ TRUSTED_PROXY_NETWORKS and only as far as TRUSTED_PROXIES allows (issue 18 item 
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 
 import pytest
@@ -129,14 +131,36 @@ def test_trusted_proxies_without_networks_refuses_to_start():
         Settings.from_env(env={"TRUSTED_PROXIES": "1"})
 
 
-def test_compose_trusts_forwarded_for_only_from_its_own_network():
+def _compose_default(value: str) -> str:
+    """A compose value as it runs with no variable set: each `${NAME:-default}` its default."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_compose_trusts_forwarded_for_only_from_nginx():
+    """Trusting the stack's whole subnet let every container on it (worker, db, redis, mailpit)
+    pick its own rate-limit bucket with X-Forwarded-For. Only nginx's fixed address is trusted
+    now, and no other container can be given that address."""
     compose = yaml.safe_load(Path(ROOT / "docker-compose.yml").read_text())
-    env = compose["services"]["api"]["environment"]
-    subnet = compose["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    services = compose["services"]
+    env = services["api"]["environment"]
     assert env["TRUSTED_PROXIES"] == "1"
-    assert env["TRUSTED_PROXY_NETWORKS"] == subnet == "${SHOPAPI_SUBNET:-172.30.0.0/24}"
-    default = _networks(subnet.removeprefix("${SHOPAPI_SUBNET:-").removesuffix("}"))
-    assert [str(n) for n in default] == ["172.30.0.0/24"]
+    nginx = services["nginx"]["networks"]["default"]["ipv4_address"]
+    # one variable places nginx and names the trusted address: overriding it moves both
+    assert env["TRUSTED_PROXY_NETWORKS"] == f"{nginx}/32"
+    trusted = _networks(_compose_default(env["TRUSTED_PROXY_NETWORKS"]))
+    nginx_ip = ipaddress.ip_address(_compose_default(nginx))
+    assert trusted == (ipaddress.ip_network(f"{nginx_ip}/32"),)
+    # every other container is given an address from ip_range, which does not hold nginx's
+    (ipam,) = compose["networks"]["default"]["ipam"]["config"]
+    subnet = ipaddress.ip_network(_compose_default(ipam["subnet"]))
+    dynamic = ipaddress.ip_network(_compose_default(ipam["ip_range"]))
+    assert nginx_ip in subnet and dynamic.subnet_of(subnet) and nginx_ip not in dynamic
+    assert nginx_ip != next(subnet.hosts())  # the first address may be the gateway's
+    assert [name for name, service in services.items() if "networks" in service] == ["nginx"]
+    # so a forwarded address counts only when nginx sent it; any other peer is the client
+    assert ip(request(str(nginx_ip), xff="203.0.113.7"), 1, trusted) == "203.0.113.7"
+    for peer in dynamic:
+        assert ip(request(str(peer), xff="203.0.113.7"), 1, trusted) == str(peer)
 
 
 @pytest.mark.parametrize(

@@ -147,7 +147,7 @@ def _compose_cli() -> list[str] | None:
     return None
 
 
-def _compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+def _compose_config(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     cli = _compose_cli()
     if cli is None:
         pytest.skip("no docker compose client installed")
@@ -156,7 +156,7 @@ def _compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     empty.write_text("")
     base = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "DOCKER_CONFIG"}}
     return subprocess.run(
-        [*cli, "--env-file", str(empty), "config", "-q"],
+        [*cli, "--env-file", str(empty), *args, "config", "-q"],
         cwd=ROOT,
         env={**base, **env},
         capture_output=True,
@@ -170,16 +170,20 @@ COMPOSE_SECRETS = {
     "POSTGRES_PASSWORD": "test-only-database-password",
     "REDIS_PASSWORD": "test-only-redis-password",
 }
+# what compose refuses to start without: the secrets, and where mail goes (no default: a
+# production stack must never send its users' mail to the bundled catcher by accident)
+COMPOSE_REQUIRED = {**COMPOSE_SECRETS, "SMTP_URL": "smtp://relay.example.com:587"}
 
 
-def test_compose_file_is_valid_for_the_docker_client(tmp_path):
-    result = _compose_config(tmp_path, **COMPOSE_SECRETS)
+@pytest.mark.parametrize("profiles", [[], ["--profile", "seed", "--profile", "dev-mail"]])
+def test_compose_file_is_valid_for_the_docker_client(tmp_path, profiles):
+    result = _compose_config(tmp_path, *profiles, **COMPOSE_REQUIRED)
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("missing", sorted(COMPOSE_SECRETS))
+@pytest.mark.parametrize("missing", sorted(COMPOSE_REQUIRED))
 def test_compose_refuses_to_start_without_each_secret(tmp_path, missing):
-    given = {name: value for name, value in COMPOSE_SECRETS.items() if name != missing}
+    given = {name: value for name, value in COMPOSE_REQUIRED.items() if name != missing}
     result = _compose_config(tmp_path, **given)
     assert result.returncode != 0
     assert f"set {missing}" in result.stderr
@@ -212,6 +216,56 @@ def test_compose_has_no_default_password_and_redis_requires_one(compose):
     assert env["DATABASE_URL"] == (
         "postgresql://shop:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}@db:5432/shop"
     )
+
+
+APP_SERVICES = ("api", "worker", "migrate", "seed")
+
+
+def _published(port: str | dict) -> tuple[str, str]:
+    """(host address, host port) of a `ports:` entry, short or long syntax; "" = every
+    interface."""
+    if isinstance(port, dict):
+        return port.get("host_ip", ""), str(port.get("published", ""))
+    short = re.fullmatch(r"(?:([\d.]+|\[[^]]*\]):)?(\$\{[^}]*\}|[^:]+):[^:]+", str(port))
+    assert short, port
+    return short.group(1) or "", short.group(2)
+
+
+def test_mail_catcher_is_opt_in_and_its_ui_answers_only_on_loopback(compose):
+    """Mailpit's UI has no login and shows every email, password-reset links included: published
+    on every interface, anyone reaching the host took over accounts. And with SMTP_URL
+    defaulting to it, a production stack sent real users' mail there without anyone noticing.
+    Now: mailpit runs only under the `dev-mail` profile, its UI is bound to 127.0.0.1, and
+    SMTP_URL has no default (compose refuses to start without it, like a secret)."""
+    services = compose["services"]
+    mailpit = services["mailpit"]
+    assert mailpit["profiles"] == ["dev-mail"]
+    published = [_published(port) for port in mailpit["ports"]]
+    assert published and all(host == "127.0.0.1" for host, _ in published), published
+    for name in APP_SERVICES:
+        smtp = services[name]["environment"]["SMTP_URL"]
+        assert re.fullmatch(r"\$\{SMTP_URL:\?set SMTP_URL[^}]*\}", smtp), (name, smtp)
+    # no service that starts without the profile needs mailpit (compose would refuse to start)
+    for name, service in services.items():
+        if "profiles" not in service:
+            assert "mailpit" not in (service.get("depends_on") or {}), name
+    # beyond loopback, the stack publishes nginx's port and nothing else
+    for name, service in services.items():
+        for host, port in map(_published, service.get("ports", [])):
+            assert host == "127.0.0.1" or (name, port) == ("nginx", "${HTTP_PORT:-8000}"), name
+
+
+def test_compose_redis_memory_is_bounded_and_never_evicts_rate_limit_counters(compose):
+    """Issue 18 item 4: Redis has a memory cap, and the policy when it is reached is
+    `noeviction` (writes refused, the app degrades) -- any evicting policy can drop a rate-limit
+    counter inside its window and hand its client a fresh allowance."""
+    command = compose["services"]["redis"]["command"]
+    assert command.count("--maxmemory") == command.count("--maxmemory-policy") == 1
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    cap = command[command.index("--maxmemory") + 1]
+    assert cap == "${REDIS_MAXMEMORY:-256mb}"
+    default = re.fullmatch(r"\$\{REDIS_MAXMEMORY:-(\d+)mb\}", cap)
+    assert default and int(default.group(1)) > 0  # 0 would mean no cap at all
 
 
 def test_ci_gives_the_compose_stack_every_secret_it_requires():
@@ -331,4 +385,4 @@ def test_compose_runs_workers_from_the_api_image_on_the_worker_command(compose):
     ]
     assert "ports" not in worker  # scalable: nothing published
     assert "9101/metrics" in " ".join(worker["healthcheck"]["test"])
-    assert worker["environment"]["SMTP_URL"].startswith("${SMTP_URL:-smtp://")
+    assert worker["environment"]["SMTP_URL"] == api["environment"]["SMTP_URL"]

@@ -11,6 +11,7 @@ import runpy
 import secrets
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -245,6 +246,48 @@ def test_pdb_service_and_api_network_policy_select_the_api_pods_and_nothing_else
         assert not any(selects(selector, labels) for labels in others)
     assert pdb["spec"]["maxUnavailable"] == 1
     assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_only_the_ingress_controller_and_prometheus_reach_the_api_so_their_network_is_trusted(
+    docs,
+):
+    """TRUSTED_PROXY_NETWORKS is the pod network (pod addresses change, so the ingress
+    controller's cannot be listed). That is safe only because the API's NetworkPolicy admits
+    connections from the ingress controller's and Prometheus' namespaces and nothing else: no
+    other pod (our own workers and migration Job included) can send the API an X-Forwarded-For
+    to pick its rate-limit bucket (issue 18 item 6)."""
+    policy = one(docs, "NetworkPolicy", "shopapi-api")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    admitted = set()
+    for rule in policy["spec"]["ingress"]:
+        assert rule.get("from"), rule  # a rule without `from` admits every source
+        assert rule["ports"] == [{"port": "http"}]
+        for peer in rule["from"]:
+            # no ipBlock, no podSelector (alone it means this namespace; with a namespace,
+            # kustomize's includeSelectors labels would rewrite it), exactly one namespace
+            assert list(peer) == ["namespaceSelector"], peer
+            assert list(peer["namespaceSelector"]) == ["matchLabels"], peer
+            ((label, namespace),) = peer["namespaceSelector"]["matchLabels"].items()
+            assert label == "kubernetes.io/metadata.name"
+            admitted.add(namespace)
+    assert admitted == {"ingress-nginx", "monitoring"}
+    assert policy["metadata"]["namespace"] not in admitted  # where the workers run
+    for ingress in of_kind(docs, "Ingress"):
+        assert ingress["spec"]["ingressClassName"] == "nginx"  # ingress-nginx's controller
+    # and what is trusted is a private range, never an address a client on the internet has
+    settings = Settings.from_env(manifest_env(docs))
+    assert settings.trusted_proxy_networks
+    assert all(network.is_private for network in settings.trusted_proxy_networks)
+
+
+def test_the_example_reads_the_replica_directly_not_through_a_pooler():
+    """Behind PgBouncer a dead replica keeps catalog reads waiting in the pooler (up to its
+    query_wait_timeout, 120 s by default) instead of the app's 0.5 s fallback to the primary,
+    which tests/cluster proves for a direct replica URL."""
+    url = {key: urlsplit(value) for key, value in secret_example()["stringData"].items()}
+    read, pooled, direct = (url[f"DATABASE_{kind}URL"] for kind in ("READ_", "", "DIRECT_"))
+    assert pooled.port == 6432 and read.port == direct.port == 5432
+    assert "pgbouncer" not in read.hostname and read.hostname != direct.hostname
 
 
 def test_worker_runs_the_cli_worker_with_its_metrics_port(docs):

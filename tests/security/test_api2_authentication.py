@@ -7,6 +7,8 @@ old published constant is 401), a server without SECRET_KEY refuses to start unl
 explicitly development/test, and then every gunicorn worker shares the one random key.
 Issue 18, item 9 (JWT part): every token carries `iss` and `aud`, both required and exactly ours
 (else 401), with a JWT_LEEWAY clock-skew allowance on `exp` and `iat`.
+Issue 18, item 11 (JWT `sub`): a validly signed token whose `sub` is anything but ASCII digits
+(`"²"` was a 500, `"٣"` user 3) is 401 (more cases in tests/test_tokens.py).
 
 Complements tests/test_tokens.py (forged, expired and misused JWTs, one at a time) and
 tests/test_auth.py / tests/test_user_state.py (rotation, reuse detection, revocation in one
@@ -457,6 +459,20 @@ def test_a_refresh_token_without_our_issuer_and_audience_is_refused_before_any_l
     assert counted.n == 0
     assert snapshot(database_url) == before
     assert refresh(client, pair["refresh_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("sub", ["²", "٣", "own id in Arabic-Indic digits"])
+def test_an_access_token_whose_sub_is_not_ascii_digits_is_401(client, make_user, sub):
+    """Validly signed, so only a leaked key or a bug of ours could mint it: `"²".isdigit()` is
+    true and `int("٣")` is 3, but a user id is ASCII digits and nothing else."""
+    admin = make_user("ADMIN")
+    if sub.startswith("own id"):
+        sub = str(admin.id).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    token = _signed(_claims(admin.id, "ADMIN", sub=sub))
+    for path in ("/api/auth/me", "/api/users"):
+        assert_problem(client.simulate_get(path, headers=bearer(token)), 401, "not_authenticated")
+    control = _signed(_claims(admin.id, "ADMIN"))
+    assert client.simulate_get("/api/users", headers=bearer(control)).status_code == 200
 
 
 SKEWS = {

@@ -10,6 +10,9 @@ route of the route table, a header check over every kind of answer, and a live g
 Issue 18 item 5 (known credentials in production): the compose stack's `seed` service, run as
 compose runs it (`APP_ENV=production`, no `--demo`), leaves no demo account to log in with
 (more cases in tests/test_seed_and_cli.py).
+Issue 18 item 9 (compose passwords): compose has no default database or Redis password, Redis
+requires one, and the stack refuses to start without each, nor without SMTP_URL (its mail
+catcher is opt-in and loopback-only): tests/test_deploy_files.py, the `test_compose_*` tests.
 """
 
 from __future__ import annotations
