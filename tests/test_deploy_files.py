@@ -270,7 +270,10 @@ def test_compose_redis_memory_is_bounded_and_never_evicts_rate_limit_counters(co
 
 def test_ci_gives_the_compose_stack_every_secret_it_requires():
     workflow = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
-    assert set(COMPOSE_SECRETS) <= set(workflow["jobs"]["stack"]["env"])
+    env = workflow["jobs"]["stack"]["env"]
+    assert set(COMPOSE_SECRETS) <= set(env)
+    # compose has no mail relay by default either: CI sends the stack's mail to mailpit
+    assert env["SMTP_URL"] == "smtp://mailpit:1025" and "dev-mail" in env["COMPOSE_PROFILES"]
 
 
 # ------------------------------------------------------------------------------ nginx
