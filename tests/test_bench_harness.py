@@ -90,11 +90,40 @@ def test_bench_help_documents_the_options_and_the_locust_command():
     assert "MAX_PENDING_ORDERS=0" in result.stdout
 
 
-def bench_function(name: str) -> str:
-    """The text of one shell function of bin/bench, `name() {` to its closing brace."""
-    script = (ROOT / "bin" / "bench").read_text()
-    body = script[script.index(f"{name}() {{") :]
+def bench_function(name: str, script: str = "bench") -> str:
+    """The text of one shell function of bin/`script`, `name() {` to its closing brace."""
+    text = (ROOT / "bin" / script).read_text()
+    body = text[text.index(f"{name}() {{") :]
     return body[: body.index("\n}\n") + 3]
+
+
+@pytest.mark.no_db
+@pytest.mark.parametrize(
+    ("args", "gated"),
+    [
+        ("", True),  # .ci/run: the whole suite
+        ("-v -s -x -ra --tb=short -p no:cacheprovider", True),  # how it reports, not what
+        ("tests/cluster", False),  # README: bin/test tests/cluster
+        ("-k orders", False),
+        ("-m faults", False),
+        ("--lf", False),
+        ("tests/test_orders.py::test_x -v", False),
+        ("-p xdist", False),  # an option not known to leave the selection whole
+    ],
+)
+def test_bin_test_gates_coverage_on_the_full_run_only(args, gated):
+    full_run = bench_function("full_run", "test")
+    result = subprocess.run(["bash", "-c", f"{full_run}\nfull_run {args}"], timeout=10)
+    assert (result.returncode == 0) is gated
+
+
+@pytest.mark.no_db
+def test_ci_runs_the_gated_full_suite_where_a_missing_real_server_fails():
+    text = (ROOT / "bin" / "test").read_text()
+    assert "gate=(--cov-fail-under=90)" in text
+    assert 'pytest --cov --cov-report=term-missing:skip-covered "${gate[@]}" "$@"' in text
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci[-1] == "SHOPAPI_REQUIRE_REAL_SERVERS=1 ./bin/test"  # no arguments: gated
 
 
 @pytest.mark.no_db

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,9 +53,13 @@ SESSION_SETTINGS = {
 
 
 def missing_parts() -> str | None:
-    """Why the cluster cannot run here, or None."""
+    """Why the cluster cannot run here, or None (nginx_binary() itself fails the test under
+    SHOPAPI_REQUIRE_REAL_SERVERS=1)."""
     if not PostgresCluster.available() or not (PG_BIN / "pg_basebackup").exists():
-        return f"PostgreSQL server binaries are not in {PG_BIN}"
+        return (
+            f"PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup) are not in {PG_BIN} "
+            "(found by pg_config --bindir or /usr/lib/postgresql/N/bin; PG_BIN= names another)"
+        )
     if not os.access(PGBOUNCER, os.X_OK):
         return "pgbouncer is not installed (bin/test installs Debian's package)"
     if nginx_binary() is None:
@@ -229,14 +234,13 @@ class Cluster:
         assert self.nginx is not None
         return self.nginx.port
 
-    def start_instance(self, port: int | None = None) -> LiveServer:
-        return LiveServer(self.env, workers=2, port=port).start(timeout=60)
-
     def restart_instance(self, index: int) -> None:
-        """An instance killed by a test, started again on its port (nginx's upstream)."""
+        """An instance killed by a test, started again on its port (nginx's upstream); in the
+        list before it is healthy, so the teardown stops it even if the start is cut short."""
         old = self.instances[index]
         stop_server(old)
-        self.instances[index] = self.start_instance(old.port)
+        self.instances[index] = LiveServer(self.env, workers=2, port=old.port)
+        self.instances[index].start(timeout=60)
 
     def ensure_standby(self) -> None:
         if not self.standby.running():
@@ -323,6 +327,18 @@ def running_cluster(redis_url: str) -> Iterator[Cluster]:
 
 def wait_caught_up(standby: Standby, timeout: float = 10) -> None:
     wait_for(standby.caught_up, timeout, what="the standby to replay the primary's WAL")
+
+
+def join_all(threads: list[threading.Thread], timeout: float = 60) -> None:
+    """Join the test's client threads within `timeout` s in all; fail if any is still running
+    (a join that timed out returns as quietly as one that did not)."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [thread.name for thread in threads if thread.is_alive()]
+    assert not stuck, (
+        f"{len(stuck)} of {len(threads)} client threads still running after {timeout} s"
+    )
 
 
 def sleep_until(moment: float) -> None:

@@ -10,7 +10,7 @@ from collections import Counter
 
 import psycopg
 
-from tests.cluster.cluster import Cluster, kill_instance
+from tests.cluster.cluster import Cluster, join_all, kill_instance
 from tests.cluster.figures import Figures
 from tests.faults.helpers import Buyer, Traffic, audit, seed_shop, wait_for
 
@@ -28,17 +28,16 @@ def test_buyers_racing_through_nginx_for_the_last_units_never_oversell(shop_clus
     traffic = Traffic()
     buyers = [Buyer(cluster.port, account, traffic, [product]) for account in shop.customers]
     logged = len(cluster.nginx.access_entries())
-    start = threading.Barrier(len(buyers))
+    start = threading.Barrier(len(buyers), timeout=30)
 
     def buy(buyer: Buyer) -> None:
         start.wait()
         buyer.place([(product, 1)])
 
-    threads = [threading.Thread(target=buy, args=(b,)) for b in buyers]
+    threads = [threading.Thread(target=buy, args=(b,), daemon=True) for b in buyers]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(60)
+    join_all(threads, 60)
 
     books = audit(shop, buyers)
     Figures.of(
@@ -69,18 +68,17 @@ def test_an_instance_killed_under_order_load_loses_and_duplicates_nothing(shop_c
         while not stop.is_set():
             buyer.place()
 
-    threads = [threading.Thread(target=keep_buying, args=(b,)) for b in buyers]
+    threads = [threading.Thread(target=keep_buying, args=(b,), daemon=True) for b in buyers]
+    victim = cluster.instances[1]
     for thread in threads:
         thread.start()
-    time.sleep(1.5)
-    victim = cluster.instances[1]
-    killed_at = time.monotonic()
-    kill_instance(victim)
-    time.sleep(2.5)
-    stop.set()
-    for thread in threads:
-        thread.join(60)
     try:
+        time.sleep(1.5)
+        killed_at = time.monotonic()
+        kill_instance(victim)
+        time.sleep(2.5)
+        stop.set()
+        join_all(threads, 60)
         books = audit(shop, buyers)
         confirmed = sum(len(b.confirmed) for b in buyers)
         retried = sum(n - 1 for b in buyers for n in b.attempts.values())
@@ -106,6 +104,7 @@ def test_an_instance_killed_under_order_load_loses_and_duplicates_nothing(shop_c
         # the job workers (on the direct URL, LISTENing) relayed every order's event
         wait_for(lambda: _unrelayed(cluster) == 0, 15, what="the workers to relay every event")
     finally:
+        stop.set()  # whatever failed, the buyers stop
         cluster.restart_instance(1)
 
 

@@ -14,10 +14,12 @@ from redis.retry import Retry
 from tests.conftest import REDIS_URL
 from tests.faults.helpers import (
     BACKGROUND_LINES,
+    PG_BIN,
     SUMMARIES,
     PostgresCluster,
     RedisServer,
     log_tail,
+    server_missing,
     start_server,
     stop_server,
 )
@@ -57,7 +59,7 @@ def redis_server() -> Iterator[RedisServer]:
 def pg_cluster() -> Iterator[PostgresCluster]:
     """A throwaway PostgreSQL cluster (initdb once per session) that tests may stop."""
     if not PostgresCluster.available():
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+        server_missing(f"PostgreSQL server binaries (initdb, pg_ctl) are not in {PG_BIN}")
     cluster = PostgresCluster()
     try:
         cluster.init()

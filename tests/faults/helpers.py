@@ -2,8 +2,11 @@
 
 - `RedisServer`: our own redis-server on a free port (never the shared one on 6379): stop it
   with or without keeping its data, freeze it (SIGSTOP), start it again on the same port.
-- `PostgresCluster`: a throwaway PostgreSQL 15 cluster (initdb under /tmp, run as the postgres
-  user when we are root) that can be stopped and started under load.
+- `PostgresCluster`: a throwaway PostgreSQL cluster (initdb under /tmp, run as the postgres
+  user when we are root) that can be stopped and started under load; its binaries are found by
+  `postgres_bin_dir` (the one place for the cluster suite too).
+- `server_missing`: what a test does when a real server it runs is not installed: skip, or fail
+  under SHOPAPI_REQUIRE_REAL_SERVERS=1 (.ci/run).
 - `call` / `Traffic` / `Buyer` / `run_clients`: HTTP clients that record every answer (status,
   problem code, timing, or "no answer") and buyers that retry with their Idempotency-Key.
 - `seed_shop` / `audit`: the shop a test starts from, and the check it ends with: no order lost,
@@ -31,9 +34,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
+import pytest
 import redis
 from psycopg.rows import dict_row
 from redis.backoff import NoBackoff
@@ -52,7 +56,51 @@ from tests.conftest import (  # noqa: F401
 )
 from tests.live import LiveServer, free_port
 
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def real_servers_required() -> bool:
+    """SHOPAPI_REQUIRE_REAL_SERVERS=1 (.ci/run sets it): a test that would skip because nginx,
+    pgbouncer or PostgreSQL's server binaries are missing fails instead."""
+    return os.environ.get("SHOPAPI_REQUIRE_REAL_SERVERS", "") not in ("", "0")
+
+
+def server_missing(why: str) -> NoReturn:
+    """A test cannot run because a real server it starts (nginx, pgbouncer, PostgreSQL's server
+    binaries) is not installed: skipped, saying `why`, or failed under
+    SHOPAPI_REQUIRE_REAL_SERVERS=1, where a skipped suite must not look like a passed one."""
+    if real_servers_required():
+        pytest.fail(
+            f"{why}; under SHOPAPI_REQUIRE_REAL_SERVERS=1 a missing server fails, never skips",
+            pytrace=False,
+        )
+    pytest.skip(why)
+
+
+def postgres_bin_dir(versions_dir: Path = Path("/usr/lib/postgresql")) -> Path:
+    """Where initdb, pg_ctl and pg_basebackup are: $PG_BIN when set; else `pg_config --bindir`
+    when initdb is there (Debian's pg_config may be libpq's alone, naming a folder without it);
+    else the newest /usr/lib/postgresql/N/bin holding initdb (Debian's and Ubuntu's layout, one
+    folder per major version: not always 15). When none has it, the first place looked at, for
+    the message (PostgresCluster.available() is then False)."""
+    if os.environ.get("PG_BIN"):
+        return Path(os.environ["PG_BIN"])
+    candidates = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            bindir = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            if bindir:
+                candidates.append(Path(bindir))
+    versions = [p for p in versions_dir.glob("*/bin") if p.parent.name.isdigit()]
+    candidates += sorted(versions, key=lambda p: int(p.parent.name), reverse=True)
+    for candidate in candidates:
+        if (candidate / "initdb").exists():
+            return candidate
+    return candidates[0] if candidates else versions_dir / "N" / "bin"
+
+
+PG_BIN = postgres_bin_dir()
 
 
 # ------------------------------------------------------------------ Redis
