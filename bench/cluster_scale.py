@@ -33,7 +33,10 @@ SCENARIOS = (("cluster_detail", "detail_cached"), ("cluster_order", "orders"))
 
 def main() -> int:
     results: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    with running_cluster(REDIS_URL) as cluster:
+    # the suite's general limit (100000/minute for its one client address) is hit within a
+    # round at these rates, and its 429s would be counted as throughput: lifted out of the way
+    # (the limiter still runs, as in the suite)
+    with running_cluster(REDIS_URL, RATE_LIMIT_DEFAULT="100000000/minute") as cluster:
         shop, tokens = small_shop(cluster.url)
         first = cluster.instances[0]
         with running_nginx([f"127.0.0.1:{first.port}"]) as single:

@@ -254,13 +254,16 @@ class Cluster:
 
 
 def instance_env(
-    primary: PostgresCluster, standby: Standby, pgbouncer: PgBouncer, redis_url: str
+    primary: PostgresCluster,
+    standby: Standby,
+    pgbouncer: PgBouncer,
+    redis_url: str,
+    **overrides: str,
 ) -> dict[str, str]:
     """Every instance's and worker's settings: one SECRET_KEY, one Redis, the pooled primary
-    for requests, the standby for catalog reads, the primary directly for session-bound work."""
-    return server_env(
-        pgbouncer.url(),
-        redis_url,
+    for requests, the standby for catalog reads, the primary directly for session-bound work;
+    `overrides` last (bench/cluster_scale.py lifts the general rate limit)."""
+    settings = dict(
         DATABASE_DIRECT_URL=primary.url(DB_NAME),
         # direct to the standby: a replica that is down refuses at once (no pooler's wait) and
         # reads fall back to the primary; a pooler there is possible (its pool in front of it)
@@ -277,11 +280,13 @@ def instance_env(
         WORKER_CONCURRENCY="2",
         DB_POOL_MAX="4",
     )
+    return server_env(pgbouncer.url(), redis_url, **{**settings, **overrides})
 
 
 @contextlib.contextmanager
-def running_cluster(redis_url: str) -> Iterator[Cluster]:
-    """The whole shape, started in dependency order and stopped whatever happened."""
+def running_cluster(redis_url: str, **overrides: str) -> Iterator[Cluster]:
+    """The whole shape, started in dependency order and stopped whatever happened;
+    `overrides`: settings of every instance and worker (instance_env)."""
     primary = PostgresCluster()
     standby = Standby(primary)
     pgbouncer = PgBouncer(primary)
@@ -296,7 +301,7 @@ def running_cluster(redis_url: str) -> Iterator[Cluster]:
         standby.init()
         standby.start()
         pgbouncer.start()
-        env = instance_env(primary, standby, pgbouncer, redis_url)
+        env = instance_env(primary, standby, pgbouncer, redis_url, **overrides)
         cluster = Cluster(primary, standby, pgbouncer, env)
         # at INFO: WorkerProcess.start waits for the worker's "worker started" line
         worker_env = {**env, "LOG_LEVEL": "INFO"}
