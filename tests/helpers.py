@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 from tests.conftest import db_rows
 
 
@@ -93,3 +96,28 @@ def units_held(database_url) -> dict[int, int]:
          GROUP BY i.product_id""",
         )
     )
+
+
+class WrkTarget(ThreadingHTTPServer):
+    """A loopback HTTP server for a harness test to point wrk at: a thread per connection, a
+    free port, a lock for the subclass's counters, and no traceback when wrk drops its
+    connections at the end of the run."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.lock = threading.Lock()
+
+    def handle_error(self, request, client_address) -> None:
+        pass
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """Keep-alive HTTP/1.1 answers without Nagle's delay, and no access log on stderr."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format, *args) -> None:
+        pass

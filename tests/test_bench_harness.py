@@ -9,13 +9,13 @@ import shutil
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from shopapi.db import queries
 from tests.conftest import db_rows
+from tests.helpers import QuietHandler, WrkTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = ROOT / "bench" / "wrk"
@@ -371,33 +371,22 @@ def test_summary_reports_medians_ratios_and_the_pgbench_share(tmp_path):
     assert "order_create: 3" not in summary
 
 
-class FakeCartServer(ThreadingHTTPServer):
+class FakeCartServer(WrkTarget):
     """Just enough of the cart API for checkout.lua: PUT a line, checkout, empty the cart.
 
     Every request is logged as (client port, token, method, path, body, status); every 5th
     checkout answers 409 insufficient_stock with the cart left as it was, as shopapi does.
     """
 
-    daemon_threads = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), FakeCartHandler)
-        self.lock = threading.Lock()
+        super().__init__(FakeCartHandler)
         self.log: list[tuple[int, str, str, str, str, int]] = []
         self.carts: dict[str, dict[int, int]] = {}
         self.checkouts = 0
 
-    def handle_error(self, request, client_address) -> None:
-        pass  # wrk drops its connections when the time is up
 
-
-class FakeCartHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class FakeCartHandler(QuietHandler):
     server: FakeCartServer
-
-    def log_message(self, format, *args) -> None:
-        pass
 
     def answer(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()

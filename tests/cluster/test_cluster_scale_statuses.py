@@ -7,38 +7,27 @@ from __future__ import annotations
 import shutil
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from bench import cluster_scale, loopback
+from tests.helpers import QuietHandler, WrkTarget
 
 pytestmark = pytest.mark.no_db
 
 
-class FakeShop(ThreadingHTTPServer):
+class FakeShop(WrkTarget):
     """Every 7th answer 503, every 5th (not 7th) 404, the rest 200 (detail) or 201 (order);
     counted by status as sent."""
 
-    daemon_threads = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), FakeShopHandler)
-        self.lock = threading.Lock()
+        super().__init__(FakeShopHandler)
         self.sent: Counter[int] = Counter()
         self.n = 0
 
-    def handle_error(self, request, client_address) -> None:
-        pass  # wrk drops its connections when the time is up
 
-
-class FakeShopHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class FakeShopHandler(QuietHandler):
     server: FakeShop
-
-    def log_message(self, format, *args) -> None:
-        pass
 
     def answer(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
