@@ -161,7 +161,22 @@ def app_loop() -> Iterator[AppLoop]:
     patch.setattr(testing.client, "async_to_sync", app_loop.run)
     yield app_loop
     patch.undo()
+    app_loop.run(_cancel_leftover_tasks)
     app_loop.loop.call_soon_threadsafe(app_loop.loop.stop)
+    app_loop.thread.join(10)
+    app_loop.loop.close()
+
+
+async def _cancel_leftover_tasks() -> None:
+    """Tasks still pending on the app loop at the end (the user-state listener of an app a
+    test never closed) are cancelled and awaited while the loop runs. Left pending, they were
+    garbage-collected after the loop had stopped, their cleanup met "no running event loop",
+    and pytest turned that unraisable error into a failed run after every test had passed."""
+    current = asyncio.current_task()
+    leftovers = [task for task in asyncio.all_tasks() if task is not current]
+    for task in leftovers:
+        task.cancel()
+    await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 def open_pool(
