@@ -119,3 +119,34 @@ def test_an_invalid_network_stops_the_start_with_the_settings_name(database_url)
         Settings.from_env(env=app_env(database_url, METRICS_ALLOWED_NETWORKS="10.0.0.0/33"))
     with pytest.raises(ConfigError, match="METRICS_ALLOWED_NETWORKS"):
         Settings.from_env(env=app_env(database_url, METRICS_ALLOWED_NETWORKS="internal"))
+
+
+def test_the_job_workers_own_metrics_port_answers_only_allowed_networks():
+    """The job worker serves /metrics on a port of its own (WORKER_METRICS_PORT): the same rule,
+    by the socket peer. A scraper on loopback reads the series with the default networks, and
+    is refused 404 when the networks leave loopback out."""
+    import urllib.error
+    import urllib.request
+
+    from shopapi.jobs.worker import start_metrics
+    from tests.live import free_port
+
+    def scrape(port: int) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as refused:
+            return refused.code, ""
+
+    assert start_metrics(0, ()) is None  # no port: no server
+    default = Settings.from_env(env={"APP_ENV": "test"}).metrics_allowed_networks
+    private = (ipaddress.ip_network("10.0.0.0/8"),)
+    servers = [start_metrics(free_port(), networks) for networks in (default, private)]
+    try:
+        status, text = scrape(servers[0].server_port)
+        assert status == 200 and "# TYPE" in text
+        assert scrape(servers[1].server_port) == (404, "")
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()

@@ -14,7 +14,11 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import httpx
 import msgspec
@@ -24,6 +28,7 @@ import psycopg_pool
 from procrastinate.app import WorkerOptions
 
 from shopapi.cache import CatalogCache
+from shopapi.client_ip import Networks, inside, normalize
 from shopapi.config import Settings
 from shopapi.db import make_pool
 from shopapi.jobs import tasks
@@ -89,13 +94,35 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-def start_metrics(port: int) -> None:
-    """The worker's /metrics on its own port (Prometheus scrapes each worker there)."""
-    if port:
-        from prometheus_client import start_http_server
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # scrapes are not worth a log line each
 
-        start_http_server(port)
-        log.info("metrics on :%d/metrics", port)
+
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def start_metrics(port: int, allowed: Networks) -> WSGIServer | None:
+    """The worker's /metrics on its own port (Prometheus scrapes each worker there), in a
+    thread. As the API's /metrics (API.md, Operations): only socket peers inside
+    METRICS_ALLOWED_NETWORKS, anyone else the 404 of an unknown page."""
+    if not port:
+        return None
+    from prometheus_client import make_wsgi_app
+
+    metrics = make_wsgi_app()
+
+    def private(environ: dict, start_response: Any) -> Any:
+        if not inside(normalize(environ.get("REMOTE_ADDR", "")), allowed):
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"Not Found"]
+        return metrics(environ, start_response)
+
+    server = make_server("", port, private, _MetricsServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    log.info("metrics on :%d/metrics", server.server_port)
+    return server
 
 
 RESTART_WAIT = 1.0  # seconds before the job worker starts again after losing the database
@@ -194,5 +221,5 @@ def main(settings: Settings, *, queues: list[str] | None = None) -> None:
     # the worker exposes its own registry; it never writes into gunicorn's multiprocess files
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     configure_logging(settings.log_level)
-    start_metrics(settings.worker_metrics_port)
+    start_metrics(settings.worker_metrics_port, settings.metrics_allowed_networks)
     asyncio.run(run_worker(settings, queues=queues))
