@@ -24,6 +24,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
+from shopapi.client_ip import Networks, inside, normalize
+
 CACHE_REQUESTS = Counter("shopapi_cache_requests", "Catalog cache lookups", ["result"])
 CACHE_HIT = CACHE_REQUESTS.labels(result="hit")
 CACHE_MISS = CACHE_REQUESTS.labels(result="miss")
@@ -75,6 +77,17 @@ def registry() -> CollectorRegistry:
         multiprocess.MultiProcessCollector(merged)
         return merged
     return REGISTRY
+
+
+# headers a reverse proxy adds: their presence means the request crossed one
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded")
+
+
+def may_scrape(peer: str | None, proxied: bool, allowed: Networks) -> bool:
+    """Who may read /metrics, the API's and the job worker's alike (API.md, Operations): a
+    socket peer (never a header) inside METRICS_ALLOWED_NETWORKS that talks to us directly; a
+    request carrying one of PROXY_HEADERS came through a proxy, a client of the public side."""
+    return not proxied and inside(normalize(peer or ""), allowed)
 
 
 def render(accept: str | None) -> tuple[bytes, str]:

@@ -122,18 +122,20 @@ def test_an_invalid_network_stops_the_start_with_the_settings_name(database_url)
 
 
 def test_the_job_workers_own_metrics_port_answers_only_allowed_networks():
-    """The job worker serves /metrics on a port of its own (WORKER_METRICS_PORT): the same rule,
-    by the socket peer. A scraper on loopback reads the series with the default networks, and
-    is refused 404 when the networks leave loopback out."""
+    """The job worker serves /metrics on a port of its own (WORKER_METRICS_PORT): the same rule
+    (instruments.may_scrape). A scraper on loopback reads the series with the default networks,
+    and is refused 404 when the networks leave loopback out or the request came through a
+    proxy."""
     import urllib.error
     import urllib.request
 
     from shopapi.jobs.worker import start_metrics
     from tests.live import free_port
 
-    def scrape(port: int) -> tuple[int, str]:
+    def scrape(port: int, **headers: str) -> tuple[int, str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            with urllib.request.urlopen(request, timeout=5) as answer:
                 return answer.status, answer.read().decode()
         except urllib.error.HTTPError as refused:
             return refused.code, ""
@@ -146,6 +148,9 @@ def test_the_job_workers_own_metrics_port_answers_only_allowed_networks():
         status, text = scrape(servers[0].server_port)
         assert status == 200 and "# TYPE" in text
         assert scrape(servers[1].server_port) == (404, "")
+        # through a proxy, even from an allowed peer: the same 404 as the API's
+        assert scrape(servers[0].server_port, **{"X-Forwarded-For": "10.1.2.3"}) == (404, "")
+        assert scrape(servers[0].server_port, Forwarded="for=10.1.2.3") == (404, "")
     finally:
         for server in servers:
             server.shutdown()

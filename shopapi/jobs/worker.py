@@ -28,9 +28,10 @@ import psycopg_pool
 from procrastinate.app import WorkerOptions
 
 from shopapi.cache import CatalogCache
-from shopapi.client_ip import Networks, inside, normalize
+from shopapi.client_ip import Networks
 from shopapi.config import Settings
 from shopapi.db import make_pool
+from shopapi.instruments import PROXY_HEADERS, may_scrape
 from shopapi.jobs import tasks
 from shopapi.jobs.context import WorkerContext
 from shopapi.payment_providers import make_provider
@@ -103,10 +104,14 @@ class _MetricsServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
+# the WSGI environ's names of instruments.PROXY_HEADERS
+_PROXY_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in PROXY_HEADERS)
+
+
 def start_metrics(port: int, allowed: Networks) -> WSGIServer | None:
     """The worker's /metrics on its own port (Prometheus scrapes each worker there), in a
-    thread. As the API's /metrics (API.md, Operations): only socket peers inside
-    METRICS_ALLOWED_NETWORKS, anyone else the 404 of an unknown page."""
+    thread. Who may read it is the API's rule (instruments.may_scrape); anyone else gets the
+    404 of an unknown page."""
     if not port:
         return None
     from prometheus_client import make_wsgi_app
@@ -114,7 +119,8 @@ def start_metrics(port: int, allowed: Networks) -> WSGIServer | None:
     metrics = make_wsgi_app()
 
     def private(environ: dict, start_response: Any) -> Any:
-        if not inside(normalize(environ.get("REMOTE_ADDR", "")), allowed):
+        proxied = any(key in environ for key in _PROXY_KEYS)
+        if not may_scrape(environ.get("REMOTE_ADDR"), proxied, allowed):
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"Not Found"]
         return metrics(environ, start_response)

@@ -15,13 +15,9 @@ from __future__ import annotations
 import falcon
 
 from shopapi import instruments
-from shopapi.client_ip import inside, normalize
 from shopapi.context import AppContext
 from shopapi.endpoint import endpoint
 from shopapi.errors import NotFound
-
-# headers a reverse proxy adds: their presence means the request crossed one
-_PROXY_HEADERS = ("X-Forwarded-For", "Forwarded")
 
 
 class MetricsScrape:
@@ -30,11 +26,9 @@ class MetricsScrape:
         self.allowed = ctx.settings.metrics_allowed_networks
 
     def may_scrape(self, req: falcon.Request) -> bool:
-        """Whether the socket peer (never a header: `remote_addr` is the ASGI client) is an
-        allowed scraper that talks to us directly."""
-        if any(req.get_header(name) is not None for name in _PROXY_HEADERS):
-            return False
-        return inside(normalize(req.remote_addr), self.allowed)
+        """instruments.may_scrape for this request (`remote_addr` is the ASGI client)."""
+        proxied = any(req.get_header(name) is not None for name in instruments.PROXY_HEADERS)
+        return instruments.may_scrape(req.remote_addr, proxied, self.allowed)
 
     @endpoint(
         "Prometheus metrics of this instance, all workers (text exposition format); only to "
