@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shopapi.config import ROOT
@@ -64,6 +63,12 @@ def nginx_binary() -> str | None:
     return None
 
 
+def require_nginx() -> str:
+    """The nginx to run, or the test stops here: skipped, or failed under
+    SHOPAPI_REQUIRE_REAL_SERVERS=1 (server_missing)."""
+    return nginx_binary() or server_missing(NO_NGINX)
+
+
 def render_nginx_conf(upstreams: Sequence[str], listen_port: int, workdir: Path) -> Path:
     """deploy/nginx.conf rendered for `upstreams` (`host:port`), listening on
     127.0.0.1:`listen_port`, with pid, logs and temporary files under `workdir`; its path."""
@@ -86,9 +91,7 @@ def render_nginx_conf(upstreams: Sequence[str], listen_port: int, workdir: Path)
 
 def nginx_test(conf: Path) -> subprocess.CompletedProcess:
     """`nginx -t` of `conf` (its prefix is the file's folder)."""
-    binary = nginx_binary()
-    if binary is None:
-        pytest.skip(NO_NGINX)
+    binary = require_nginx()
     # -e: the log of what happens before the file is read (a build's compiled-in path, e.g.
     # Ubuntu's /var/log/nginx/error.log, is not writable by a non-root user)
     return subprocess.run(
@@ -136,9 +139,7 @@ def running_nginx(
 ) -> Iterator[RunningNginx]:
     """nginx in the foreground on a free loopback port in front of `upstreams`; stopped
     (gracefully, SIGQUIT) on exit. Skips the test when nginx is not installed."""
-    binary = nginx_binary()
-    if binary is None:
-        pytest.skip(NO_NGINX)
+    binary = require_nginx()
     owned = workdir is None
     if workdir is None:
         # readable by the worker processes' user when the master runs as root
@@ -209,8 +210,7 @@ class Front:
 def nginx_front(env: dict[str, str], workers: int = 2) -> Iterator[Front]:
     """A live gunicorn with `env` that trusts the loopback proxy (like compose: one hop, the
     proxy's network), and nginx in front of it."""
-    if nginx_binary() is None:
-        pytest.skip(NO_NGINX)
+    require_nginx()
     env = {"TRUSTED_PROXIES": "1", "TRUSTED_PROXY_NETWORKS": "127.0.0.1/32", **env}
     with (
         LiveServer(env, workers=workers) as app,

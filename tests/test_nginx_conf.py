@@ -23,6 +23,7 @@ from tests.nginx import (
     nginx_test,
     render_nginx_conf,
     renderer,
+    require_nginx,
     running_nginx,
 )
 
@@ -84,9 +85,7 @@ def test_the_vm_rendering_changes_only_upstreams_resolver_listen_pid_and_logs(tm
 
 
 def test_debian_nginx_accepts_the_rendered_file(tmp_path):
-    binary = nginx_binary()
-    if binary is None:
-        pytest.skip("nginx is not installed (bin/test installs Debian's package)")
+    binary = require_nginx()
     version = subprocess.run([binary, "-v"], capture_output=True, text=True).stderr.strip()
     result = nginx_test(render_nginx_conf(["127.0.0.1:8001", "127.0.0.1:8002"], 18080, tmp_path))
     assert result.returncode == 0, f"{version}: {result.stderr}"
@@ -96,9 +95,7 @@ def test_debian_nginx_accepts_the_rendered_file(tmp_path):
 def test_debian_nginx_refuses_the_compose_file_as_it_is(tmp_path):
     """Why the rendering exists: the distribution's nginx has no `resolve` (a test that starts
     passing means Debian ships >= 1.27.3, and the VM rendering could keep the DNS lines)."""
-    binary = nginx_binary()
-    if binary is None:
-        pytest.skip("nginx is not installed (bin/test installs Debian's package)")
+    binary = require_nginx()
     version = subprocess.run([binary, "-v"], capture_output=True, text=True).stderr
     found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", version)
     assert found

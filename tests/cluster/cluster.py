@@ -37,7 +37,7 @@ from tests.faults.helpers import (
     worker_pids,
 )
 from tests.live import LiveServer, free_port
-from tests.nginx import RunningNginx, nginx_binary, running_nginx
+from tests.nginx import NO_NGINX, RunningNginx, nginx_binary, running_nginx
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 DB_NAME = "shop"
@@ -63,7 +63,7 @@ def missing_parts() -> str | None:
     if not os.access(PGBOUNCER, os.X_OK):
         return "pgbouncer is not installed (bin/test installs Debian's package)"
     if nginx_binary() is None:
-        return "nginx is not installed (bin/test installs Debian's package)"
+        return NO_NGINX
     return None
 
 
