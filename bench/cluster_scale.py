@@ -79,12 +79,13 @@ def answers_report(results: dict[tuple[str, str], list[dict]]) -> str:
     for (name, variant), runs in sorted(results.items()):
         for result in runs:
             other = non_2xx(result)
-            answers += sum(result["statuses"].values())
+            total = sum(result["statuses"].values())
+            answers += total
             server_errors += sum(n for status, n in other.items() if status >= 500)
             if other or result["socket_errors"]:
                 lines.append(
                     f"  round {result['round']} {variant:11} {name:13} "
-                    f"{other or 'none'} of {sum(result['statuses'].values())} answers, "
+                    f"{other or 'none'} of {total} answers, "
                     f"{result['socket_errors']} socket errors"
                 )
     if len(lines) == 1:

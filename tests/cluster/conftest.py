@@ -51,10 +51,11 @@ def cluster(suite_deadline: Deadline) -> Iterator[Cluster]:
             yield started
     finally:
         suite_deadline.disarm()  # a start cut short: running_cluster stopped what it started
-    LINES.append(suite_deadline.summary())
-    print(suite_deadline.summary())
+    summary = suite_deadline.summary()
+    LINES.append(summary)
+    print(summary)
     if suite_deadline.over():
-        pytest.fail(f"{suite_deadline.summary()}: over the bound", pytrace=False)
+        pytest.fail(f"{summary}: over the bound", pytrace=False)
 
 
 @pytest.fixture()
