@@ -164,7 +164,11 @@ def app_loop() -> Iterator[AppLoop]:
     app_loop.run(_cancel_leftover_tasks)
     app_loop.loop.call_soon_threadsafe(app_loop.loop.stop)
     app_loop.thread.join(10)
-    app_loop.loop.close()
+    if not app_loop.thread.is_alive():
+        app_loop.loop.close()
+
+
+LEFTOVER_WAIT = 5.0  # seconds the app loop's teardown waits for cancelled tasks to end
 
 
 async def _cancel_leftover_tasks() -> None:
@@ -176,7 +180,13 @@ async def _cancel_leftover_tasks() -> None:
     leftovers = [task for task in asyncio.all_tasks() if task is not current]
     for task in leftovers:
         task.cancel()
-    await asyncio.gather(*leftovers, return_exceptions=True)
+    if not leftovers:
+        return
+    # bounded: a task that outlives its cancellation must not hold the run (one did, forever)
+    _, pending = await asyncio.wait(leftovers, timeout=LEFTOVER_WAIT)
+    if pending:
+        names = sorted(task.get_name() for task in pending)
+        print(f"app loop teardown: {len(pending)} task(s) did not end when cancelled: {names}")
 
 
 def open_pool(
